@@ -1,0 +1,410 @@
+"""Tile IR -> Python source: one generator function per thread, NumPy per DST subblock.
+
+The generated code is what the simulator runs, so a wrong pass shows up as a wrong
+answer. One table entry per op, keyed by op class, mirroring the dialect files. Blocking
+CB ops become `yield from rt.cb_...`; tile ops become loops over their DST subblocks
+whose bodies are vectorised NumPy over the whole subblock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from xdsl.dialects import arith, scf
+from xdsl.dialects.builtin import FloatAttr, IndexType, IntegerAttr, ModuleOp
+from xdsl.ir import Operation, SSAValue
+
+from tilegrid.ir import core as C
+from tilegrid.ir import tile as T
+from tilegrid.passes.common import loc_of, program_of
+
+UNARY = {
+    "exp": "np.exp({})",
+    "recip": "np.float32(1.0) / {}",
+    "neg": "-{}",
+    "sqrt": "np.sqrt({})",
+    "rsqrt": "np.float32(1.0) / np.sqrt({})",
+    "abs": "np.abs({})",
+    "log": "np.log({})",
+    "relu": "np.maximum({}, np.float32(0.0))",
+    "sigmoid": "np.float32(1.0) / (np.float32(1.0) + np.exp(-{}))",
+    "tanh": "np.tanh({})",
+}
+BINARY = {
+    "add": "({a} + {b})",
+    "sub": "({a} - {b})",
+    "mul": "({a} * {b})",
+    "div": "({a} / {b})",
+    "max": "np.maximum({a}, {b})",
+    "min": "np.minimum({a}, {b})",
+    "ge": "({a} >= {b}).astype(np.float32)",
+    "gt": "({a} > {b}).astype(np.float32)",
+    "le": "({a} <= {b}).astype(np.float32)",
+    "lt": "({a} < {b}).astype(np.float32)",
+    "eq": "({a} == {b}).astype(np.float32)",
+    "ne": "({a} != {b}).astype(np.float32)",
+}
+CMPI = {0: "==", 1: "!=", 2: "<", 3: "<=", 4: ">", 5: ">=", 6: "<", 7: "<=", 8: ">", 9: ">="}
+INT_BINARY = {
+    arith.AddiOp: "({} + {})",
+    arith.SubiOp: "({} - {})",
+    arith.MuliOp: "({} * {})",
+    arith.FloorDivSIOp: "({} // {})",
+    arith.DivSIOp: "int({} / {})",
+    arith.RemSIOp: "int(math.fmod({}, {}))",
+    arith.MinSIOp: "min({}, {})",
+    arith.MaxSIOp: "max({}, {})",
+    arith.AndIOp: "({} and {})",
+    arith.OrIOp: "({} or {})",
+    arith.XOrIOp: "({} != {})",
+    arith.AddfOp: "np.float32({} + {})",
+    arith.SubfOp: "np.float32({} - {})",
+    arith.MulfOp: "np.float32({} * {})",
+    arith.DivfOp: "np.float32({} / {})",
+}
+
+
+def py_float(v: float) -> str:
+    if math.isnan(v):
+        return "np.float32(np.nan)"
+    if math.isinf(v):
+        return "np.float32(np.inf)" if v > 0 else "np.float32(-np.inf)"
+    return f"np.float32({v!r})"
+
+
+@dataclass
+class ThreadSource:
+    name: str
+    kind: str
+    source: str
+
+
+@dataclass
+class Gen:
+    """Emits the Python source of one thread."""
+
+    locs: list[str]
+    lines: list[str] = field(default_factory=list)
+    names: dict[SSAValue, str] = field(default_factory=dict)
+    indent: int = 1
+    observe: bool = True
+
+    def name(self, v: SSAValue) -> str:
+        if v not in self.names:
+            self.names[v] = f"v{len(self.names)}"
+        return self.names[v]
+
+    def line(self, text: str) -> None:
+        self.lines.append("    " * self.indent + text)
+
+    def loc(self, op: Operation) -> int:
+        where = loc_of(op) or ""
+        if where not in self.locs:
+            self.locs.append(where)
+        return self.locs.index(where)
+
+    def body(self, ops) -> None:
+        for op in ops:
+            fn = EMIT.get(type(op))
+            if fn is None:
+                raise NotImplementedError(f"codegen: no rule for {op.name}")
+            fn(self, op)
+
+
+EMIT: dict[type, Callable[[Gen, Operation], None]] = {}
+
+
+def rule(*classes: type):
+    def deco(fn):
+        for c in classes:
+            EMIT[c] = fn
+        return fn
+
+    return deco
+
+
+# ---- arith / scf -----------------------------------------------------------------------------
+
+
+@rule(arith.ConstantOp)
+def _constant(g: Gen, op: arith.ConstantOp) -> None:
+    v = op.value
+    if isinstance(v, FloatAttr):
+        g.line(f"{g.name(op.result)} = {py_float(v.value.data)}")
+    elif isinstance(v, IntegerAttr):
+        val = v.value.data
+        if not isinstance(v.type, IndexType) and v.type.width.data == 1:
+            val = bool(val)
+        g.line(f"{g.name(op.result)} = {val!r}")
+    else:
+        raise NotImplementedError(f"constant {v}")
+
+
+@rule(*INT_BINARY)
+def _int_binary(g: Gen, op: Operation) -> None:
+    a, b = (g.name(v) for v in op.operands)
+    g.line(f"{g.name(op.results[0])} = {INT_BINARY[type(op)].format(a, b)}")
+
+
+@rule(arith.CmpiOp)
+def _cmpi(g: Gen, op: arith.CmpiOp) -> None:
+    g.line(f"{g.name(op.result)} = {g.name(op.lhs)} {CMPI[op.predicate.value.data]} {g.name(op.rhs)}")
+
+
+@rule(arith.IndexCastOp)
+def _index_cast(g: Gen, op: Operation) -> None:
+    g.line(f"{g.name(op.results[0])} = int({g.name(op.operands[0])})")
+
+
+@rule(arith.SIToFPOp)
+def _sitofp(g: Gen, op: Operation) -> None:
+    g.line(f"{g.name(op.results[0])} = np.float32({g.name(op.operands[0])})")
+
+
+@rule(scf.ForOp)
+def _for(g: Gen, op: scf.ForOp) -> None:
+    body = op.body.block
+    carried = [g.name(a) for a in body.args[1:]]
+    for c, init in zip(carried, op.iter_args):
+        g.line(f"{c} = {g.name(init)}")
+    g.line(f"for {g.name(body.args[0])} in range({g.name(op.lb)}, {g.name(op.ub)}, {g.name(op.step)}):")
+    g.indent += 1
+    g.line("pass")
+    g.body(body.ops)
+    g.indent -= 1
+    for r, c in zip(op.results, carried):
+        g.line(f"{g.name(r)} = {c}")
+
+
+@rule(scf.IfOp)
+def _if(g: Gen, op: scf.IfOp) -> None:
+    g.line(f"if {g.name(op.cond)}:")
+    for region in (op.true_region, op.false_region):
+        g.indent += 1
+        g.line("pass")
+        if region.blocks:
+            g.body(region.block.ops)
+        g.indent -= 1
+        if region is op.true_region:
+            g.line("else:")
+
+
+@rule(scf.YieldOp)
+def _yield(g: Gen, op: scf.YieldOp) -> None:
+    parent = op.parent_op()
+    if not op.operands:
+        return
+    if isinstance(parent, scf.ForOp):
+        targets = [g.name(a) for a in parent.body.block.args[1:]]
+    else:
+        targets = [g.name(r) for r in parent.results]
+    g.line(f"{', '.join(targets)}, = {', '.join(g.name(v) for v in op.operands)},")
+
+
+# ---- tilegrid: cores, CBs, DMA ---------------------------------------------------------------
+
+
+@rule(C.CoreIndexOp)
+def _core_index(g: Gen, op: C.CoreIndexOp) -> None:
+    g.line(f"{g.name(op.result)} = core.{'r' if op.dim.data == 0 else 'c'}")
+
+
+@rule(C.CBReserveOp, C.CBWaitOp)
+def _cb_take(g: Gen, op: Operation) -> None:
+    fn = "cb_reserve" if isinstance(op, C.CBReserveOp) else "cb_wait"
+    g.line(f"{g.name(op.results[0])} = yield from rt.{fn}(core, {op.cb.data}, {g.loc(op)})")
+
+
+@rule(C.CBPushOp, C.CBPopOp)
+def _cb_give(g: Gen, op: Operation) -> None:
+    fn = "cb_push" if isinstance(op, C.CBPushOp) else "cb_pop"
+    g.line(f"rt.{fn}(core, {op.cb.data}, {g.loc(op)})")
+
+
+def _tuple(g: Gen, vals) -> str:
+    return "(" + "".join(f"{g.name(v)}, " for v in vals) + ")"
+
+
+@rule(C.DMAReadOp)
+def _dma_read(g: Gen, op: C.DMAReadOp) -> None:
+    g.line(f"rt.dma_read(core, {op.arg.data}, {_tuple(g, op.indices)}, {g.name(op.dst)}, {g.loc(op)})")
+    g.line(f"{g.name(op.result)} = None")
+
+
+@rule(C.DMAWriteOp)
+def _dma_write(g: Gen, op: C.DMAWriteOp) -> None:
+    g.line(f"rt.dma_write(core, {op.arg.data}, {g.name(op.src)}, {_tuple(g, op.indices)}, {g.loc(op)})")
+    g.line(f"{g.name(op.result)} = None")
+
+
+@rule(C.DMAWaitOp)
+def _dma_wait(g: Gen, op: Operation) -> None:
+    return  # functional simulation: a transfer is complete when issued
+
+
+@rule(C.PrintOp)
+def _print(g: Gen, op: C.PrintOp) -> None:
+    g.line(f"rt.print(core, {op.label.data!r}, {g.name(op.value)})")
+
+
+@rule(C.AllocOp)
+def _alloc(g: Gen, op: C.AllocOp) -> None:
+    g.line(f"{g.name(op.result)} = alloc({op.result.type.dims})")
+
+
+# ---- tile ops --------------------------------------------------------------------------------
+
+
+def _subblock_loops(g: Gen, shape: tuple[int, int], sub: tuple[int, int]) -> tuple[str, str]:
+    """Open loops over DST subblocks of a block of `shape`; returns the row / col slice texts."""
+    (rows, cols), (h, w) = shape, sub
+    sh, sw = min(rows, 32 * h), min(cols, 32 * w)
+    r, c = f"_r{g.indent}", f"_c{g.indent}"
+    g.line(f"for {r} in range(0, {rows}, {sh}):")
+    g.indent += 1
+    g.line(f"for {c} in range(0, {cols}, {sw}):")
+    g.indent += 1
+    return f"{r}:{r} + {sh}", f"{c}:{c} + {sw}"
+
+
+def _close(g: Gen) -> None:
+    g.indent -= 2
+
+
+def _observe(g: Gen, op: Operation, name: str, tiles: int) -> None:
+    if g.observe:
+        g.line(f"if obs: rt.op(core, {name!r}, {tiles}, {g.loc(op)})")
+
+
+def _in_slice(src: tuple[int, int], rs: str, cs: str) -> str:
+    """Slice of an input for the current subblock; a vector dimension is not sliced (broadcast)."""
+    return f"[{rs if src[0] != 1 else '0:1'}, {cs if src[1] != 1 else '0:1'}]"
+
+
+@rule(T.ComputeOp)
+def _compute(g: Gen, op: T.ComputeOp) -> None:
+    shape, sub = op.shape, op.subblock_shape
+    assert sub is not None, "allocate-dst must run before codegen"
+    slots = 1 + max((o.dst.data for o in op.body.block.ops if getattr(o, "dst", None) is not None), default=0)
+    ins = [g.name(v) for v in op.ins]
+    scalars = [g.name(v) for v in op.scalars]
+    outs = [g.name(v) for v in op.outs]
+    loc = g.loc(op)
+    g.line(f"rt.dst_acquire({slots * sub[0] * sub[1]}, {loc})")
+    rs, cs = _subblock_loops(g, shape, sub)
+    tv: dict[SSAValue, str] = {}
+    for k, o in enumerate(op.body.block.ops):
+        t = f"t{k}"
+        if isinstance(o, T.LoadOp):
+            src = op.ins[o.input.data]
+            g.line(f"{t} = {ins[o.input.data]}{_in_slice(src.type.dims, rs, cs)}")
+        elif isinstance(o, T.FillOp):
+            g.line(f"{t} = {py_float(o.value.value.data)}")
+        elif isinstance(o, T.IotaOp):
+            sl = rs if o.dim.data == 0 else cs
+            start = sl.split(":")[0]
+            n = f"({sl.split(':')[1]}) - {start}"
+            shape_expr = f"(({n}), 1)" if o.dim.data == 0 else f"(1, ({n}))"
+            g.line(f"{t} = np.arange({start}, {start} + {n}, dtype=np.float32).reshape{shape_expr}")
+        elif isinstance(o, T.UnaryOp):
+            g.line(f"{t} = {UNARY[o.kind.data].format(tv[o.x])}")
+        elif isinstance(o, T.BinaryOp):
+            g.line(f"{t} = {BINARY[o.kind.data].format(a=tv[o.lhs], b=tv[o.rhs])}")
+        elif isinstance(o, T.ScalarOp):
+            a, b = tv[o.x], scalars[o.scalar.data]
+            if o.reverse.data:
+                a, b = b, a
+            g.line(f"{t} = {BINARY[o.kind.data].format(a=a, b=b)}")
+        elif isinstance(o, T.WhereOp):
+            g.line(f"{t} = np.where({tv[o.cond]} != 0, {tv[o.a]}, {tv[o.b]})")
+        elif isinstance(o, T.PackOp):
+            out = op.outs[o.output.data]
+            g.line(f"{outs[o.output.data]}[{rs}, {cs}] = round_to(np.broadcast_to({tv[o.x]}, "
+                   f"{outs[o.output.data]}[{rs}, {cs}].shape), {out.type.dtype!r})")
+            continue
+        else:
+            raise NotImplementedError(o.name)
+        if o.results:
+            tv[o.results[0]] = t
+    _close(g)
+    r, c = op.outs[0].type.tiles
+    _observe(g, op, "compute", r * c)
+
+
+@rule(T.MatmulOp)
+def _matmul(g: Gen, op: T.MatmulOp) -> None:
+    a, b, out = g.name(op.a), g.name(op.b), g.name(op.out)
+    sub = op.subblock_shape
+    g.line(f"rt.dst_acquire({sub[0] * sub[1]}, {g.loc(op)})")
+    rs, cs = _subblock_loops(g, op.out.type.dims, sub)
+    acc = f" + {g.name(op.acc)}[{rs}, {cs}]" if op.acc is not None else ""
+    g.line(f"{out}[{rs}, {cs}] = round_to(np.matmul({a}[{rs}, :], {b}[:, {cs}]){acc}, {op.out.type.dtype!r})")
+    _close(g)
+    (m, k), n = op.a.type.tiles, op.b.type.tiles[1]
+    _observe(g, op, "matmul", m * k * n)
+
+
+@rule(T.ReduceOp)
+def _reduce(g: Gen, op: T.ReduceOp) -> None:
+    x, out = g.name(op.x), g.name(op.out)
+    sub = op.subblock_shape
+    fn = "max" if op.kind.data == "max" else "sum"
+    extra = "" if fn == "max" else ", dtype=np.float32"
+    g.line(f"rt.dst_acquire({sub[0] * sub[1]}, {g.loc(op)})")
+    rs, cs = _subblock_loops(g, op.out.type.dims, sub)
+    if op.dim.data == 1:
+        g.line(f"{out}[{rs}, {cs}] = round_to({x}[{rs}, :].{fn}(axis=1, keepdims=True{extra}), {op.out.type.dtype!r})")
+    else:
+        g.line(f"{out}[{rs}, {cs}] = round_to({x}[:, {cs}].{fn}(axis=0, keepdims=True{extra}), {op.out.type.dtype!r})")
+    _close(g)
+    r, c = op.x.type.tiles
+    _observe(g, op, "reduce", r * c)
+
+
+@rule(T.TransposeOp)
+def _transpose(g: Gen, op: T.TransposeOp) -> None:
+    x, out = g.name(op.x), g.name(op.out)
+    sub = op.subblock_shape
+    g.line(f"rt.dst_acquire({sub[0] * sub[1]}, {g.loc(op)})")
+    rs, cs = _subblock_loops(g, op.out.type.dims, sub)
+    g.line(f"{out}[{rs}, {cs}] = round_to({x}[{cs}, {rs}].T, {op.out.type.dtype!r})")
+    _close(g)
+    r, c = op.x.type.tiles
+    _observe(g, op, "transpose", r * c)
+
+
+# ---- module ----------------------------------------------------------------------------------
+
+
+def generate(module: ModuleOp) -> tuple[list[ThreadSource], list[str]]:
+    """Python source for every thread of the program, and the table of source locations."""
+    prog = program_of(module)
+    locs: list[str] = []
+    out = []
+    for th in prog.threads:
+        g = Gen(locs)
+        g.line("obs = rt.observer is not None")
+        g.line("if False:")
+        g.line("    yield None")
+        g.body(th.body.block.ops)
+        fname = f"thread_{len(out)}"
+        src = f"def {fname}(rt, core):\n" + "\n".join(g.lines) + "\n"
+        out.append(ThreadSource(th.thread_name.data, th.kind.data, src))
+    return out, locs
+
+
+def load(sources: list[ThreadSource]) -> list[Callable]:
+    """Compile generated sources into generator functions."""
+    import numpy as np
+
+    from tilegrid.sim.numerics import round_to
+    from tilegrid.sim.runtime import alloc
+
+    fns = []
+    for k, s in enumerate(sources):
+        ns = {"np": np, "math": math, "round_to": round_to, "alloc": alloc}
+        exec(compile(s.source, f"<tilegrid thread {s.name}>", "exec"), ns)
+        fns.append(ns[f"thread_{k}"])
+    return fns

@@ -1,0 +1,979 @@
+"""Python AST of thread functions -> block IR (one `visit_<Node>` per supported construct).
+
+Thread bodies are parsed from source, never run. Every op carries the user's
+`file:line:col` in a `loc` attribute; every mistake raises `CompileError` at that line.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import inspect
+import math
+import textwrap
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from xdsl.dialects import arith, scf
+from xdsl.dialects.builtin import FloatAttr, IndexType, IntegerAttr, ModuleOp, StringAttr, f32, i1
+from xdsl.ir import Block, Operation, Region, SSAValue
+
+from tilegrid.errors import CompileError
+from tilegrid.frontend.values import (
+    ApiFunc,
+    Blk,
+    CBRef,
+    Cond,
+    DMAHandle,
+    FScalar,
+    Idx,
+    Method,
+    Poison,
+    Scope,
+    Slot,
+    StreamRef,
+    StreamView,
+)
+from tilegrid.ir import block as B
+from tilegrid.ir import core as C
+from tilegrid.lang import ops as api
+from tilegrid.lang.kernel import Stream, ThreadDef
+
+UNARY_METHODS = {"exp", "recip", "sqrt", "rsqrt", "neg", "abs", "log", "relu", "sigmoid", "tanh"}
+API_FUNCS = {getattr(api, n): n for n in dir(api) if callable(getattr(api, n)) and not n.startswith("_")}
+BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div"}
+CMPOPS = {ast.GtE: "ge", ast.Gt: "gt", ast.LtE: "le", ast.Lt: "lt", ast.Eq: "eq", ast.NotEq: "ne"}
+CMPI = {"ge": "sge", "gt": "sgt", "le": "sle", "lt": "slt", "eq": "eq", "ne": "ne"}
+SUPPORTED = "assignments, `for` over range(), `if`, `with cb.reserve()/cb.wait()`, calls and expressions"
+
+
+def set_loc(op: Operation, loc: str) -> Operation:
+    op.attributes["loc"] = StringAttr(loc)
+    return op
+
+
+def assigned_names(stmts: list[ast.stmt]) -> list[str]:
+    """Names a list of statements may rebind, in first-assignment order."""
+    out: list[str] = []
+    for s in stmts:
+        for node in ast.walk(s):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id not in out:
+                out.append(node.id)
+    return out
+
+
+class ThreadBuilder(ast.NodeVisitor):
+    """Builds one `tilegrid.thread` from one thread function."""
+
+    def __init__(self, thread: ThreadDef, args: list[dict], streams: dict[int, int]) -> None:
+        self.thread = thread
+        self.args = args
+        self.streams = streams  # id(tensor) -> argument index
+        fn = thread.fn
+        self.file = inspect.getsourcefile(fn) or "<unknown>"
+        lines, first = inspect.getsourcelines(fn)
+        src = textwrap.dedent("".join(lines))
+        self.indent = len(lines[0]) - len(lines[0].lstrip())
+        tree = ast.parse(src)
+        ast.increment_lineno(tree, first - 1)
+        self.fndef = tree.body[0]
+        self.globals = fn.__globals__
+        self.closure = {}
+        if fn.__closure__:
+            for name, cell in zip(fn.__code__.co_freevars, fn.__closure__):
+                try:
+                    self.closure[name] = cell.cell_contents
+                except ValueError:
+                    pass
+        self.vars: dict[str, Any] = {}
+        self.scopes: list[Scope] = []
+        self.block = Block()
+        self.node: ast.AST = self.fndef
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    def loc(self, node: ast.AST | None = None) -> str:
+        node = node or self.node
+        line = getattr(node, "lineno", self.fndef.lineno)
+        col = getattr(node, "col_offset", 0) + self.indent
+        return f"{self.file}:{line}:{col + 1}"
+
+    def error(self, msg: str, node: ast.AST | None = None, note: str | None = None) -> CompileError:
+        return CompileError(f"thread '{self.thread.name}': {msg}", self.loc(node), note=note)
+
+    def emit(self, op: Operation) -> Operation:
+        set_loc(op, self.loc())
+        self.block.add_op(op)
+        return op
+
+    @contextmanager
+    def into(self, block: Block) -> Iterator[None]:
+        saved = self.block
+        self.block = block
+        try:
+            yield
+        finally:
+            self.block = saved
+
+    @contextmanager
+    def scope(self, end_node: ast.AST) -> Iterator[None]:
+        self.scopes.append(Scope())
+        yield
+        self.end_scope(self.scopes.pop(), end_node)
+
+    def end_scope(self, scope: Scope, node: ast.AST) -> None:
+        """Push reserved slots nobody filled, release popped slots: the end of a Python block."""
+        where = self.loc(node)
+        for slot in scope.slots:
+            if slot.role == "reserved" and not slot.filled:
+                if slot.pending_dma is not None:
+                    self.emit(C.DMAWaitOp(slot.pending_dma.value))
+                slot.filled = True
+                self.emit(C.CBPushOp(slot.cb))
+            elif slot.role == "popped" and slot.released_at is None:
+                self.emit(C.CBPopOp(slot.cb))
+                slot.released_at = where
+
+    def visit(self, node: ast.AST) -> Any:
+        saved = self.node
+        self.node = node
+        try:
+            return super().visit(node)
+        finally:
+            self.node = saved
+
+    def generic_visit(self, node: ast.AST) -> Any:
+        raise self.error(
+            f"Python construct '{type(node).__name__}' is not supported in a thread",
+            node,
+            note=f"thread bodies support {SUPPORTED}",
+        )
+
+    # ---- entry ----------------------------------------------------------------------------
+
+    def build(self) -> C.ThreadOp:
+        fn = self.fndef
+        if not isinstance(fn, ast.AsyncFunctionDef | ast.FunctionDef):
+            raise self.error("a thread must be a function", fn)
+        params = [a.arg for a in fn.args.args]
+        names = [a["name"] for a in self.args]
+        if len(params) != len(names):
+            raise self.error(
+                f"takes {len(params)} CB parameters but the kernel has {len(names)} tensor arguments ({', '.join(names)})",
+                fn,
+                note="declare one CB parameter per kernel tensor argument, in the same order",
+            )
+        for i, p in enumerate(params):
+            self.vars[p] = CBRef(i, p)
+        body = fn.body
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            body = body[1:]  # docstring
+        if not body or all(isinstance(s, ast.Pass) for s in body):
+            raise self.error("the thread body is empty", fn, note="a thread must pop, reserve or compute something")
+        with self.scope(fn):
+            for stmt in body:
+                self.visit(stmt)
+        return C.ThreadOp(self.thread.kind, self.thread.name, Region(self.block))
+
+    # ---- statements -----------------------------------------------------------------------
+
+    def visit_Expr(self, node: ast.Expr) -> None:
+        if isinstance(node.value, ast.Constant):
+            return
+        self.eval(node.value)
+
+    def visit_Pass(self, node: ast.Pass) -> None:
+        return
+
+    def visit_Return(self, node: ast.Return) -> None:
+        if node.value is not None:
+            raise self.error("a thread returns nothing", node, note="write results to an output CB")
+        raise self.error("`return` is not supported inside a thread", node, note="let the thread body end instead")
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        value = self.eval(node.value)
+        for target in node.targets:
+            self.bind(target, value, node)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        if node.value is None:
+            return
+        self.bind(node.target, self.eval(node.value), node)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        if not isinstance(node.target, ast.Name):
+            raise self.error("only names can be assigned", node.target)
+        cur = self.lookup(node.target.id, node.target)
+        self.bind(node.target, self.binop(node.op, cur, self.eval(node.value), node), node)
+
+    def bind(self, target: ast.expr, value: Any, node: ast.AST) -> None:
+        if isinstance(target, ast.Name):
+            self.vars[target.id] = value
+            return
+        if isinstance(target, ast.Tuple) and isinstance(value, tuple) and len(value) == len(target.elts):
+            for t, v in zip(target.elts, value):
+                self.bind(t, v, node)
+            return
+        raise self.error("only names (or tuples of names) can be assigned in a thread", target)
+
+    def visit_For(self, node: ast.For) -> None:
+        if node.orelse:
+            raise self.error("`for ... else` is not supported", node)
+        if not isinstance(node.target, ast.Name):
+            raise self.error("the loop variable must be a single name", node.target)
+        it = node.iter
+        if not (isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range"):
+            raise self.error("`for` loops must iterate over range(...)", it, note="for i in range(n): ...")
+        bounds = [self.eval(a) for a in it.args]
+        if not 1 <= len(bounds) <= 3 or it.keywords:
+            raise self.error("range() takes 1 to 3 positional arguments", it)
+        lb, ub, step = (0, bounds[0], 1) if len(bounds) == 1 else (bounds[0], bounds[1], bounds[2] if len(bounds) == 3 else 1)
+        for b in (lb, ub, step):
+            if not isinstance(b, int | Idx) or isinstance(b, bool):
+                raise self.error(f"range() bounds must be integers, got {self.describe(b)}", it)
+        if isinstance(step, int) and step <= 0:
+            raise self.error(f"range() step must be positive, got {step}", it)
+
+        assigned = assigned_names(node.body)
+        carried: list[str] = []
+        for name in assigned:
+            if name == node.target.id or name not in self.vars:
+                continue
+            v = self.vars[name]
+            if isinstance(v, Blk) and v.slot is None or isinstance(v, Idx | FScalar):
+                carried.append(name)
+            elif isinstance(v, int) and not isinstance(v, bool):
+                self.vars[name] = Idx(self.const_index(v))
+                carried.append(name)
+            elif isinstance(v, float):
+                self.vars[name] = FScalar(self.const_f32(v))
+                carried.append(name)
+        inits = [self.vars[n].value for n in carried]
+        body = Block(arg_types=[IndexType()] + [v.type for v in inits])
+        saved = dict(self.vars)
+        self.vars[node.target.id] = Idx(body.args[0])
+        for name, arg in zip(carried, body.args[1:]):
+            self.vars[name] = self.wrap(arg)
+        with self.into(body):
+            with self.scope(node):
+                for stmt in node.body:
+                    self.visit(stmt)
+            yields = [self.coerce(self.vars[n], v.type, n, node) for n, v in zip(carried, inits)]
+            self.emit(scf.YieldOp(*yields))
+        op = self.emit(scf.ForOp(self.index(lb), self.index(ub), self.index(step), inits, Region(body)))
+        self.vars = saved
+        for name, res in zip(carried, op.results):
+            self.vars[name] = self.wrap(res)
+        for name in assigned:
+            if name not in carried:
+                self.vars[name] = Poison(
+                    f"'{name}' is assigned inside the loop at line {node.lineno} and cannot be read after it"
+                    " (only blocks and numbers assigned before the loop are carried across iterations)"
+                )
+
+    def visit_If(self, node: ast.If) -> None:
+        cond = self.eval(node.test)
+        if isinstance(cond, bool | int | float):
+            for stmt_list in ([node.body] if cond else [node.orelse]):
+                if stmt_list:
+                    with self.scope(node):
+                        for stmt in stmt_list:
+                            self.visit(stmt)
+            return
+        if not isinstance(cond, Cond):
+            raise self.error(f"an `if` condition must compare integers, got {self.describe(cond)}", node.test)
+        saved = dict(self.vars)
+        branches = []
+        for stmts in (node.body, node.orelse):
+            self.vars = dict(saved)
+            blk = Block()
+            with self.into(blk):
+                with self.scope(node):
+                    for stmt in stmts:
+                        self.visit(stmt)
+            branches.append((blk, self.vars))
+        assigned = assigned_names(node.body + node.orelse)
+        results: list[str] = []
+        types = []
+        for name in assigned:
+            a, b = branches[0][1].get(name), branches[1][1].get(name)
+            if a is None or b is None or isinstance(a, Poison) or isinstance(b, Poison):
+                continue
+            ta, tb = self.ir_type(a), self.ir_type(b)
+            if ta is None or tb is None:
+                if a is b:
+                    continue
+                continue
+            if isinstance(ta, C.BlockType) and isinstance(tb, C.BlockType):
+                if ta.dims != tb.dims:
+                    raise self.error(
+                        f"'{name}' is a {ta.dims[0]}x{ta.dims[1]} block in one branch and {tb.dims[0]}x{tb.dims[1]} in the other",
+                        node,
+                    )
+                ta = C.BlockType(ta.dims, "f32" if "f32" in (ta.dtype, tb.dtype) else "bf16")
+            elif type(ta) is not type(tb):
+                raise self.error(f"'{name}' has different kinds of value in the two branches", node)
+            results.append(name)
+            types.append(ta)
+        for (blk, bvars), _ in zip(branches, range(2)):
+            self.vars = bvars
+            with self.into(blk):
+                ys = [self.coerce(self.materialize(bvars[n]), t, n, node) for n, t in zip(results, types)]
+                self.emit(scf.YieldOp(*ys))
+        op = self.emit(scf.IfOp(cond.value, types, Region(branches[0][0]), Region(branches[1][0])))
+        self.vars = saved
+        for name, res in zip(results, op.results):
+            self.vars[name] = self.wrap(res)
+        for name in assigned:
+            if name not in results:
+                self.vars[name] = Poison(
+                    f"'{name}' is assigned in only one branch of the `if` at line {node.lineno}"
+                    " (or is a CB block there) and cannot be read after it"
+                )
+
+    def visit_With(self, node: ast.With) -> None:
+        if len(node.items) != 1:
+            raise self.error("`with` takes one CB block at a time", node)
+        item = node.items[0]
+        value = self.eval(item.context_expr)
+        if not (isinstance(value, Blk) and value.slot is not None):
+            raise self.error(
+                "`with` needs a CB block: `with cb.reserve() as blk:` or `with cb.wait() as blk:`", item.context_expr
+            )
+        # The slot belongs to the with body, not the enclosing block.
+        self.scopes[-1].slots.remove(value.slot)
+        with self.scope(node):
+            self.scopes[-1].slots.append(value.slot)
+            if item.optional_vars is not None:
+                self.bind(item.optional_vars, value, node)
+            for stmt in node.body:
+                self.visit(stmt)
+
+    # ---- expressions ----------------------------------------------------------------------
+
+    def eval(self, node: ast.expr) -> Any:
+        return self.visit(node)
+
+    def visit_Constant(self, node: ast.Constant) -> Any:
+        return node.value
+
+    def visit_Tuple(self, node: ast.Tuple) -> tuple:
+        return tuple(self.eval(e) for e in node.elts)
+
+    visit_List = visit_Tuple
+
+    def visit_Await(self, node: ast.Await) -> Any:
+        return self.eval(node.value)
+
+    def visit_Name(self, node: ast.Name) -> Any:
+        return self.lookup(node.id, node)
+
+    def lookup(self, name: str, node: ast.AST) -> Any:
+        if name in self.vars:
+            v = self.vars[name]
+            if isinstance(v, Poison):
+                raise self.error(v.why, node)
+            return v
+        for ns in (self.closure, self.globals):
+            if name in ns:
+                return self.python_value(ns[name], name, node)
+        if name in ("inf", "nan"):
+            return float(name)
+        if hasattr(builtins, name):
+            return getattr(builtins, name)
+        raise self.error(
+            f"name '{name}' is not defined",
+            node,
+            note="the thread uses a name its kernel never defines; if this is a fragment of a larger kernel, "
+            "define it (in the thread, or as a constant or Stream in the kernel function)",
+        )
+
+    def python_value(self, v: Any, name: str, node: ast.AST) -> Any:
+        if isinstance(v, bool | int | float | str | tuple):
+            return v
+        if isinstance(v, Stream):
+            idx = self.streams.get(id(v.tensor))
+            if idx is None:
+                raise self.error(
+                    f"Stream '{name}' wraps a tensor that is not an argument of this Program", node,
+                    note="pass the same tensor objects to Program(...)(...) that the Streams were made from",
+                )
+            return StreamRef(idx, self.args[idx]["name"], len(self.args[idx]["shape"]))
+        if v in API_FUNCS:
+            return ApiFunc(API_FUNCS[v])
+        if inspect.ismodule(v) or v in (float, int, range, print, min, max, abs):
+            return v
+        raise self.error(
+            f"'{name}' is a {type(v).__name__}; a thread can use integer and float constants, Streams "
+            "and tilegrid functions from its kernel",
+            node,
+        )
+
+    def visit_Attribute(self, node: ast.Attribute) -> Any:
+        obj = self.eval(node.value)
+        if inspect.ismodule(obj):
+            v = getattr(obj, node.attr, None)
+            if isinstance(v, float | int):
+                return v
+            if v in API_FUNCS:
+                return ApiFunc(API_FUNCS[v])
+            if v is not None and node.attr in UNARY_METHODS | {"maximum", "minimum", "where"}:
+                return ApiFunc(node.attr)
+            raise self.error(f"'{obj.__name__}.{node.attr}' cannot be used in a thread", node)
+        if isinstance(obj, Blk | CBRef | DMAHandle):
+            return Method(obj, node.attr)
+        raise self.error(f"{self.describe(obj)} has no attribute '{node.attr}'", node)
+
+    def visit_Subscript(self, node: ast.Subscript) -> Any:
+        obj = self.eval(node.value)
+        if not isinstance(obj, StreamRef):
+            raise self.error(f"only Streams can be indexed, not {self.describe(obj)}", node)
+        idx = self.eval(node.slice)
+        idx = list(idx) if isinstance(idx, tuple) else [idx]
+        if len(idx) != obj.rank:
+            raise self.error(
+                f"Stream of '{obj.name}' has {obj.rank} dimensions but is indexed with {len(idx)} indices",
+                node,
+                note="index every leading dimension in elements and the last two in blocks",
+            )
+        for i in idx:
+            if not isinstance(i, int | Idx) or isinstance(i, bool):
+                raise self.error(f"stream indices must be integers, got {self.describe(i)}", node)
+        self.check_stream_bounds(obj, idx, node)
+        return StreamView(obj, idx)
+
+    def check_stream_bounds(self, s: StreamRef, idx: list[Any], node: ast.AST) -> None:
+        a = self.args[s.arg]
+        limits = list(a["shape"][:-2]) + [a["shape"][-2] // (32 * a["block"][0]), a["shape"][-1] // (32 * a["block"][1])]
+        for k, (i, n) in enumerate(zip(idx, limits)):
+            if isinstance(i, int) and not 0 <= i < n:
+                raise self.error(
+                    f"stream index {i} is out of range for dimension {k} of '{s.name}' (size {n}"
+                    + (" blocks)" if k >= len(limits) - 2 else ")"),
+                    node,
+                )
+
+    def visit_BinOp(self, node: ast.BinOp) -> Any:
+        return self.binop(node.op, self.eval(node.left), self.eval(node.right), node)
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> Any:
+        v = self.eval(node.operand)
+        if isinstance(node.op, ast.USub):
+            if isinstance(v, int | float):
+                return -v
+            if isinstance(v, Blk):
+                return self.unary("neg", v, node)
+            return self.binop(ast.Sub(), 0, v, node)
+        if isinstance(node.op, ast.UAdd):
+            return v
+        if isinstance(node.op, ast.Not):
+            if isinstance(v, bool | int):
+                return not v
+            if isinstance(v, Cond):
+                one = self.emit(arith.ConstantOp(IntegerAttr(1, i1)))
+                return Cond(self.emit(arith.XOrIOp(v.value, one)).results[0])
+        raise self.error(f"unsupported unary operator on {self.describe(v)}", node)
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> Any:
+        vals = [self.eval(v) for v in node.values]
+        if all(isinstance(v, bool | int) for v in vals):
+            return all(vals) if isinstance(node.op, ast.And) else any(vals)
+        conds = [self.as_cond(v, node) for v in vals]
+        op = arith.AndIOp if isinstance(node.op, ast.And) else arith.OrIOp
+        acc = conds[0]
+        for c in conds[1:]:
+            acc = self.emit(op(acc, c)).results[0]
+        return Cond(acc)
+
+    def as_cond(self, v: Any, node: ast.AST) -> SSAValue:
+        if isinstance(v, Cond):
+            return v.value
+        if isinstance(v, bool | int):
+            return self.emit(arith.ConstantOp(IntegerAttr(int(bool(v)), i1))).results[0]
+        raise self.error(f"expected a condition, got {self.describe(v)}", node)
+
+    def visit_Compare(self, node: ast.Compare) -> Any:
+        if len(node.ops) != 1:
+            raise self.error("chained comparisons are not supported", node, note="write `a < b and b < c`")
+        kind = CMPOPS.get(type(node.ops[0]))
+        if kind is None:
+            raise self.error(f"comparison '{type(node.ops[0]).__name__}' is not supported", node)
+        a, b = self.eval(node.left), self.eval(node.comparators[0])
+        if isinstance(a, Blk) or isinstance(b, Blk):
+            return self.block_binary(kind, a, b, node)
+        if isinstance(a, int | float) and isinstance(b, int | float):
+            return {"ge": a >= b, "gt": a > b, "le": a <= b, "lt": a < b, "eq": a == b, "ne": a != b}[kind]
+        if isinstance(a, int | Idx) and isinstance(b, int | Idx):
+            op = arith.CmpiOp(self.index(a), self.index(b), CMPI[kind])
+            return Cond(self.emit(op).results[0])
+        raise self.error(f"cannot compare {self.describe(a)} with {self.describe(b)}", node)
+
+    def visit_Call(self, node: ast.Call) -> Any:
+        fn = self.eval(node.func)
+        if isinstance(fn, Method):
+            return self.call_method(fn, node)
+        if isinstance(fn, ApiFunc):
+            return self.call_api(fn.name, node)
+        if fn is print:
+            return self.call_print(node)
+        if fn is float:
+            args = [self.eval(a) for a in node.args]
+            if len(args) == 1 and isinstance(args[0], str | int | float):
+                return float(args[0])
+        if fn is int:
+            args = [self.eval(a) for a in node.args]
+            if len(args) == 1 and isinstance(args[0], int | float):
+                return int(args[0])
+        if fn in (min, max):
+            args = [self.eval(a) for a in node.args]
+            if all(isinstance(a, int | float) for a in args):
+                return fn(*args)
+            if len(args) == 2 and all(isinstance(a, int | Idx) for a in args):
+                op = (arith.MinSIOp if fn is min else arith.MaxSIOp)(self.index(args[0]), self.index(args[1]))
+                return Idx(self.emit(op).results[0])
+            if len(args) == 2 and any(isinstance(a, Blk) for a in args):
+                return self.block_binary("min" if fn is min else "max", args[0], args[1], node)
+        if fn is abs:
+            (x,) = [self.eval(a) for a in node.args]
+            if isinstance(x, Blk):
+                return self.unary("abs", x, node)
+            if isinstance(x, int | float):
+                return abs(x)
+        name = getattr(fn, "__name__", type(fn).__name__)
+        raise self.error(f"'{name}(...)' cannot be called in a thread", node, note="see the tilegrid language reference")
+
+    # ---- calls ----------------------------------------------------------------------------
+
+    def call_args(self, node: ast.Call, names: list[str], required: int) -> list[Any]:
+        """Positional and keyword arguments of a call, in the order of `names`."""
+        vals: list[Any] = [self.eval(a) for a in node.args]
+        if len(vals) > len(names):
+            raise self.error(f"takes at most {len(names)} arguments, got {len(vals)}", node)
+        out: list[Any] = vals + [None] * (len(names) - len(vals))
+        for kw in node.keywords:
+            if kw.arg not in names:
+                raise self.error(f"unexpected keyword argument '{kw.arg}' (accepted: {', '.join(names)})", node)
+            out[names.index(kw.arg)] = self.eval(kw.value)
+        for i in range(required):
+            if out[i] is None:
+                raise self.error(f"missing argument '{names[i]}'", node)
+        return out
+
+    def call_method(self, m: Method, node: ast.Call) -> Any:
+        obj, name = m.obj, m.name
+        if isinstance(obj, CBRef):
+            if name == "reserve":
+                return self.reserve(obj, node)
+            if name in ("pop", "wait"):
+                return self.wait(obj, node)
+            if name == "push":
+                return self.explicit_push(obj, node)
+            raise self.error(f"a CB has no method '{name}'", node, note="CBs have reserve(), pop() / wait() and push()")
+        if isinstance(obj, DMAHandle):
+            if name != "wait":
+                raise self.error(f"a DMA handle has no method '{name}'", node, note="call .wait()")
+            return self.dma_wait(obj)
+        assert isinstance(obj, Blk)
+        if name in UNARY_METHODS:
+            self.call_args(node, [], 0)
+            return self.unary(name, obj, node)
+        if name == "transpose":
+            return Blk(self.emit(B.TransposeOp(self.use(obj, node))).results[0])
+        if name in ("rowmax", "rowsum", "colmax", "colsum", "max", "sum"):
+            dim, axis = self.call_args(node, ["dim", "axis"], 0)
+            d = dim if dim is not None else axis
+            if name in ("max", "sum") and d is None:
+                raise self.error(f"block.{name}() needs dim=-1 (rows) or dim=0 (columns)", node)
+            if d is None:
+                d = -1 if name.startswith("row") else 0
+            default = -1 if name.startswith("row") else 0 if name.startswith("col") else d
+            if d not in (-1, 1, 0, -2) or (name[:3] in ("row", "col") and d not in (default, default + (2 if default < 0 else -2))):
+                raise self.error(f"{name}() reduces along dim {default}, got dim={d}", node)
+            kind = "max" if name.endswith("max") else "sum"
+            return self.reduce(kind, 1 if d in (-1, 1) else 0, obj, None, node)
+        if name == "store":
+            (value,) = self.call_args(node, ["value"], 1)
+            return self.store(obj, value, node)
+        raise self.error(
+            f"a block has no method '{name}'",
+            node,
+            note="blocks have exp, recip, sqrt, rsqrt, neg, abs, log, relu, sigmoid, tanh, transpose, "
+            "rowmax, rowsum, colmax, colsum, store",
+        )
+
+    def call_api(self, name: str, node: ast.Call) -> Any:
+        if name == "core_index":
+            (dim,) = self.call_args(node, ["dim"], 1)
+            if dim not in (0, 1):
+                raise self.error(f"core_index() takes 0 (row) or 1 (column), got {dim!r}", node)
+            return Idx(self.emit(C.CoreIndexOp(dim)).results[0])
+        if name == "dma":
+            src, dst, core, mcast = self.call_args(node, ["src", "dst", "core", "mcast"], 2)
+            if core is not None or mcast is not None:
+                raise self.error("multicast dma is not supported yet", node)
+            return self.dma(src, dst, node)
+        if name == "fill":
+            value, shape, dtype = self.call_args(node, ["value", "shape", "dtype"], 2)
+            t = self.block_type(shape, dtype or "f32", node)
+            if not isinstance(value, int | float):
+                raise self.error(f"fill() value must be a number, got {self.describe(value)}", node)
+            return Blk(self.emit(B.FillOp(float(value), t)).results[0])
+        if name in ("row_index", "col_index"):
+            shape, dtype = self.call_args(node, ["shape", "dtype"], 1)
+            t = self.block_type(shape, dtype or "f32", node)
+            return Blk(self.emit(B.IotaOp(0 if name == "row_index" else 1, t)).results[0])
+        if name in ("rowmax", "rowsum", "colmax", "colsum"):
+            x, acc = self.call_args(node, ["x", "acc"], 1)
+            x = self.expect_block(x, node, name)
+            return self.reduce(name[3:], 1 if name.startswith("row") else 0, x, acc, node)
+        if name in UNARY_METHODS:
+            (x,) = self.call_args(node, ["x"], 1)
+            return self.unary(name, self.expect_block(x, node, name), node)
+        if name in ("maximum", "minimum"):
+            a, b = self.call_args(node, ["a", "b"], 2)
+            return self.block_binary(name[:3], a, b, node)
+        if name == "where":
+            c, a, b = self.call_args(node, ["cond", "a", "b"], 3)
+            return self.where(c, a, b, node)
+        if name == "transpose":
+            (x,) = self.call_args(node, ["x"], 1)
+            return Blk(self.emit(B.TransposeOp(self.use(self.expect_block(x, node, name), node))).results[0])
+        if name == "matmul":
+            a, b = self.call_args(node, ["a", "b"], 2)
+            return self.binop(ast.MatMult(), a, b, node)
+        raise self.error(f"{name}() is not supported in a thread yet", node)
+
+    def call_print(self, node: ast.Call) -> None:
+        vals = [self.eval(a) for a in node.args]
+        blocks = [v for v in vals if isinstance(v, Blk)]
+        label = " ".join(str(v) for v in vals if not isinstance(v, Blk)) or ast.unparse(node.args[0]) if node.args else ""
+        if len(blocks) != 1:
+            raise self.error("print() in a thread takes one block (and optional text)", node)
+        self.emit(C.PrintOp(self.use(blocks[0], node), label))
+
+    # ---- CBs and DMA ----------------------------------------------------------------------
+
+    def cb_type(self, cb: CBRef) -> C.BlockType:
+        a = self.args[cb.index]
+        return C.BlockType((32 * a["block"][0], 32 * a["block"][1]), a["dtype"])
+
+    def reserve(self, cb: CBRef, node: ast.AST) -> Blk:
+        v = self.emit(C.CBReserveOp(cb.index, self.cb_type(cb))).results[0]
+        slot = Slot(cb.index, cb.name, "reserved", self.loc(node))
+        self.scopes[-1].slots.append(slot)
+        return Blk(v, slot)
+
+    def wait(self, cb: CBRef, node: ast.AST) -> Blk:
+        v = self.emit(C.CBWaitOp(cb.index, self.cb_type(cb))).results[0]
+        slot = Slot(cb.index, cb.name, "popped", self.loc(node))
+        self.scopes[-1].slots.append(slot)
+        return Blk(v, slot)
+
+    def explicit_push(self, cb: CBRef, node: ast.AST) -> None:
+        for scope in reversed(self.scopes):
+            for slot in scope.slots:
+                if slot.cb == cb.index and slot.role == "reserved" and not slot.filled:
+                    if slot.pending_dma is not None:
+                        self.dma_wait(slot.pending_dma)
+                    if not slot.filled:
+                        slot.filled = True
+                        self.emit(C.CBPushOp(cb.index))
+                    return
+        raise self.error(f"push() on CB '{cb.name}' with no reserved block waiting to be pushed", node)
+
+    def store(self, dst: Blk, value: Any, node: ast.AST) -> None:
+        if dst.slot is None or dst.slot.role != "reserved":
+            raise self.error("store() writes into a reserved CB block", node, note="blk = out_cb.reserve(); blk.store(x)")
+        if dst.slot.filled:
+            raise self.error(f"this block of CB '{dst.slot.cb_name}' was already filled and pushed", node)
+        if dst.slot.released_at:
+            raise self.error("store() into a block after its release", node)
+        v = self.expect_block(value, node, "store")
+        if v.type.dims != dst.type.dims:
+            raise self.error(
+                f"cannot store a {self.shape_str(v)} block into a {self.shape_str(dst)} block of CB '{dst.slot.cb_name}'",
+                node,
+                note="a CB slot holds block_factors tiles of its argument",
+            )
+        self.emit(B.StoreOp(dst.value, self.use(v, node)))
+        dst.slot.filled = True
+        self.emit(C.CBPushOp(dst.slot.cb))
+
+    def dma(self, src: Any, dst: Any, node: ast.AST) -> DMAHandle:
+        if isinstance(src, StreamView) and isinstance(dst, Blk):
+            if dst.slot is None or dst.slot.role != "reserved" or dst.slot.filled:
+                raise self.error("a DMA read lands in a freshly reserved CB block", node, note="dma(stream[i, j], cb.reserve())")
+            self.check_cb_matches(src.stream, dst.slot, node)
+            op = C.DMAReadOp(src.stream.arg, [self.index(i) for i in src.indices], dst.value)
+            h = DMAHandle(self.emit(op).results[0], dst.slot)
+            dst.slot.pending_dma = h
+            return h
+        if isinstance(src, Blk) and isinstance(dst, StreamView):
+            if src.slot is not None:
+                self.check_cb_matches(dst.stream, src.slot, node)
+            op = C.DMAWriteOp(dst.stream.arg, self.use(src, node), [self.index(i) for i in dst.indices])
+            return DMAHandle(self.emit(op).results[0], None)
+        raise self.error(
+            f"dma() copies a stream block into a reserved CB block or a CB block into a stream block, "
+            f"got {self.describe(src)} -> {self.describe(dst)}",
+            node,
+        )
+
+    def check_cb_matches(self, s: StreamRef, slot: Slot, node: ast.AST) -> None:
+        a, c = self.args[s.arg], self.args[slot.cb]
+        if a["block"] != c["block"]:
+            raise self.error(
+                f"a block of '{s.name}' ({a['block'][0]}x{a['block'][1]} tiles) does not fit CB '{slot.cb_name}' "
+                f"({c['block'][0]}x{c['block'][1]} tiles)",
+                node,
+            )
+
+    def dma_wait(self, h: DMAHandle) -> None:
+        if h.waited:
+            return
+        h.waited = True
+        self.emit(C.DMAWaitOp(h.value))
+        if h.slot is not None and not h.slot.filled:
+            h.slot.filled = True
+            h.slot.pending_dma = None
+            self.emit(C.CBPushOp(h.slot.cb))
+
+    # ---- block math -----------------------------------------------------------------------
+
+    def use(self, b: Blk, node: ast.AST) -> SSAValue:
+        """The block's value, checking the CB protocol: no reads before fill or after release."""
+        if b.slot is not None:
+            if b.slot.released_at is not None:
+                raise self.error(
+                    f"a block of CB '{b.slot.cb_name}' is used after its release at {b.slot.released_at}",
+                    node,
+                    note="a popped block is released at the end of the Python block that popped it; "
+                    "copy what you need into a variable computed before then",
+                )
+            if b.slot.role == "reserved" and not b.slot.filled:
+                raise self.error(
+                    f"a reserved block of CB '{b.slot.cb_name}' is read before it is filled",
+                    node,
+                    note="fill a reserved block with store() or a dma(...).wait() before reading it",
+                )
+        return b.value
+
+    def expect_block(self, v: Any, node: ast.AST, what: str) -> Blk:
+        if not isinstance(v, Blk):
+            raise self.error(f"{what}() expects a block, got {self.describe(v)}", node)
+        return v
+
+    def unary(self, kind: str, x: Blk, node: ast.AST) -> Blk:
+        return Blk(self.emit(B.UnaryOp(kind, self.use(x, node))).results[0])
+
+    def reduce(self, kind: str, dim: int, x: Blk, acc: Any, node: ast.AST) -> Blk:
+        r = Blk(self.emit(B.ReduceOp(kind, dim, self.use(x, node))).results[0])
+        if acc is None:
+            return r
+        acc = self.expect_block(acc, node, f"the accumulator of {'row' if dim else 'col'}{kind}")
+        if acc.type.dims != r.type.dims:
+            raise self.error(
+                f"accumulator is {self.shape_str(acc)} but the reduction gives {self.shape_str(r)}", node
+            )
+        return self.block_binary("max" if kind == "max" else "add", r, acc, node)
+
+    def where(self, c: Any, a: Any, b: Any, node: ast.AST) -> Blk:
+        cond = self.expect_block(c, node, "where")
+        shape = cond.type.dims
+        for v in (a, b):
+            if isinstance(v, Blk):
+                shape = B.broadcast_shape(shape, v.type.dims) or shape
+        dtype = "f32" if any(isinstance(v, Blk) and v.type.dtype == "f32" for v in (a, b)) else (
+            a.type.dtype if isinstance(a, Blk) else b.type.dtype if isinstance(b, Blk) else "f32"
+        )
+        t = C.BlockType(shape, dtype)
+        ops = []
+        for v in (cond, a, b):
+            if isinstance(v, int | float):
+                ops.append(self.emit(B.FillOp(float(v), t)).results[0])
+            elif isinstance(v, Blk):
+                if B.broadcast_shape(v.type.dims, shape) != shape:
+                    raise self.error(f"where(): a {self.shape_str(v)} block does not broadcast to {shape[0]}x{shape[1]}", node)
+                ops.append(self.use(v, node))
+            else:
+                raise self.error(f"where() takes blocks or numbers, got {self.describe(v)}", node)
+        return Blk(self.emit(B.WhereOp(ops[0], ops[1], ops[2], t)).results[0])
+
+    def block_binary(self, kind: str, a: Any, b: Any, node: ast.AST) -> Blk:
+        if isinstance(a, Blk) and isinstance(b, Blk):
+            t = B.binary_result(a.type, b.type)
+            if t is None:
+                raise self.error(
+                    f"shapes do not broadcast: {self.shape_str(a)} {kind} {self.shape_str(b)}",
+                    node,
+                    note="elementwise operands must have equal shapes, or one must be an [M,1] column or [1,N] row",
+                )
+            return Blk(self.emit(B.BinaryOp(kind, self.use(a, node), self.use(b, node), t)).results[0])
+        if isinstance(a, Blk) and self.is_scalar(b):
+            return Blk(self.emit(B.ScalarOp(kind, self.use(a, node), self.scalar(b))).results[0])
+        if isinstance(b, Blk) and self.is_scalar(a):
+            return Blk(self.emit(B.ScalarOp(kind, self.use(b, node), self.scalar(a), reverse=True)).results[0])
+        raise self.error(f"unsupported operands for '{kind}': {self.describe(a)} and {self.describe(b)}", node)
+
+    def binop(self, op: ast.operator, a: Any, b: Any, node: ast.AST) -> Any:
+        if isinstance(op, ast.MatMult):
+            if not (isinstance(a, Blk) and isinstance(b, Blk)):
+                raise self.error(f"@ multiplies two blocks, got {self.describe(a)} @ {self.describe(b)}", node)
+            if a.type.dims[1] != b.type.dims[0]:
+                raise self.error(
+                    f"matmul inner dimensions differ: {self.shape_str(a)} @ {self.shape_str(b)}",
+                    node,
+                    note="for Q @ K^T write Q_block @ K_block.transpose()",
+                )
+            return Blk(self.emit(B.MatmulOp(self.use(a, node), self.use(b, node))).results[0])
+        if isinstance(a, Blk) or isinstance(b, Blk):
+            kind = BINOPS.get(type(op))
+            if kind is None:
+                raise self.error(f"operator '{type(op).__name__}' is not supported on blocks", node)
+            return self.block_binary(kind, a, b, node)
+        if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
+            try:
+                return eval(compile(ast.Expression(ast.BinOp(ast.Constant(a), op, ast.Constant(b))), "", "eval"))
+            except ZeroDivisionError as e:
+                raise self.error("division by zero", node) from e
+        if isinstance(a, int | Idx) and isinstance(b, int | Idx):
+            ops = {ast.Add: arith.AddiOp, ast.Sub: arith.SubiOp, ast.Mult: arith.MuliOp,
+                   ast.FloorDiv: arith.FloorDivSIOp, ast.Mod: arith.RemSIOp}
+            cls = ops.get(type(op))
+            if cls is None:
+                raise self.error(f"operator '{type(op).__name__}' is not supported on integers in a thread", node)
+            return Idx(self.emit(cls(self.index(a), self.index(b))).results[0])
+        if self.is_scalar(a) and self.is_scalar(b):
+            ops = {ast.Add: arith.AddfOp, ast.Sub: arith.SubfOp, ast.Mult: arith.MulfOp, ast.Div: arith.DivfOp}
+            cls = ops.get(type(op))
+            if cls is None:
+                raise self.error(f"operator '{type(op).__name__}' is not supported on floats in a thread", node)
+            return FScalar(self.emit(cls(self.scalar(a), self.scalar(b))).results[0])
+        raise self.error(f"unsupported operands: {self.describe(a)} and {self.describe(b)}", node)
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    def is_scalar(self, v: Any) -> bool:
+        return isinstance(v, int | float | Idx | FScalar) and not isinstance(v, bool)
+
+    def const_index(self, v: int) -> SSAValue:
+        return self.emit(arith.ConstantOp(IntegerAttr(v, IndexType()))).results[0]
+
+    def const_f32(self, v: float) -> SSAValue:
+        return self.emit(arith.ConstantOp(FloatAttr(v, f32))).results[0]
+
+    def index(self, v: Any) -> SSAValue:
+        if isinstance(v, Idx):
+            return v.value
+        if isinstance(v, int) and not isinstance(v, bool):
+            return self.const_index(v)
+        raise self.error(f"expected an integer, got {self.describe(v)}")
+
+    def scalar(self, v: Any) -> SSAValue:
+        if isinstance(v, FScalar):
+            return v.value
+        if isinstance(v, int | float):
+            return self.const_f32(float(v))
+        if isinstance(v, Idx):
+            from xdsl.dialects.builtin import i64
+
+            i = self.emit(arith.IndexCastOp(v.value, i64)).results[0]
+            return self.emit(arith.SIToFPOp(i, f32)).results[0]
+        raise self.error(f"expected a number, got {self.describe(v)}")
+
+    def materialize(self, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return Idx(self.const_index(v))
+        if isinstance(v, float):
+            return FScalar(self.const_f32(v))
+        return v
+
+    def ir_type(self, v: Any) -> Any:
+        if isinstance(v, Blk) and v.slot is None or isinstance(v, Idx | FScalar):
+            return v.value.type
+        if isinstance(v, int) and not isinstance(v, bool):
+            return IndexType()
+        if isinstance(v, float):
+            return f32
+        return None
+
+    def coerce(self, v: Any, t: Any, name: str, node: ast.AST) -> SSAValue:
+        """`v` as a value of type `t` (carried variables keep their type across iterations)."""
+        v = self.materialize(v)
+        if isinstance(v, Blk) and isinstance(t, C.BlockType):
+            if v.slot is not None:
+                raise self.error(
+                    f"'{name}' is carried across iterations but is bound to a CB block",
+                    node,
+                    note="carry a computed block instead (for example a copy: blk * 1.0)",
+                )
+            if v.type == t:
+                return v.value
+            if v.type.dims != t.dims:
+                raise self.error(
+                    f"'{name}' is {t.dims[0]}x{t.dims[1]} before the loop/branch but becomes "
+                    f"{self.shape_str(v)}; a carried block keeps its shape",
+                    node,
+                )
+            conv = B.UnaryOp("copy", v.value)
+            conv.results[0].type = t
+            return self.emit(conv).results[0]
+        if isinstance(v, Idx | FScalar) and v.value.type == t:
+            return v.value
+        raise self.error(f"'{name}' changes kind inside the loop/branch ({self.describe(v)})", node)
+
+    def wrap(self, v: SSAValue) -> Any:
+        if isinstance(v.type, C.BlockType):
+            return Blk(v)
+        if isinstance(v.type, IndexType):
+            return Idx(v)
+        return FScalar(v)
+
+    def block_type(self, shape: Any, dtype: Any, node: ast.AST) -> C.BlockType:
+        if not (isinstance(shape, tuple) and len(shape) == 2 and all(isinstance(d, int) for d in shape)):
+            raise self.error(f"shape must be a tuple of two integers (elements), got {self.describe(shape)}", node)
+        for d in shape:
+            if d != 1 and (d <= 0 or d % 32):
+                raise self.error(
+                    f"shape {shape} is not made of whole tiles: each dimension must be 1 or a multiple of 32",
+                    node,
+                    note="(32, 1) is one tile column, (32, 32) one tile",
+                )
+        if dtype not in ("bf16", "f32", "float32", "bfloat16"):
+            raise self.error(f"dtype must be 'bf16' or 'f32', got {dtype!r}", node)
+        return C.BlockType(shape, {"float32": "f32", "bfloat16": "bf16"}.get(dtype, dtype))
+
+    def shape_str(self, b: Blk) -> str:
+        r, c = b.type.dims
+        return f"{r}x{c}"
+
+    def describe(self, v: Any) -> str:
+        if isinstance(v, Blk):
+            return f"a {self.shape_str(v)} {v.type.dtype} block"
+        if isinstance(v, Idx):
+            return "a run-time integer"
+        if isinstance(v, FScalar):
+            return "a run-time float"
+        if isinstance(v, Cond):
+            return "a condition"
+        if isinstance(v, CBRef):
+            return f"CB '{v.name}'"
+        if isinstance(v, StreamRef):
+            return f"the Stream of '{v.name}'"
+        if isinstance(v, StreamView):
+            return f"a block of the Stream of '{v.stream.name}'"
+        if isinstance(v, DMAHandle):
+            return "a DMA handle"
+        if isinstance(v, tuple):
+            return f"the tuple {v!r}"
+        return f"the {type(v).__name__} {v!r}"
+
+
+def build_module(kernel: str, grid: tuple[int, int], args: list[dict], threads: list[ThreadDef], streams: dict[int, int]) -> ModuleOp:
+    """Block IR for a kernel: one `tilegrid.program` with a thread region per thread."""
+    ops = [ThreadBuilder(t, args, streams).build() for t in threads]
+    return ModuleOp([C.ProgramOp(kernel, grid, args, ops)])
+
+
+__all__ = ["build_module", "set_loc", "Callable"]

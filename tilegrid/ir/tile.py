@@ -1,0 +1,247 @@
+"""The `tile` dialect: tile-level compute on the DST register file, with explicit buffers.
+
+After lowering, every block value lives in a CB slot or a `tilegrid.alloc` buffer, and
+math is one of:
+  - `tile.compute`: a fused elementwise body over DST tiles, run subblock by subblock
+    (each subblock: unpack inputs to DST, SFPU/FPU ops in DST, pack outputs);
+  - `tile.matmul`, `tile.reduce`, `tile.transpose`: FPU ops that accumulate in DST.
+`subblock = [h, w]` (tiles) and each body op's `dst` slot are set by allocate-dst; the
+DST tiles a subblock occupies never exceed the DST capacity of the program's mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xdsl.dialects.builtin import ArrayAttr, Float32Type, FloatAttr, IntAttr, StringAttr, f32
+from xdsl.ir import Dialect, ParametrizedAttribute, Region, SSAValue, TypeAttribute
+from xdsl.irdl import (
+    AttrSizedOperandSegments,
+    IRDLOperation,
+    irdl_attr_definition,
+    irdl_op_definition,
+    operand_def,
+    opt_operand_def,
+    opt_prop_def,
+    prop_def,
+    region_def,
+    result_def,
+    traits_def,
+    var_operand_def,
+)
+from xdsl.traits import NoTerminator
+from xdsl.utils.exceptions import VerifyException
+
+from tilegrid.ir.core import BlockType
+
+
+@irdl_attr_definition
+class DstType(ParametrizedAttribute, TypeAttribute):
+    """A subblock of tiles held in DST registers (fp32 in fp32-accumulation mode)."""
+
+    name = "tile.dst"
+
+
+def subblock_attr(h: int, w: int) -> ArrayAttr:
+    return ArrayAttr([IntAttr(h), IntAttr(w)])
+
+
+class _Subblocked(IRDLOperation):
+    subblock = opt_prop_def(ArrayAttr[IntAttr])
+
+    @property
+    def subblock_shape(self) -> tuple[int, int] | None:
+        if self.subblock is None:
+            return None
+        h, w = (d.data for d in self.subblock.data)
+        return h, w
+
+
+@irdl_op_definition
+class ComputeOp(_Subblocked):
+    """Elementwise body over the iteration shape of `outs`, one DST subblock at a time.
+
+    `ins` are read with `tile.load` (row/column inputs broadcast), `scalars` are f32 values
+    the body reads by index, `outs` are written by `tile.pack` (rounded to their format).
+    """
+
+    name = "tile.compute"
+    ins = var_operand_def(BlockType)
+    scalars = var_operand_def(Float32Type)
+    outs = var_operand_def(BlockType)
+    body = region_def("single_block")
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+    traits = traits_def(NoTerminator())
+
+    def __init__(self, ins: Sequence[SSAValue], scalars: Sequence[SSAValue], outs: Sequence[SSAValue], body: Region) -> None:
+        super().__init__(operands=[ins, scalars, outs], regions=[body])
+
+    def verify_(self) -> None:
+        shapes = {o.type.dims for o in self.outs}
+        if len(shapes) != 1:
+            raise VerifyException(f"tile.compute outputs must share one shape, got {sorted(shapes)}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.outs[0].type.dims
+
+
+class _DstOp(IRDLOperation):
+    dst = opt_prop_def(IntAttr)
+
+
+@irdl_op_definition
+class LoadOp(_DstOp):
+    """Unpack input `input` of the enclosing compute into DST (`bcast`: none, row, col, scalar)."""
+
+    name = "tile.load"
+    input = prop_def(IntAttr)
+    bcast = prop_def(StringAttr)
+    result = result_def(DstType)
+
+    def __init__(self, input: int, bcast: str = "none") -> None:
+        super().__init__(properties={"input": IntAttr(input), "bcast": StringAttr(bcast)}, result_types=[DstType()])
+
+
+@irdl_op_definition
+class FillOp(_DstOp):
+    """Fill DST tiles with a constant."""
+
+    name = "tile.fill"
+    value = prop_def(FloatAttr)
+    result = result_def(DstType)
+
+    def __init__(self, value: float) -> None:
+        super().__init__(properties={"value": FloatAttr(value, f32)}, result_types=[DstType()])
+
+
+@irdl_op_definition
+class IotaOp(_DstOp):
+    """Fill DST tiles with each element's row (`dim = 0`) or column index in the block."""
+
+    name = "tile.iota"
+    dim = prop_def(IntAttr)
+    result = result_def(DstType)
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(properties={"dim": IntAttr(dim)}, result_types=[DstType()])
+
+
+@irdl_op_definition
+class UnaryOp(_DstOp):
+    """SFPU unary op on DST tiles."""
+
+    name = "tile.unary"
+    kind = prop_def(StringAttr)
+    x = operand_def(DstType)
+    result = result_def(DstType)
+
+    def __init__(self, kind: str, x: SSAValue) -> None:
+        super().__init__(operands=[x], properties={"kind": StringAttr(kind)}, result_types=[DstType()])
+
+
+@irdl_op_definition
+class BinaryOp(_DstOp):
+    """Binary op on two DST tiles."""
+
+    name = "tile.binary"
+    kind = prop_def(StringAttr)
+    lhs = operand_def(DstType)
+    rhs = operand_def(DstType)
+    result = result_def(DstType)
+
+    def __init__(self, kind: str, lhs: SSAValue, rhs: SSAValue) -> None:
+        super().__init__(operands=[lhs, rhs], properties={"kind": StringAttr(kind)}, result_types=[DstType()])
+
+
+@irdl_op_definition
+class ScalarOp(_DstOp):
+    """`x kind scalars[scalar]` (or reversed) on DST tiles."""
+
+    name = "tile.scalar"
+    kind = prop_def(StringAttr)
+    scalar = prop_def(IntAttr)
+    reverse = prop_def(IntAttr)
+    x = operand_def(DstType)
+    result = result_def(DstType)
+
+    def __init__(self, kind: str, x: SSAValue, scalar: int, reverse: bool) -> None:
+        super().__init__(
+            operands=[x],
+            properties={"kind": StringAttr(kind), "scalar": IntAttr(scalar), "reverse": IntAttr(int(reverse))},
+            result_types=[DstType()],
+        )
+
+
+@irdl_op_definition
+class WhereOp(_DstOp):
+    """`cond != 0 ? a : b` on DST tiles."""
+
+    name = "tile.where"
+    cond = operand_def(DstType)
+    a = operand_def(DstType)
+    b = operand_def(DstType)
+    result = result_def(DstType)
+
+    def __init__(self, cond: SSAValue, a: SSAValue, b: SSAValue) -> None:
+        super().__init__(operands=[cond, a, b], result_types=[DstType()])
+
+
+@irdl_op_definition
+class PackOp(IRDLOperation):
+    """Pack DST tiles into output `output` of the enclosing compute, rounding to its format."""
+
+    name = "tile.pack"
+    output = prop_def(IntAttr)
+    x = operand_def(DstType)
+
+    def __init__(self, x: SSAValue, output: int) -> None:
+        super().__init__(operands=[x], properties={"output": IntAttr(output)})
+
+
+@irdl_op_definition
+class MatmulOp(_Subblocked):
+    """`out = a @ b` (+ `acc` when given): per output subblock, accumulate over K tiles in DST."""
+
+    name = "tile.matmul"
+    a = operand_def(BlockType)
+    b = operand_def(BlockType)
+    acc = opt_operand_def(BlockType)
+    out = operand_def(BlockType)
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+
+    def __init__(self, a: SSAValue, b: SSAValue, out: SSAValue, acc: SSAValue | None = None) -> None:
+        super().__init__(operands=[a, b, [acc] if acc is not None else [], out])
+
+
+@irdl_op_definition
+class ReduceOp(_Subblocked):
+    """Row (`dim = 1`) or column (`dim = 0`) max / sum of `x` into `out`, accumulating in DST."""
+
+    name = "tile.reduce"
+    kind = prop_def(StringAttr)
+    dim = prop_def(IntAttr)
+    x = operand_def(BlockType)
+    out = operand_def(BlockType)
+
+    def __init__(self, kind: str, dim: int, x: SSAValue, out: SSAValue) -> None:
+        super().__init__(operands=[x, out], properties={"kind": StringAttr(kind), "dim": IntAttr(dim)})
+
+
+@irdl_op_definition
+class TransposeOp(_Subblocked):
+    """`out = x^T`: tile (i, j) of x, transposed, becomes tile (j, i) of out."""
+
+    name = "tile.transpose"
+    x = operand_def(BlockType)
+    out = operand_def(BlockType)
+
+    def __init__(self, x: SSAValue, out: SSAValue) -> None:
+        super().__init__(operands=[x, out])
+
+
+TILE = Dialect(
+    "tile",
+    [ComputeOp, LoadOp, FillOp, IotaOp, UnaryOp, BinaryOp, ScalarOp, WhereOp, PackOp, MatmulOp, ReduceOp, TransposeOp],
+    [DstType],
+)

@@ -1,0 +1,1 @@
+"""Compiler passes, one transformation per module; `pipeline.py` lists them in order."""

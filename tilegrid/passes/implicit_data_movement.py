@@ -1,0 +1,165 @@
+"""implicit-data-movement: fill and drain the CBs that no data-movement thread touches.
+
+D2M's compute-only form: an input CB that no data-movement thread reserves receives the
+core's own shard of its tensor, block by block in row-major order; an output CB that no
+data-movement thread pops is written back to the core's shard the same way, and the
+compute thread's own `pop` of it only marks the block done (it is removed here).
+A shard splits the last two dimensions evenly over grid rows and columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects import arith, scf
+from xdsl.dialects.builtin import IndexType, IntegerAttr, ModuleOp
+from xdsl.ir import Block, Operation, Region, SSAValue
+from xdsl.passes import ModulePass
+
+from tilegrid.errors import CompileError
+from tilegrid.ir import core as C
+from tilegrid.passes.common import loc_of, program_of
+
+
+def cb_ops(thread: C.ThreadOp, cls: type) -> dict[int, list[Operation]]:
+    out: dict[int, list[Operation]] = {}
+    for o in thread.walk():
+        if isinstance(o, cls):
+            out.setdefault(o.cb.data, []).append(o)
+    return out
+
+
+def shard_blocks(prog: C.ProgramOp, info: dict) -> tuple[int, int]:
+    """Blocks per core along rows and columns of the core's shard of an argument."""
+    gr, gc = prog.grid_shape
+    rows, cols = info["shape"][-2], info["shape"][-1]
+    br, bc = 32 * info["block"][0], 32 * info["block"][1]
+    nr, nc = rows // br, cols // bc
+    if nr % gr or nc % gc:
+        raise CompileError(
+            f"kernel '{prog.kernel.data}': '{info['name']}' has {nr}x{nc} blocks of {br}x{bc}, which do not split "
+            f"evenly over the {gr}x{gc} grid for implicit data movement",
+            note="choose block_factors and a grid that divide the tensor, or move the data with a @datamovement() thread",
+        )
+    return nr // gr, nc // gc
+
+
+class _Emitter:
+    def __init__(self) -> None:
+        self.block = Block()
+
+    def add(self, op: Operation) -> Operation:
+        self.block.add_op(op)
+        return op
+
+    def const(self, v: int) -> SSAValue:
+        return self.add(arith.ConstantOp(IntegerAttr(v, IndexType()))).results[0]
+
+
+def _loop_nest(em: _Emitter, bounds: list[int], body, ivs: tuple = ()) -> None:
+    """Nested scf.for loops over `bounds`; `body(emitter, ivs)` fills the innermost one."""
+    if not bounds:
+        body(em, list(ivs))
+        return
+    inner = Block(arg_types=[IndexType()])
+    lb, ub, step = em.const(0), em.const(bounds[0]), em.const(1)
+    outer, em.block = em.block, inner
+    _loop_nest(em, bounds[1:], body, (*ivs, inner.args[0]))
+    inner.add_op(scf.YieldOp())
+    em.block = outer
+    em.add(scf.ForOp(lb, ub, step, [], Region(inner)))
+
+
+def implicit_thread(prog: C.ProgramOp, arg: int, info: dict, write: bool) -> C.ThreadOp:
+    """A data-movement thread moving every block of this core's shard of `arg`, row-major."""
+    nr, nc = shard_blocks(prog, info)
+    lead = list(info["shape"][:-2])
+    em = _Emitter()
+    row, col = em.add(C.CoreIndexOp(0)).results[0], em.add(C.CoreIndexOp(1)).results[0]
+    t = C.BlockType((32 * info["block"][0], 32 * info["block"][1]), info["dtype"])
+
+    def body(e: _Emitter, ivs: list[SSAValue]) -> None:
+        *lead_ivs, i, j = ivs
+        r = e.add(arith.AddiOp(e.add(arith.MuliOp(row, e.const(nr))).results[0], i)).results[0]
+        c = e.add(arith.AddiOp(e.add(arith.MuliOp(col, e.const(nc))).results[0], j)).results[0]
+        if write:
+            blk = e.add(C.CBWaitOp(arg, t)).results[0]
+            h = e.add(C.DMAWriteOp(arg, blk, [*lead_ivs, r, c])).results[0]
+            e.add(C.DMAWaitOp(h))
+            e.add(C.CBPopOp(arg))
+        else:
+            blk = e.add(C.CBReserveOp(arg, t)).results[0]
+            h = e.add(C.DMAReadOp(arg, [*lead_ivs, r, c], blk)).results[0]
+            e.add(C.DMAWaitOp(h))
+            e.add(C.CBPushOp(arg))
+
+    _loop_nest(em, [*lead, nr, nc], body)
+    kind = "writer" if write else "reader"
+    return C.ThreadOp("datamovement", f"implicit_{kind}_{info['name']}", Region(em.block), implicit=kind)
+
+
+@dataclass(frozen=True)
+class ImplicitDataMovement(ModulePass):
+    name = "implicit-data-movement"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        prog = program_of(op)
+        infos = prog.arg_infos()
+        dm = [t for t in prog.threads if t.kind.data == "datamovement"]
+        comp = [t for t in prog.threads if t.kind.data == "compute"]
+        dm_fills: dict[int, list] = {}
+        dm_pops: dict[int, list] = {}
+        for t in dm:
+            for k, v in cb_ops(t, C.CBReserveOp).items():
+                dm_fills.setdefault(k, []).extend(v)
+            for k, v in cb_ops(t, C.CBWaitOp).items():
+                dm_pops.setdefault(k, []).extend(v)
+        new_threads = []
+        for i, info in enumerate(infos):
+            used_by_compute = any(i in cb_ops(t, C.CBWaitOp) or i in cb_ops(t, C.CBReserveOp) for t in comp)
+            if not used_by_compute:
+                continue
+            if not info["output"] and i not in dm_fills:
+                if any(i in cb_ops(t, C.CBWaitOp) for t in comp):
+                    new_threads.append(implicit_thread(prog, i, info, write=False))
+            if info["output"]:
+                comp_pops = [o for t in comp for o in cb_ops(t, C.CBWaitOp).get(i, [])]
+                if i in dm_pops:
+                    if comp_pops:
+                        raise CompileError(
+                            f"kernel '{prog.kernel.data}': output CB '{info['name']}' is popped by both the compute "
+                            f"thread (line {_line(comp_pops[0])}) and a data-movement thread (line {_line(dm_pops[i][0])})",
+                            loc_of(comp_pops[0]),
+                            note="remove the compute thread's pop: the writer thread pops and writes the block",
+                        )
+                    continue
+                self.drop_compute_pops(prog, comp, i, info)
+                if any(i in cb_ops(t, C.CBReserveOp) for t in comp):
+                    new_threads.append(implicit_thread(prog, i, info, write=True))
+        for t in new_threads:
+            prog.body.block.add_op(t)
+
+    @staticmethod
+    def drop_compute_pops(prog: C.ProgramOp, comp: list[C.ThreadOp], i: int, info: dict) -> None:
+        """The compute thread's `out_cb.pop()` only marks a block done when the output drains implicitly."""
+        for t in comp:
+            waits = cb_ops(t, C.CBWaitOp).get(i, [])
+            pops = cb_ops(t, C.CBPopOp).get(i, [])
+            for w in waits:
+                if w.results[0].uses:
+                    raise CompileError(
+                        f"kernel '{prog.kernel.data}': the compute thread reads back its own output '{info['name']}'",
+                        loc_of(w),
+                        note="keep the value in a variable instead of popping the output CB",
+                    )
+                w.detach()
+                w.erase()
+            for p in pops:
+                p.detach()
+                p.erase()
+
+
+def _line(op: Operation) -> str:
+    loc = loc_of(op) or "?"
+    return loc.rsplit(":", 2)[-2] if ":" in loc else loc

@@ -1,0 +1,38 @@
+"""infer-shapes: check every block op's type against its operands and make broadcasts explicit.
+
+Expects block IR from the frontend (types already inferred there, with the same rules).
+Guarantees: every `block.binary` / `block.where` has operands of its result shape, a
+`[M,1]` column or `[1,N]` row operand being widened by a `block.broadcast`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.passes import ModulePass
+from xdsl.utils.exceptions import VerifyException
+
+from tilegrid.ir import block as B
+from tilegrid.passes.common import copy_loc, op_error
+
+
+@dataclass(frozen=True)
+class InferShapes(ModulePass):
+    name = "infer-shapes"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        for o in list(op.walk()):
+            if isinstance(o, B.BinaryOp | B.WhereOp):
+                want = o.results[0].type.dims
+                for i, v in enumerate(o.operands):
+                    if v.type.dims != want:
+                        b = copy_loc(o, B.BroadcastOp(v, B.BlockType(want, v.type.dtype)))
+                        o.parent_block().insert_op_before(b, o)
+                        o.operands[i] = b.results[0]
+            if isinstance(o, B._BlockOp):
+                try:
+                    o.verify_()
+                except VerifyException as e:
+                    raise op_error(o, str(e)) from e

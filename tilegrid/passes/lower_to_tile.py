@@ -1,0 +1,133 @@
+"""lower-to-tile: block ops -> tile ops on explicit buffers (the "temp alloc" of the roadmap).
+
+Every value a tile op writes gets a `tilegrid.alloc` buffer (or is the CB slot it is
+stored into), so any number of matmuls and intermediates live in one kernel:
+  block.fused     -> alloc per output + tile.compute (load / SFPU ops / pack)
+  block.matmul    -> alloc + tile.matmul
+  block.reduce    -> alloc + tile.reduce
+  block.transpose -> alloc + tile.transpose
+  block.store     -> tile.compute copying the value into the slot (rounding to its format)
+Afterwards no `block.*` op remains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import Float32Type, ModuleOp
+from xdsl.ir import Block, Operation, Region, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.rewriter import InsertPoint, Rewriter
+
+from tilegrid.ir import block as B
+from tilegrid.ir import core as C
+from tilegrid.ir import tile as T
+from tilegrid.passes.common import copy_loc, op_error
+
+
+def bcast_kind(src: tuple[int, int], dst: tuple[int, int]) -> str:
+    if src == dst:
+        return "none"
+    if src == (1, 1):
+        return "scalar"
+    return "col" if src[1] == 1 else "row"
+
+
+def fused_body(fused: B.FusedOp, n_blocks: int) -> Block:
+    """The tile body of a fused group: loads at first use, packs right after each output."""
+    body = Block()
+    src = fused.body.block
+    args = list(src.args)
+    tiles: dict[SSAValue, SSAValue] = {}
+    outputs = list(src.last_op.operands)  # block.yield
+    shape = fused.outputs[0].type.dims
+
+    def add(op: Operation) -> Operation:
+        body.add_op(op)
+        return op
+
+    def load(v: SSAValue) -> SSAValue:
+        if v not in tiles:
+            tiles[v] = add(T.LoadOp(args.index(v), bcast_kind(v.type.dims, shape))).results[0]
+        return tiles[v]
+
+    def get(v: SSAValue) -> SSAValue:
+        return tiles[v] if v in tiles else load(v)
+
+    def pack_if_output(v: SSAValue) -> None:
+        for k, o in enumerate(outputs):
+            if o is v:
+                add(T.PackOp(tiles[v], k))
+
+    for o in src.ops:
+        if isinstance(o, B.YieldOp):
+            break
+        if isinstance(o, B.BroadcastOp):
+            t = add(T.LoadOp(args.index(o.x), bcast_kind(o.x.type.dims, shape))).results[0]
+        elif isinstance(o, B.UnaryOp) and o.kind.data == "copy":
+            t = get(o.x)
+        elif isinstance(o, B.UnaryOp):
+            t = add(T.UnaryOp(o.kind.data, get(o.x))).results[0]
+        elif isinstance(o, B.BinaryOp):
+            t = add(T.BinaryOp(o.kind.data, get(o.lhs), get(o.rhs))).results[0]
+        elif isinstance(o, B.ScalarOp):
+            t = add(T.ScalarOp(o.kind.data, get(o.x), args.index(o.scalar) - n_blocks, bool(o.reverse.data))).results[0]
+        elif isinstance(o, B.FillOp):
+            t = add(T.FillOp(o.value.value.data)).results[0]
+        elif isinstance(o, B.IotaOp):
+            t = add(T.IotaOp(o.dim.data)).results[0]
+        elif isinstance(o, B.WhereOp):
+            t = add(T.WhereOp(get(o.cond), get(o.a), get(o.b))).results[0]
+        else:
+            raise op_error(o, f"internal: {o.name} cannot be fused")
+        tiles[o.results[0]] = t
+        pack_if_output(o.results[0])
+    for k, o in enumerate(outputs):
+        if o in args:  # an input passed straight through
+            add(T.PackOp(load(o), k))
+    return body
+
+
+def copy_compute(src: SSAValue, dst: SSAValue) -> T.ComputeOp:
+    load = T.LoadOp(0, bcast_kind(src.type.dims, dst.type.dims))
+    body = Block([load, T.PackOp(load.results[0], 0)])
+    return T.ComputeOp([src], [], [dst], Region(body))
+
+
+@dataclass(frozen=True)
+class LowerToTile(ModulePass):
+    name = "lower-to-tile"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        for o in list(op.walk()):
+            if isinstance(o, B.FusedOp):
+                self.replace(o, o.outputs, lambda allocs: self.compute(o, allocs))
+            elif isinstance(o, B.MatmulOp):
+                self.replace(o, o.results, lambda a: [T.MatmulOp(o.lhs, o.rhs, a[0])])
+            elif isinstance(o, B.ReduceOp):
+                self.replace(o, o.results, lambda a: [T.ReduceOp(o.kind.data, o.dim.data, o.x, a[0])])
+            elif isinstance(o, B.TransposeOp):
+                self.replace(o, o.results, lambda a: [T.TransposeOp(o.x, a[0])])
+            elif isinstance(o, B.StoreOp):
+                Rewriter.insert_op(copy_loc(o, copy_compute(o.value, o.dst)), InsertPoint.before(o))
+                o.detach()
+                o.erase()
+
+    @staticmethod
+    def compute(o: B.FusedOp, allocs: list[SSAValue]) -> list[Operation]:
+        ins = [v for v in o.inputs if not isinstance(v.type, Float32Type)]
+        scalars = [v for v in o.inputs if isinstance(v.type, Float32Type)]
+        return [T.ComputeOp(ins, scalars, allocs, Region(fused_body(o, len(ins))))]
+
+    @staticmethod
+    def replace(o: Operation, results, make) -> None:
+        allocs = [copy_loc(o, C.AllocOp(r.type)) for r in results]
+        for a in allocs:
+            Rewriter.insert_op(a, InsertPoint.before(o))
+        for new in make([a.results[0] for a in allocs]):
+            Rewriter.insert_op(copy_loc(o, new), InsertPoint.before(o))
+        for r, a in zip(results, allocs):
+            r.replace_all_uses_with(a.results[0])
+        o.detach()
+        o.erase()

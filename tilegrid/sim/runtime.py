@@ -1,0 +1,151 @@
+"""Simulator state and the operations generated thread code calls.
+
+Each core has its own CBs (real capacity, FIFO slots that start poisoned with NaN);
+DRAM tensors are shared. Blocking operations are generators that yield a description of
+what they wait for; the scheduler resumes them. Every op and transfer is reported to an
+optional observer (the seam for the performance model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from tilegrid.errors import TilegridError
+from tilegrid.sim.numerics import round_to
+
+
+class Observer(Protocol):
+    """Receives every op and transfer the simulator performs."""
+
+    def on_op(self, core: tuple[int, int], thread: str, op: str, tiles: int, loc: str) -> None: ...
+
+    def on_transfer(self, core: tuple[int, int], thread: str, kind: str, nbytes: int, loc: str) -> None: ...
+
+
+@dataclass
+class Wait:
+    """What a blocked thread waits for (shown in deadlock reports)."""
+
+    what: str
+    loc: str
+
+
+class CB:
+    """A circular buffer of `depth` slots of one block each."""
+
+    def __init__(self, name: str, shape: tuple[int, int], dtype: str, depth: int) -> None:
+        self.name, self.shape, self.dtype, self.depth = name, shape, dtype, depth
+        self.slots = [np.full(shape, np.nan, np.float32) for _ in range(depth)]
+        self.reserved = self.pushed = self.waited = self.popped = 0
+
+    def state(self) -> str:
+        return (f"{self.pushed - self.waited} pushed, {self.reserved - self.pushed} reserved, "
+                f"{self.waited - self.popped} held by the consumer, depth {self.depth}")
+
+
+@dataclass
+class Core:
+    r: int
+    c: int
+    cbs: list[CB]
+    thread: str = ""
+
+
+@dataclass
+class Runtime:
+    tensors: list[np.ndarray]
+    infos: list[dict]
+    dst_capacity: int
+    observer: Any = None
+    locs: list[str] = field(default_factory=list)
+    epoch: int = 0
+    kernel: str = ""
+
+    def error(self, msg: str, loc: int, note: str | None = None) -> TilegridError:
+        return TilegridError(msg, self.locs[loc] if loc >= 0 else None, kernel=self.kernel, note=note)
+
+    # ---- CBs ------------------------------------------------------------------------------
+
+    def cb_reserve(self, core: Core, i: int, loc: int) -> Iterator[Wait]:
+        cb = core.cbs[i]
+        while cb.reserved - cb.popped >= cb.depth:
+            yield Wait(f"cb_reserve on CB '{cb.name}' (full: {cb.state()})", self.locs[loc])
+        slot = cb.slots[cb.reserved % cb.depth]
+        slot.fill(np.nan)
+        cb.reserved += 1
+        self.epoch += 1
+        return slot
+
+    def cb_push(self, core: Core, i: int, loc: int) -> None:
+        cb = core.cbs[i]
+        if cb.pushed >= cb.reserved:
+            raise self.error(f"push on CB '{cb.name}' without a reserved block", loc)
+        cb.pushed += 1
+        self.epoch += 1
+
+    def cb_wait(self, core: Core, i: int, loc: int) -> Iterator[Wait]:
+        cb = core.cbs[i]
+        while cb.waited >= cb.pushed:
+            yield Wait(f"cb_wait on CB '{cb.name}' (empty: {cb.state()})", self.locs[loc])
+        slot = cb.slots[cb.waited % cb.depth]
+        cb.waited += 1
+        self.epoch += 1
+        return slot
+
+    def cb_pop(self, core: Core, i: int, loc: int) -> None:
+        cb = core.cbs[i]
+        if cb.popped >= cb.waited:
+            raise self.error(f"more pops than waits on CB '{cb.name}'", loc)
+        cb.popped += 1
+        self.epoch += 1
+
+    # ---- DMA ------------------------------------------------------------------------------
+
+    def _window(self, arg: int, idx: tuple[int, ...], loc: int) -> tuple:
+        info = self.infos[arg]
+        shape, (bh, bw) = info["shape"], info["block"]
+        br, bc = 32 * bh, 32 * bw
+        limits = list(shape[:-2]) + [shape[-2] // br, shape[-1] // bc]
+        for k, (i, n) in enumerate(zip(idx, limits)):
+            if not 0 <= i < n:
+                unit = " blocks" if k >= len(limits) - 2 else ""
+                raise self.error(
+                    f"stream index {i} is out of range for dimension {k} of '{info['name']}' (size {n}{unit})", loc
+                )
+        *lead, i, j = idx
+        return (*lead, slice(i * br, (i + 1) * br), slice(j * bc, (j + 1) * bc))
+
+    def dma_read(self, core: Core, arg: int, idx: tuple[int, ...], slot: np.ndarray, loc: int) -> None:
+        slot[...] = self.tensors[arg][self._window(arg, idx, loc)]
+        if self.observer:
+            self.observer.on_transfer((core.r, core.c), core.thread, "dram_read", _nbytes(slot, self.infos[arg]), self.locs[loc])
+
+    def dma_write(self, core: Core, arg: int, src: np.ndarray, idx: tuple[int, ...], loc: int) -> None:
+        info = self.infos[arg]
+        self.tensors[arg][self._window(arg, idx, loc)] = round_to(src, info["dtype"])
+        if self.observer:
+            self.observer.on_transfer((core.r, core.c), core.thread, "dram_write", _nbytes(src, info), self.locs[loc])
+
+    # ---- compute --------------------------------------------------------------------------
+
+    def dst_acquire(self, tiles: int, loc: int) -> None:
+        if tiles > self.dst_capacity:
+            raise self.error(f"Insufficient DST capacity: {tiles} tiles needed, {self.dst_capacity} available", loc)
+
+    def op(self, core: Core, name: str, tiles: int, loc: int) -> None:
+        self.observer.on_op((core.r, core.c), core.thread, name, tiles, self.locs[loc])
+
+    def print(self, core: Core, label: str, value: np.ndarray) -> None:
+        print(f"[core ({core.r}, {core.c}) {core.thread}] {label}:\n{value}")
+
+
+def _nbytes(a: np.ndarray, info: dict) -> int:
+    return a.size * (2 if info["dtype"] == "bf16" else 4)
+
+
+def alloc(shape: tuple[int, int]) -> np.ndarray:
+    return np.full(shape, np.nan, np.float32)
