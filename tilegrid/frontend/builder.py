@@ -72,7 +72,13 @@ class ThreadBuilder(ast.NodeVisitor):
         self.streams = streams  # id(tensor) -> argument index
         fn = thread.fn
         self.file = inspect.getsourcefile(fn) or "<unknown>"
-        lines, first = inspect.getsourcelines(fn)
+        try:
+            lines, first = inspect.getsourcelines(fn)
+        except (OSError, TypeError) as e:
+            raise CompileError(
+                f"the source of thread '{thread.name}' is not available",
+                note="tilegrid compiles thread functions from their source: define kernels in a .py file",
+            ) from e
         src = textwrap.dedent("".join(lines))
         self.indent = len(lines[0]) - len(lines[0].lstrip())
         tree = ast.parse(src)
@@ -140,6 +146,11 @@ class ThreadBuilder(ast.NodeVisitor):
         self.node = node
         try:
             return super().visit(node)
+        except CompileError:
+            raise
+        except Exception as e:  # a compiler bug must still point at the user's line
+            raise self.error(f"internal compiler error while compiling this line: {type(e).__name__}: {e}", node,
+                             note="this is a tilegrid bug; please report it with this kernel") from e
         finally:
             self.node = saved
 

@@ -19,6 +19,7 @@ from tilegrid.device import WORMHOLE, Device
 from tilegrid.errors import TilegridError, SourceLoc
 
 _current: list[KernelCall] = []
+_overrides: dict[str, Any] = {}  # set by the CLI: e.g. {"mode": "compile"}
 
 
 @dataclass
@@ -103,12 +104,14 @@ def pykernel_gen(
 
         def kernel(*tensors: Any, **options: Any) -> Any:
             cfg = config
-            if options:
-                cfg = KernelConfig(**{**config.__dict__, **options})
+            if options or _overrides:
+                cfg = KernelConfig(**{**config.__dict__, **_overrides, **options})
             call = KernelCall(cfg, tensors)
             _current.append(call)
             try:
                 ret = fn(*tensors)
+            except TilegridError as e:
+                raise e.with_kernel(cfg.name).with_traceback(None) from None
             finally:
                 _current.pop()
             if ret is None and not call.programs:

@@ -1,0 +1,41 @@
+"""Shared test helpers: fresh random inputs, poisoned outputs, relative-error checks."""
+
+from __future__ import annotations
+
+import numpy as np
+from ml_dtypes import bfloat16
+
+TOL = {"bf16": 1e-2, "f32": 1e-5}
+NP = {"bf16": bfloat16, "f32": np.float32}
+
+
+def rand(rng: np.random.Generator, shape, dtype: str = "f32", scale: float = 1.0) -> np.ndarray:
+    """Random normal data (never zeros) in the given data format."""
+    return (rng.standard_normal(shape) * scale).astype(NP[dtype])
+
+
+def poisoned(shape, dtype: str = "f32") -> np.ndarray:
+    """An output buffer full of NaN, so any element the kernel does not write shows."""
+    return np.full(shape, np.nan, dtype=NP[dtype])
+
+
+def rel_err(out: np.ndarray, ref: np.ndarray) -> float:
+    out64 = np.asarray(out, dtype=np.float64)
+    if np.isnan(out64).any():
+        return float("inf")
+    return float(np.linalg.norm(out64 - ref) / np.linalg.norm(ref))
+
+
+def assert_close(out: np.ndarray, ref: np.ndarray, dtype: str, tol: float | None = None) -> None:
+    err = rel_err(out, ref)
+    limit = TOL[dtype] if tol is None else tol
+    assert err < limit, f"relative error {err:.3e} exceeds {limit:.0e} ({dtype})"
+
+
+def shards(a: np.ndarray, grid: tuple[int, int]):
+    """(r, c, view) for each core's shard of the last two dimensions."""
+    gr, gc = grid
+    R, C = a.shape[-2] // gr, a.shape[-1] // gc
+    for r in range(gr):
+        for c in range(gc):
+            yield r, c, a[..., r * R:(r + 1) * R, c * C:(c + 1) * C]
