@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 import builtins
 import inspect
-import math
 import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager

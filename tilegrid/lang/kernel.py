@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from tilegrid.device import WORMHOLE, Device
-from tilegrid.errors import TilegridError, SourceLoc
+from tilegrid.errors import SourceLoc, TilegridError
 
 _current: list[KernelCall] = []
 _overrides: dict[str, Any] = {}  # set by the CLI: e.g. {"mode": "compile"}

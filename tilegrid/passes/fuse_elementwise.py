@@ -16,13 +16,13 @@ from xdsl.dialects import arith
 from xdsl.dialects.builtin import Float32Type, ModuleOp
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
-from xdsl.rewriter import Rewriter
+from xdsl.rewriter import InsertPoint, Rewriter
 
 from tilegrid.ir import block as B
 from tilegrid.ir import core as C
+from tilegrid.passes.common import copy_loc, program_of
 
 ARITH_OPS = tuple(op for op in arith.Arith.operations)
-from tilegrid.passes.common import copy_loc, program_of
 
 # Ops that neither touch CBs / DMA nor have regions: open groups may be placed after them.
 SIDE_EFFECT_FREE = (B.MatmulOp, B.ReduceOp, B.TransposeOp, C.CoreIndexOp, *ARITH_OPS)
@@ -136,15 +136,9 @@ class FuseElementwise(ModulePass):
                 mapping[r] = cr
         body.add_op(B.YieldOp([mapping[r] for r in outputs]))
         fused = copy_loc(g.ops[-1], B.FusedOp(inputs, [r.type for r in outputs], Region(body)))
-        Rewriter.insert_op(fused, _before(g.ops[-1]))
+        Rewriter.insert_op(fused, InsertPoint.before(g.ops[-1]))
         for r, fr in zip(outputs, fused.results):
             r.replace_all_uses_with(fr)
         for o in reversed(g.ops):
             o.detach()
             o.erase()
-
-
-def _before(op: Operation):
-    from xdsl.rewriter import InsertPoint
-
-    return InsertPoint.before(op)

@@ -101,33 +101,34 @@ class LowerToTile(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         for o in list(op.walk()):
-            if isinstance(o, B.FusedOp):
-                self.replace(o, o.outputs, lambda allocs: self.compute(o, allocs))
-            elif isinstance(o, B.MatmulOp):
-                self.replace(o, o.results, lambda a: [T.MatmulOp(o.lhs, o.rhs, a[0])])
-            elif isinstance(o, B.ReduceOp):
-                self.replace(o, o.results, lambda a: [T.ReduceOp(o.kind.data, o.dim.data, o.x, a[0])])
-            elif isinstance(o, B.TransposeOp):
-                self.replace(o, o.results, lambda a: [T.TransposeOp(o.x, a[0])])
-            elif isinstance(o, B.StoreOp):
+            if isinstance(o, B.StoreOp):
                 Rewriter.insert_op(copy_loc(o, copy_compute(o.value, o.dst)), InsertPoint.before(o))
                 o.detach()
                 o.erase()
+            elif isinstance(o, B.FusedOp | B.MatmulOp | B.ReduceOp | B.TransposeOp):
+                self.replace(o)
 
     @staticmethod
-    def compute(o: B.FusedOp, allocs: list[SSAValue]) -> list[Operation]:
-        ins = [v for v in o.inputs if not isinstance(v.type, Float32Type)]
-        scalars = [v for v in o.inputs if isinstance(v.type, Float32Type)]
-        return [T.ComputeOp(ins, scalars, allocs, Region(fused_body(o, len(ins))))]
+    def tile_ops(o: Operation, allocs: list[SSAValue]) -> list[Operation]:
+        if isinstance(o, B.FusedOp):
+            ins = [v for v in o.inputs if not isinstance(v.type, Float32Type)]
+            scalars = [v for v in o.inputs if isinstance(v.type, Float32Type)]
+            return [T.ComputeOp(ins, scalars, allocs, Region(fused_body(o, len(ins))))]
+        if isinstance(o, B.MatmulOp):
+            return [T.MatmulOp(o.lhs, o.rhs, allocs[0])]
+        if isinstance(o, B.ReduceOp):
+            return [T.ReduceOp(o.kind.data, o.dim.data, o.x, allocs[0])]
+        assert isinstance(o, B.TransposeOp)
+        return [T.TransposeOp(o.x, allocs[0])]
 
-    @staticmethod
-    def replace(o: Operation, results, make) -> None:
-        allocs = [copy_loc(o, C.AllocOp(r.type)) for r in results]
+    @classmethod
+    def replace(cls, o: Operation) -> None:
+        allocs = [copy_loc(o, C.AllocOp(r.type)) for r in o.results]
         for a in allocs:
             Rewriter.insert_op(a, InsertPoint.before(o))
-        for new in make([a.results[0] for a in allocs]):
+        for new in cls.tile_ops(o, [a.results[0] for a in allocs]):
             Rewriter.insert_op(copy_loc(o, new), InsertPoint.before(o))
-        for r, a in zip(results, allocs):
+        for r, a in zip(o.results, allocs):
             r.replace_all_uses_with(a.results[0])
         o.detach()
         o.erase()
