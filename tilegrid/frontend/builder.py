@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import builtins
 import inspect
+import operator
 import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,6 +42,8 @@ from tilegrid.lang.kernel import Stream, ThreadDef
 
 UNARY_METHODS = {"exp", "recip", "sqrt", "rsqrt", "neg", "abs", "log", "relu", "sigmoid", "tanh"}
 API_FUNCS = {getattr(api, n): n for n in dir(api) if callable(getattr(api, n)) and not n.startswith("_")}
+PY_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+             ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
 BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div"}
 CMPOPS = {ast.GtE: "ge", ast.Gt: "gt", ast.LtE: "le", ast.Lt: "lt", ast.Eq: "eq", ast.NotEq: "ne"}
 CMPI = {"ge": "sge", "gt": "sgt", "le": "sle", "lt": "slt", "eq": "eq", "ne": "ne"}
@@ -437,6 +440,14 @@ class ThreadBuilder(ast.NodeVisitor):
 
     def visit_Subscript(self, node: ast.Subscript) -> Any:
         obj = self.eval(node.value)
+        if isinstance(obj, tuple | list | str):
+            i = self.eval(node.slice)
+            if not isinstance(i, int | slice):
+                raise self.error(f"a constant tuple is indexed with constants, not {self.describe(i)}", node)
+            try:
+                return obj[i]
+            except IndexError as e:
+                raise self.error(f"index {i} is out of range for {obj!r}", node) from e
         if not isinstance(obj, StreamRef):
             raise self.error(f"only Streams can be indexed, not {self.describe(obj)}", node)
         idx = self.eval(node.slice)
@@ -512,8 +523,11 @@ class ThreadBuilder(ast.NodeVisitor):
         a, b = self.eval(node.left), self.eval(node.comparators[0])
         if isinstance(a, Blk) or isinstance(b, Blk):
             return self.block_binary(kind, a, b, node)
-        if isinstance(a, int | float) and isinstance(b, int | float):
-            return {"ge": a >= b, "gt": a > b, "le": a <= b, "lt": a < b, "eq": a == b, "ne": a != b}[kind]
+        if not isinstance(a, Idx | FScalar | Cond) and not isinstance(b, Idx | FScalar | Cond):
+            try:
+                return {"ge": a >= b, "gt": a > b, "le": a <= b, "lt": a < b, "eq": a == b, "ne": a != b}[kind]
+            except TypeError as e:
+                raise self.error(f"cannot compare {self.describe(a)} with {self.describe(b)}", node) from e
         if isinstance(a, int | Idx) and isinstance(b, int | Idx):
             op = arith.CmpiOp(self.index(a), self.index(b), CMPI[kind])
             return Cond(self.emit(op).results[0])
@@ -843,8 +857,11 @@ class ThreadBuilder(ast.NodeVisitor):
                 raise self.error(f"operator '{type(op).__name__}' is not supported on blocks", node)
             return self.block_binary(kind, a, b, node)
         if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
+            fn = PY_BINOPS.get(type(op))
+            if fn is None:
+                raise self.error(f"operator '{type(op).__name__}' is not supported in a thread", node)
             try:
-                return eval(compile(ast.Expression(ast.BinOp(ast.Constant(a), op, ast.Constant(b))), "", "eval"))
+                return fn(a, b)
             except ZeroDivisionError as e:
                 raise self.error("division by zero", node) from e
         if isinstance(a, int | Idx) and isinstance(b, int | Idx):

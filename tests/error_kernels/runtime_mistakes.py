@@ -1,0 +1,38 @@
+"""Mistakes that only show while the kernel runs on the simulator."""
+
+from tilegrid import Program, Stream, compute, core_index, datamovement, dma, pykernel_gen
+
+
+@pykernel_gen(grid=(2, 1), block_factors=[(1, 1), (1, 1)])
+def stream_index_runtime(x, out):
+    x_stream = Stream(x)
+
+    @compute()
+    async def comp(x_cb, out_cb):
+        blk = x_cb.pop()
+        o = out_cb.reserve()
+        o.store(blk.exp())
+
+    @datamovement()
+    async def reader(x_cb, out_cb):
+        dma(x_stream[core_index(0) + 1, 0], x_cb.reserve()).wait()  # ERR[stream_index_runtime]
+
+    return Program(comp, reader)(x, out)
+
+
+@pykernel_gen(grid=(1, 2), block_factors=[(1, 1), (1, 1)])
+def double_pop(x, out):
+    x_stream = Stream(x)
+
+    @compute()
+    async def comp(x_cb, out_cb):
+        a = x_cb.pop()
+        b = x_cb.pop()  # ERR[double_pop]
+        o = out_cb.reserve()
+        o.store(a + b)
+
+    @datamovement()
+    async def reader(x_cb, out_cb):
+        dma(x_stream[0, core_index(1)], x_cb.reserve()).wait()
+
+    return Program(comp, reader)(x, out)
