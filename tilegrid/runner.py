@@ -206,8 +206,10 @@ def simulate(config: KernelConfig, compiled: Compiled, tensors: Sequence[Any], a
             arrays.append(round_to(np.asarray(arr, dtype=np.float32), info["dtype"]))
     rt = Runtime(arrays, args, program_of(compiled.module).dst_capacity.data, observer, compiled.locs, kernel=config.name)
     gr, gc = config.grid
+    sems = program_of(compiled.module).semaphore_inits
     cores = [
-        Core(r, c, [CB(i["name"], (32 * i["block"][0], 32 * i["block"][1]), i["dtype"], i["depth"]) for i in args])
+        Core(r, c, [CB(i["name"], (32 * i["block"][0], 32 * i["block"][1]), i["dtype"], i["depth"]) for i in args],
+             list(sems))
         for r in range(gr) for c in range(gc)
     ]
     t0 = time.perf_counter()

@@ -217,10 +217,36 @@ def _cb_take(g: Gen, op: Operation) -> None:
     g.line(f"{g.name(op.results[0])} = yield from rt.{fn}(core, {op.cb.data}, {g.loc(op)})")
 
 
+def _preempt(g: Gen) -> None:
+    """A point where a random schedule may switch threads (after a visible side effect)."""
+    g.line("if rt.preempt: yield None")
+
+
 @rule(C.CBPushOp, C.CBPopOp)
 def _cb_give(g: Gen, op: Operation) -> None:
     fn = "cb_push" if isinstance(op, C.CBPushOp) else "cb_pop"
     g.line(f"rt.{fn}(core, {op.cb.data}, {g.loc(op)})")
+    _preempt(g)
+
+
+@rule(C.DMAMcastOp)
+def _dma_mcast(g: Gen, op: C.DMAMcastOp) -> None:
+    g.line(f"rt.dma_mcast(core, {op.cb.data}, {g.name(op.src)}, {_tuple(g, op.target)}, {g.loc(op)})")
+    g.line(f"{g.name(op.result)} = None")
+    _preempt(g)
+
+
+@rule(C.SemSetOp, C.SemIncOp)
+def _sem_update(g: Gen, op: Operation) -> None:
+    fn = "sem_set" if isinstance(op, C.SemSetOp) else "sem_inc"
+    g.line(f"rt.{fn}(core, {op.sem.data}, {g.name(op.value)}, {_tuple(g, op.target)}, {g.loc(op)})")
+    _preempt(g)
+
+
+@rule(C.SemWaitOp)
+def _sem_wait(g: Gen, op: C.SemWaitOp) -> None:
+    reset = g.name(op.reset) if op.reset is not None else "None"
+    g.line(f"yield from rt.sem_wait(core, {op.sem.data}, {g.name(op.value)}, {reset}, {g.loc(op)})")
 
 
 def _tuple(g: Gen, vals) -> str:
@@ -231,6 +257,7 @@ def _tuple(g: Gen, vals) -> str:
 def _dma_read(g: Gen, op: C.DMAReadOp) -> None:
     g.line(f"rt.dma_read(core, {op.arg.data}, {_tuple(g, op.indices)}, {g.name(op.dst)}, {g.loc(op)})")
     g.line(f"{g.name(op.result)} = None")
+    _preempt(g)
 
 
 @rule(C.DMAWriteOp)

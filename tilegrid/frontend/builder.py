@@ -31,6 +31,7 @@ from tilegrid.frontend.values import (
     Method,
     Poison,
     Scope,
+    SemRef,
     Slot,
     StreamRef,
     StreamView,
@@ -39,6 +40,7 @@ from tilegrid.ir import block as B
 from tilegrid.ir import core as C
 from tilegrid.lang import ops as api
 from tilegrid.lang.kernel import Stream, ThreadDef
+from tilegrid.lang.ops import Semaphore
 
 UNARY_METHODS = {"exp", "recip", "sqrt", "rsqrt", "neg", "abs", "log", "relu", "sigmoid", "tanh"}
 API_FUNCS = {getattr(api, n): n for n in dir(api) if callable(getattr(api, n)) and not n.startswith("_")}
@@ -68,8 +70,10 @@ def assigned_names(stmts: list[ast.stmt]) -> list[str]:
 class ThreadBuilder(ast.NodeVisitor):
     """Builds one `tilegrid.thread` from one thread function."""
 
-    def __init__(self, thread: ThreadDef, args: list[dict], streams: dict[int, int]) -> None:
+    def __init__(self, thread: ThreadDef, args: list[dict], streams: dict[int, int],
+                 semaphores: list[Semaphore] | None = None) -> None:
         self.thread = thread
+        self.semaphores = semaphores if semaphores is not None else []
         self.args = args
         self.streams = streams  # id(tensor) -> argument index
         fn = thread.fn
@@ -297,15 +301,29 @@ class ThreadBuilder(ast.NodeVisitor):
         if not isinstance(cond, Cond):
             raise self.error(f"an `if` condition must compare integers, got {self.describe(cond)}", node.test)
         saved = dict(self.vars)
+        outer = [slot for sc in self.scopes for slot in sc.slots]
+        before = [(sl.filled, sl.pending_dma) for sl in outer]
         branches = []
+        filled_after = []
         for stmts in (node.body, node.orelse):
             self.vars = dict(saved)
+            for sl, (f, d) in zip(outer, before):
+                sl.filled, sl.pending_dma = f, d
             blk = Block()
             with self.into(blk):
                 with self.scope(node):
                     for stmt in stmts:
                         self.visit(stmt)
             branches.append((blk, self.vars))
+            filled_after.append([sl.filled for sl in outer])
+        # A slot filled (and so pushed) in one branch only is pushed at the end of the other.
+        for k, sl in enumerate(outer):
+            if filled_after[0][k] != filled_after[1][k]:
+                with self.into(branches[1 if filled_after[0][k] else 0][0]):
+                    self.emit(C.CBPushOp(sl.cb))
+            sl.filled = filled_after[0][k] or filled_after[1][k]
+            if sl.filled:
+                sl.pending_dma = None
         assigned = assigned_names(node.body + node.orelse)
         results: list[str] = []
         types = []
@@ -413,6 +431,12 @@ class ThreadBuilder(ast.NodeVisitor):
                     note="pass the same tensor objects to Program(...)(...) that the Streams were made from",
                 )
             return StreamRef(idx, self.args[idx]["name"], len(self.args[idx]["shape"]))
+        if isinstance(v, Semaphore):
+            for i, sem in enumerate(self.semaphores):
+                if sem is v:
+                    return SemRef(i, name)
+            self.semaphores.append(v)
+            return SemRef(len(self.semaphores) - 1, name)
         if v in API_FUNCS:
             return ApiFunc(API_FUNCS[v])
         if inspect.ismodule(v) or v in (float, int, range, print, min, max, abs):
@@ -434,7 +458,7 @@ class ThreadBuilder(ast.NodeVisitor):
             if v is not None and node.attr in UNARY_METHODS | {"maximum", "minimum", "where"}:
                 return ApiFunc(node.attr)
             raise self.error(f"'{obj.__name__}.{node.attr}' cannot be used in a thread", node)
-        if isinstance(obj, Blk | CBRef | DMAHandle):
+        if isinstance(obj, Blk | CBRef | DMAHandle | SemRef):
             return Method(obj, node.attr)
         raise self.error(f"{self.describe(obj)} has no attribute '{node.attr}'", node)
 
@@ -594,6 +618,8 @@ class ThreadBuilder(ast.NodeVisitor):
             if name == "push":
                 return self.explicit_push(obj, node)
             raise self.error(f"a CB has no method '{name}'", node, note="CBs have reserve(), pop() / wait() and push()")
+        if isinstance(obj, SemRef):
+            return self.call_semaphore(obj, name, node)
         if isinstance(obj, DMAHandle):
             if name != "wait":
                 raise self.error(f"a DMA handle has no method '{name}'", node, note="call .wait()")
@@ -635,7 +661,7 @@ class ThreadBuilder(ast.NodeVisitor):
         if name == "dma":
             src, dst, core, mcast = self.call_args(node, ["src", "dst", "core", "mcast"], 2)
             if core is not None or mcast is not None:
-                raise self.error("multicast dma is not supported yet", node)
+                return self.dma_mcast(src, dst, core, mcast, node)
             return self.dma(src, dst, node)
         if name == "fill":
             value, shape, dtype = self.call_args(node, ["value", "shape", "dtype"], 2)
@@ -743,6 +769,62 @@ class ThreadBuilder(ast.NodeVisitor):
             f"got {self.describe(src)} -> {self.describe(dst)}",
             node,
         )
+
+    def target(self, core: Any, mcast: Any, node: ast.AST) -> list[SSAValue]:
+        """Index operands for a remote core (y, x) or rectangle (y, x, h, w)."""
+        if core is None:
+            if mcast is not None:
+                raise self.error("mcast=(h, w) needs core=(y, x), the rectangle's first core", node)
+            return []
+        for what, v in (("core", core), ("mcast", mcast)):
+            if v is not None and not (isinstance(v, tuple) and len(v) == 2 and all(isinstance(i, int | Idx) for i in v)):
+                raise self.error(f"{what}= takes a pair of integers (rows, cols), got {self.describe(v)}", node)
+        vals = list(core) + (list(mcast) if mcast is not None else [])
+        for v in (mcast or ()):
+            if isinstance(v, int) and v < 1:
+                raise self.error(f"mcast=(h, w) must be at least (1, 1), got {mcast}", node)
+        return [self.index(v) for v in vals]
+
+    def dma_mcast(self, src: Any, dst: Any, core: Any, mcast: Any, node: ast.AST) -> DMAHandle:
+        if not (isinstance(src, Blk) and src.slot is not None and isinstance(dst, Blk) and dst.slot is not None):
+            raise self.error(
+                "a multicast dma copies a CB block to the same CB on other cores: dma(blk, blk, core=(y, x), mcast=(h, w))",
+                node,
+            )
+        if src.slot.cb != dst.slot.cb:
+            raise self.error(
+                f"a multicast lands in the same CB on every receiver: source is CB '{src.slot.cb_name}', "
+                f"destination CB '{dst.slot.cb_name}'",
+                node,
+            )
+        if src.slot.role == "reserved" and not src.slot.filled and src.slot.pending_dma is None:
+            raise self.error(f"the multicast source block of CB '{src.slot.cb_name}' is not filled yet", node)
+        if src.slot.pending_dma is not None:
+            self.dma_wait(src.slot.pending_dma)
+        target = self.target(core, mcast, node)
+        if not target:
+            raise self.error("dma() between cores needs core=(y, x) (and mcast=(h, w) for a rectangle)", node)
+        op = C.DMAMcastOp(src.slot.cb, self.use(src, node), target)
+        return DMAHandle(self.emit(op).results[0], None)
+
+    def call_semaphore(self, sem: SemRef, name: str, node: ast.Call) -> None:
+        if name in ("set", "inc"):
+            value, core, mcast = self.call_args(node, ["value", "core", "mcast"], 1 if name == "set" else 0)
+            if value is None:
+                value = 1
+            if not isinstance(value, int | Idx) or isinstance(value, bool):
+                raise self.error(f"semaphore values are integers, got {self.describe(value)}", node)
+            cls = C.SemSetOp if name == "set" else C.SemIncOp
+            self.emit(cls(sem.index, self.index(value), self.target(core, mcast, node)))
+            return
+        if name == "wait":
+            value, reset = self.call_args(node, ["value", "reset"], 1)
+            for v in (value, reset):
+                if v is not None and (not isinstance(v, int | Idx) or isinstance(v, bool)):
+                    raise self.error(f"semaphore values are integers, got {self.describe(v)}", node)
+            self.emit(C.SemWaitOp(sem.index, self.index(value), self.index(reset) if reset is not None else None))
+            return
+        raise self.error(f"a Semaphore has no method '{name}'", node, note="semaphores have set(), inc() and wait()")
 
     def check_cb_matches(self, s: StreamRef, slot: Slot, node: ast.AST) -> None:
         a, c = self.args[s.arg], self.args[slot.cb]
@@ -986,6 +1068,8 @@ class ThreadBuilder(ast.NodeVisitor):
             return "a condition"
         if isinstance(v, CBRef):
             return f"CB '{v.name}'"
+        if isinstance(v, SemRef):
+            return f"semaphore '{v.name}'"
         if isinstance(v, StreamRef):
             return f"the Stream of '{v.name}'"
         if isinstance(v, StreamView):
@@ -999,8 +1083,9 @@ class ThreadBuilder(ast.NodeVisitor):
 
 def build_module(kernel: str, grid: tuple[int, int], args: list[dict], threads: list[ThreadDef], streams: dict[int, int]) -> ModuleOp:
     """Block IR for a kernel: one `tilegrid.program` with a thread region per thread."""
-    ops = [ThreadBuilder(t, args, streams).build() for t in threads]
-    return ModuleOp([C.ProgramOp(kernel, grid, args, ops)])
+    sems: list[Semaphore] = []
+    ops = [ThreadBuilder(t, args, streams, sems).build() for t in threads]
+    return ModuleOp([C.ProgramOp(kernel, grid, args, ops, semaphores=[s.initial for s in sems])])
 
 
 __all__ = ["build_module", "set_loc", "Callable"]

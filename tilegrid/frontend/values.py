@@ -81,6 +81,12 @@ class DMAHandle:
 
 
 @dataclass
+class SemRef:
+    index: int
+    name: str
+
+
+@dataclass
 class Method:
     obj: Any
     name: str

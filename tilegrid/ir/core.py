@@ -23,10 +23,12 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, Region, SSAValue, TypeAttribute
 from xdsl.irdl import (
+    AttrSizedOperandSegments,
     IRDLOperation,
     irdl_attr_definition,
     irdl_op_definition,
     operand_def,
+    opt_operand_def,
     opt_prop_def,
     prop_def,
     region_def,
@@ -127,6 +129,7 @@ class ProgramOp(IRDLOperation):
     args = prop_def(ArrayAttr[DictionaryAttr])
     dst_capacity = prop_def(IntAttr)
     l1_budget = prop_def(IntAttr)
+    semaphores = opt_prop_def(ArrayAttr[IntAttr])
     body = region_def("single_block")
     traits = traits_def(NoTerminator())
 
@@ -138,6 +141,7 @@ class ProgramOp(IRDLOperation):
         threads: Sequence[ThreadOp],
         dst_capacity: int = 4,
         l1_budget: int = 1432 * 1024,
+        semaphores: Sequence[int] = (),
     ) -> None:
         super().__init__(
             properties={
@@ -146,6 +150,7 @@ class ProgramOp(IRDLOperation):
                 "args": ArrayAttr([arg_attr(**a) for a in args]),
                 "dst_capacity": IntAttr(dst_capacity),
                 "l1_budget": IntAttr(l1_budget),
+                **({"semaphores": ArrayAttr([IntAttr(v) for v in semaphores])} if semaphores else {}),
             },
             regions=[Region([_block(list(threads))])],
         )
@@ -154,6 +159,10 @@ class ProgramOp(IRDLOperation):
     def grid_shape(self) -> tuple[int, int]:
         r, c = (g.data for g in self.grid.data)
         return r, c
+
+    @property
+    def semaphore_inits(self) -> list[int]:
+        return [v.data for v in self.semaphores.data] if self.semaphores is not None else []
 
     def arg_infos(self) -> list[dict]:
         return [arg_info(a) for a in self.args.data]
@@ -320,6 +329,74 @@ class DMAWaitOp(IRDLOperation):
         super().__init__(operands=[handle])
 
 
+def _check_target(op: IRDLOperation, n: int) -> None:
+    if n not in (0, 2, 4):
+        raise VerifyException(f"{op.name}: target is (), (y, x) or (y, x, h, w); got {n} indices")
+
+
+@irdl_op_definition
+class DMAMcastOp(IRDLOperation):
+    """Copy `src` (a block of CB `cb` on this core) into the reserved slot of CB `cb` on every
+    core of the rectangle `target = (y, x, h, w)` (or the single core `(y, x)`).
+
+    The receivers must have reserved their slot before the transfer (a handshake, usually a
+    semaphore); the simulator reports a multicast into a core with no reserved slot.
+    """
+
+    name = "tilegrid.dma_mcast"
+    cb = prop_def(IntAttr)
+    src = operand_def(BlockType)
+    target = var_operand_def(IndexType)
+    result = result_def(DMAType)
+
+    def __init__(self, cb: int, src: SSAValue, target: Sequence[SSAValue]) -> None:
+        super().__init__(operands=[src, target], properties={"cb": IntAttr(cb)}, result_types=[DMAType()])
+
+    def verify_(self) -> None:
+        if len(self.target) not in (2, 4):
+            raise VerifyException(f"{self.name}: target is (y, x) or (y, x, h, w); got {len(self.target)} indices")
+
+
+class _SemUpdate(IRDLOperation):
+    sem = prop_def(IntAttr)
+    value = operand_def(IndexType)
+    target = var_operand_def(IndexType)
+
+    def __init__(self, sem: int, value: SSAValue, target: Sequence[SSAValue] = ()) -> None:
+        super().__init__(operands=[value, target], properties={"sem": IntAttr(sem)})
+
+    def verify_(self) -> None:
+        _check_target(self, len(self.target))
+
+
+@irdl_op_definition
+class SemSetOp(_SemUpdate):
+    """Set semaphore `sem` to `value` on this core, or on core / rectangle `target`."""
+
+    name = "tilegrid.sem_set"
+
+
+@irdl_op_definition
+class SemIncOp(_SemUpdate):
+    """Atomically add `value` to semaphore `sem` on this core, or on core / rectangle `target`."""
+
+    name = "tilegrid.sem_inc"
+
+
+@irdl_op_definition
+class SemWaitOp(IRDLOperation):
+    """Block until this core's semaphore `sem` equals `value`; then set it to `reset` if given."""
+
+    name = "tilegrid.sem_wait"
+    sem = prop_def(IntAttr)
+    value = operand_def(IndexType)
+    reset = opt_operand_def(IndexType)
+    irdl_options = (AttrSizedOperandSegments(as_property=True),)
+
+    def __init__(self, sem: int, value: SSAValue, reset: SSAValue | None = None) -> None:
+        super().__init__(operands=[value, [reset] if reset is not None else []], properties={"sem": IntAttr(sem)})
+
+
 @irdl_op_definition
 class PrintOp(IRDLOperation):
     """Print a block on the simulator (ignored elsewhere)."""
@@ -357,6 +434,10 @@ TILEGRID = Dialect(
         DMAReadOp,
         DMAWriteOp,
         DMAWaitOp,
+        DMAMcastOp,
+        SemSetOp,
+        SemIncOp,
+        SemWaitOp,
         PrintOp,
         AllocOp,
     ],

@@ -63,7 +63,14 @@ col_index = _doc("col_index", "col_index(shape) -> block: each element's column 
 
 
 class Semaphore:
-    """A per-core counter for synchronising data-movement threads (issue: scale)."""
+    """A counter on every core, for handshakes between cores (made in the kernel function).
+
+    In a thread: `sem.set(v)` / `sem.inc(v=1)` on this core, or on another core with
+    `core=(y, x)`, or on a rectangle of cores with `core=(y, x), mcast=(h, w)`;
+    `sem.wait(v, reset=None)` blocks until this core's value equals v, then sets it to `reset`.
+    """
 
     def __init__(self, initial: int = 0) -> None:
+        if not isinstance(initial, int):
+            raise TilegridError(f"Semaphore(initial) takes an integer, got {initial!r}")
         self.initial = initial

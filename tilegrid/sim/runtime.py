@@ -52,6 +52,7 @@ class Core:
     r: int
     c: int
     cbs: list[CB]
+    sems: list[int] = field(default_factory=list)
     thread: str = ""
 
 
@@ -64,6 +65,8 @@ class Runtime:
     locs: list[str] = field(default_factory=list)
     epoch: int = 0
     kernel: str = ""
+    grid: dict[tuple[int, int], Core] = field(default_factory=dict)
+    preempt: bool = False
 
     def error(self, msg: str, loc: int, note: str | None = None) -> TilegridError:
         return TilegridError(msg, self.locs[loc] if loc >= 0 else None, kernel=self.kernel, note=note)
@@ -84,6 +87,14 @@ class Runtime:
         cb = core.cbs[i]
         if cb.pushed >= cb.reserved:
             raise self.error(f"push on CB '{cb.name}' without a reserved block", loc)
+        slot = cb.slots[cb.pushed % cb.depth]
+        if np.isnan(slot.flat[0]) and np.isnan(slot).all():
+            raise self.error(
+                f"core ({core.r}, {core.c}) thread '{core.thread}' pushes a block of CB '{cb.name}' that nothing "
+                "filled (no DMA, multicast or store reached it)",
+                loc,
+                note="a receiver must wait for the sender's signal (a semaphore) before pushing a multicast block",
+            )
         cb.pushed += 1
         self.epoch += 1
 
@@ -129,6 +140,56 @@ class Runtime:
         self.tensors[arg][self._window(arg, idx, loc)] = round_to(src, info["dtype"])
         if self.observer:
             self.observer.on_transfer((core.r, core.c), core.thread, "dram_write", _nbytes(src, info), self.locs[loc])
+
+    def targets(self, core: Core, target: tuple[int, ...], loc: int) -> list[Core]:
+        """The cores of a target: () this core, (y, x) one core, (y, x, h, w) a rectangle."""
+        if not target:
+            return [core]
+        y, x = target[0], target[1]
+        h, w = (target[2], target[3]) if len(target) == 4 else (1, 1)
+        cores = [self.grid.get((r, c)) for r in range(y, y + h) for c in range(x, x + w)]
+        if h < 1 or w < 1 or any(c is None for c in cores):
+            gr = 1 + max(r for r, _ in self.grid)
+            gc = 1 + max(c for _, c in self.grid)
+            raise self.error(f"target cores ({y}, {x}) + ({h}, {w}) fall outside the {gr}x{gc} grid", loc)
+        return cores  # type: ignore[return-value]
+
+    def dma_mcast(self, core: Core, i: int, src: np.ndarray, target: tuple[int, ...], loc: int) -> None:
+        receivers = self.targets(core, target, loc)
+        for rc in receivers:
+            cb = rc.cbs[i]
+            if cb.reserved <= cb.pushed:
+                raise self.error(
+                    f"race: core ({core.r}, {core.c}) multicasts into CB '{cb.name}' of core ({rc.r}, {rc.c}), "
+                    "which has no reserved slot waiting for it",
+                    loc,
+                    note="the receiver must reserve its slot and signal the sender (e.g. sem.inc(core=sender)) "
+                    "before the sender multicasts; the sender waits for that signal",
+                )
+            dst = cb.slots[cb.pushed % cb.depth]
+            if dst is not src:
+                dst[...] = src
+        if self.observer:
+            nbytes = _nbytes(src, self.infos[i])
+            self.observer.on_transfer((core.r, core.c), core.thread, f"mcast:{len(receivers)}", nbytes, self.locs[loc])
+        self.epoch += 1
+
+    def sem_set(self, core: Core, k: int, value: int, target: tuple[int, ...], loc: int) -> None:
+        for c in self.targets(core, target, loc):
+            c.sems[k] = value
+        self.epoch += 1
+
+    def sem_inc(self, core: Core, k: int, value: int, target: tuple[int, ...], loc: int) -> None:
+        for c in self.targets(core, target, loc):
+            c.sems[k] += value
+        self.epoch += 1
+
+    def sem_wait(self, core: Core, k: int, value: int, reset: int | None, loc: int) -> Iterator[Wait]:
+        while core.sems[k] != value:
+            yield Wait(f"semaphore {k} to equal {value} (it is {core.sems[k]})", self.locs[loc])
+        if reset is not None:
+            core.sems[k] = reset
+            self.epoch += 1
 
     # ---- compute --------------------------------------------------------------------------
 

@@ -29,7 +29,11 @@ def run(rt: Runtime, cores: list[Core], threads: list[tuple[str, Callable]], sch
     for core in cores:
         for name, fn in threads:
             tasks.append(Task(core, name, fn(rt, core)))
+    if schedule not in ("deterministic", "random"):
+        raise ValueError(f"schedule must be 'deterministic' or 'random', got {schedule!r}")
     rng = random.Random(seed) if schedule == "random" else None
+    rt.preempt = rng is not None
+    rt.grid = {(c.r, c.c): c for c in cores}
     while tasks:
         before = rt.epoch
         finished = False
@@ -40,6 +44,8 @@ def run(rt: Runtime, cores: list[Core], threads: list[tuple[str, Callable]], sch
             t.core.thread = t.name
             try:
                 t.waiting = next(t.gen)
+                if t.waiting is None:  # preempted, not blocked
+                    finished = True
             except StopIteration:
                 tasks.remove(t)
                 finished = True
