@@ -42,6 +42,7 @@ class Compiled:
 
 
 _cache: dict[Any, Compiled] = {}
+observer: Any = None  # set (e.g. to sim.observer.Counts()) to watch every simulated op and transfer
 compile_log: list[Compiled] = []  # what `tilegrid compile` reports
 last_run: dict[str, Any] = {}
 
@@ -58,37 +59,38 @@ def describe_args(config: KernelConfig, tensors: Sequence[Any], kernel_tensors: 
         bfs = list(bfs) + [bfs[-1]] * (n - len(bfs))
     elif len(bfs) > n:
         raise CompileError(
-            f"kernel '{config.name}': block_factors has {len(bfs)} entries but the Program has {n} tensor arguments",
+            f"block_factors has {len(bfs)} entries but the Program has {n} tensor arguments",
             config.loc,
+            note="give one (rows, cols[, depth]) entry per tensor argument, in order",
         )
     if config.num_outs < 1 or config.num_outs > n:
-        raise CompileError(f"kernel '{config.name}': num_outs={config.num_outs} but there are {n} tensors", config.loc)
+        raise CompileError(f"num_outs={config.num_outs} but there are {n} tensors", config.loc)
     by_id = {id(t): i for i, t in enumerate(kernel_tensors)}
     args = []
     for i, (t, bf) in enumerate(zip(tensors, bfs)):
         name = names[by_id[id(t)]] if id(t) in by_id and by_id[id(t)] < len(names) else f"arg{i}"
         a = _as_array(t)
         if not isinstance(a, np.ndarray):
-            raise CompileError(f"kernel '{config.name}': argument '{name}' is a {type(t).__name__}, not an array", config.loc)
+            raise CompileError(f"argument '{name}' is a {type(t).__name__}, not an array", config.loc)
         dt = dtype_of(a)
         if dt is None:
             raise CompileError(
-                f"kernel '{config.name}': argument '{name}' has dtype {a.dtype}; tilegrid supports bfloat16 and float32",
+                f"argument '{name}' has dtype {a.dtype}; tilegrid supports bfloat16 and float32",
                 config.loc,
                 note="convert it with .astype(ml_dtypes.bfloat16) or .astype(np.float32)",
             )
         if a.ndim < 2:
-            raise CompileError(f"kernel '{config.name}': argument '{name}' has {a.ndim} dimensions; at least 2 needed", config.loc)
+            raise CompileError(f"argument '{name}' has {a.ndim} dimensions; at least 2 needed", config.loc)
         if len(bf) not in (2, 3) or any(not isinstance(b, int) or b < 1 for b in bf):
             raise CompileError(
-                f"kernel '{config.name}': block_factors entry {tuple(bf)} for '{name}' must be (rows, cols) or "
+                f"block_factors entry {tuple(bf)} for '{name}' must be (rows, cols) or "
                 "(rows, cols, depth) of positive integers (tiles)",
                 config.loc,
             )
         rows, cols = a.shape[-2:]
         if rows % 32 or cols % 32:
             raise CompileError(
-                f"kernel '{config.name}': argument '{name}' has shape {tuple(a.shape)}; its last two dimensions must "
+                f"argument '{name}' has shape {tuple(a.shape)}; its last two dimensions must "
                 "be multiples of 32 (whole 32x32 tiles)",
                 config.loc,
                 note="pad the tensor to a multiple of 32",
@@ -96,7 +98,7 @@ def describe_args(config: KernelConfig, tensors: Sequence[Any], kernel_tensors: 
         br, bc = 32 * bf[0], 32 * bf[1]
         if rows % br or cols % bc:
             raise CompileError(
-                f"kernel '{config.name}': block_factors {tuple(bf[:2])} ({br}x{bc} elements) do not divide "
+                f"block_factors {tuple(bf[:2])} ({br}x{bc} elements) do not divide "
                 f"'{name}' of shape {tuple(a.shape)}",
                 config.loc,
                 note="each block factor must divide the tensor's tile count in that dimension",
@@ -148,6 +150,8 @@ def compile_threads(config: KernelConfig, threads: Sequence[ThreadDef], args: li
         run_pipeline(module, record if dump or os.environ.get("TILEGRID_DUMP_IR") else None)
         sources, locs = generate(module)
     except TilegridError as e:
+        if e.loc is None and config.loc is not None:
+            e = type(e)(e.message, config.loc, kernel=e.kernel, note=e.note)
         raise e.with_kernel(config.name) from None
     compiled = Compiled(module, sources, locs, load(sources), plan_l1(module), stages, time.perf_counter() - t0)
     if os.environ.get("TILEGRID_DUMP_IR"):
@@ -161,10 +165,10 @@ def check_grid(config: KernelConfig) -> None:
     gr, gc = config.grid
     dr, dc = config.device.grid
     if not (isinstance(gr, int) and isinstance(gc, int)) or gr < 1 or gc < 1:
-        raise CompileError(f"kernel '{config.name}': grid must be two positive integers, got {config.grid}", config.loc)
+        raise CompileError(f"grid must be two positive integers, got {config.grid}", config.loc)
     if gr > dr or gc > dc:
         raise CompileError(
-            f"kernel '{config.name}': grid {gr}x{gc} is larger than the {config.device.name} compute grid {dr}x{dc}",
+            f"grid {gr}x{gc} is larger than the {config.device.name} compute grid {dr}x{dc}",
             config.loc,
             note="grids are (rows, cols); choose a smaller grid or another device",
         )
@@ -179,10 +183,10 @@ def run_program(config: KernelConfig, threads: Sequence[ThreadDef], tensors: Seq
                 kernel_tensors: Sequence[Any]) -> Any:
     check_grid(config)
     if not threads:
-        raise CompileError(f"kernel '{config.name}': Program() needs at least one thread", config.loc)
+        raise CompileError(f"Program() needs at least one thread", config.loc)
     if not any(t.kind == "compute" for t in threads):
         raise CompileError(
-            f"kernel '{config.name}': Program() has no @compute() thread", config.loc,
+            f"Program() has no @compute() thread", config.loc,
             note="a kernel needs one compute thread; data-movement threads only move blocks",
         )
     args = describe_args(config, tensors, kernel_tensors, kernel_param_names(config))
@@ -191,7 +195,7 @@ def run_program(config: KernelConfig, threads: Sequence[ThreadDef], tensors: Seq
     if config.mode == "compile":
         compile_log.append(compiled)
         return tensors[-config.num_outs] if config.num_outs == 1 else tuple(tensors[-config.num_outs:])
-    return simulate(config, compiled, tensors, args)
+    return simulate(config, compiled, tensors, args, observer)
 
 
 def simulate(config: KernelConfig, compiled: Compiled, tensors: Sequence[Any], args: list[dict],
@@ -214,6 +218,7 @@ def simulate(config: KernelConfig, compiled: Compiled, tensors: Sequence[Any], a
     ]
     t0 = time.perf_counter()
     scheduler.run(rt, cores, [(s.name, f) for s, f in zip(compiled.sources, compiled.fns)], config.schedule, config.seed)
+    rt.check_finished(cores)
     last_run.update(seconds=time.perf_counter() - t0, compiled=compiled)
     outs = []
     for t, arr, info in zip(tensors, arrays, args):

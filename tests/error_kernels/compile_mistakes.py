@@ -121,7 +121,7 @@ def carried_shape_change(x, out):
     @compute()
     async def comp(x_cb, out_cb):
         acc = fill(0, shape=(32, 32))
-        for i in range(2):
+        for _i in range(2):
             blk = x_cb.pop()
             acc = (acc + blk).rowsum()  # ERR[carried_shape_change]
         o = out_cb.reserve()
@@ -134,7 +134,7 @@ def carried_shape_change(x, out):
 def used_after_release(x, out):
     @compute()
     async def comp(x_cb, out_cb):
-        for i in range(2):
+        for _i in range(2):
             blk = x_cb.pop()
         o = out_cb.reserve()
         o.store(blk.exp())  # ERR[used_after_release]
@@ -211,5 +211,72 @@ def core_index_outside_thread(x, out):
         blk = x_cb.pop()
         o = out_cb.reserve()
         o.store(blk * row)
+
+    return Program(comp)(x, out)
+
+
+@pykernel_gen(grid=(1, 1), block_factors=[(1, 1), (1, 1)])
+def empty_body(x, out):
+    @compute()
+    async def comp(x_cb, out_cb):  # ERR[empty_body]
+        ...  # the roadmap's fragments leave the body to the reader
+
+    return Program(comp)(x, out)
+
+
+@pykernel_gen(grid=(1, 1), block_factors=[(1, 1), (1, 1)])
+def core_index_bad_dim(x, out):
+    @compute()
+    async def comp(x_cb, out_cb):
+        blk = x_cb.pop()
+        o = out_cb.reserve()
+        o.store(blk * core_index(2))  # ERR[core_index_bad_dim]
+
+    return Program(comp)(x, out)
+
+
+@pykernel_gen(grid=(1, 1), block_factors=[(1, 1), (1, 1)])
+def if_on_block(x, out):
+    @compute()
+    async def comp(x_cb, out_cb):
+        blk = x_cb.pop()
+        if blk > 0:  # ERR[if_on_block]
+            blk = blk.exp()
+        o = out_cb.reserve()
+        o.store(blk)
+
+    return Program(comp)(x, out)
+
+
+@pykernel_gen(grid=(1, 1), block_factors=[(1, 1), (1, 1)])
+def rowmax_wrong_dim(x, out):
+    @compute()
+    async def comp(x_cb, out_cb):
+        blk = x_cb.pop()
+        o = out_cb.reserve()
+        o.store(blk - blk.rowmax(dim=0))  # ERR[rowmax_wrong_dim]
+
+    return Program(comp)(x, out)
+
+
+@pykernel_gen(grid=(1, 1), block_factors=[(1, 1), (1, 1)])
+def returns_value(x, out):
+    @compute()
+    async def comp(x_cb, out_cb):
+        blk = x_cb.pop()
+        return blk.exp()  # ERR[returns_value]
+
+    return Program(comp)(x, out)
+
+
+@pykernel_gen(grid=(1, 1), block_factors=[(1, 1), (1, 1)])
+def unused_value(x, out):
+    # Not a mistake: a value computed and never used must not crash the compiler.
+    @compute()
+    async def comp(x_cb, out_cb):
+        blk = x_cb.pop()
+        unused = blk.exp()  # noqa: F841
+        o = out_cb.reserve()
+        o.store(blk * 2.0)
 
     return Program(comp)(x, out)

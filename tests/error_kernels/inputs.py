@@ -56,3 +56,14 @@ def no_program(x, out):
         o.store(blk.exp())
 
     Program(comp)  # built, but never called with the tensors
+
+
+@pykernel_gen(grid=(1, 1), block_factors=[(1, 1), (1, 1), (1, 1)])  # ERR[bf_too_long]
+def bf_too_long(x, out):
+    @compute()
+    async def comp(x_cb, out_cb):
+        blk = x_cb.pop()
+        o = out_cb.reserve()
+        o.store(blk.exp())
+
+    return Program(comp)(x, out)

@@ -36,3 +36,33 @@ def double_pop(x, out):
         dma(x_stream[0, core_index(1)], x_cb.reserve()).wait()
 
     return Program(comp, reader)(x, out)
+
+
+@pykernel_gen(grid=(2, 1), block_factors=[(1, 1), (1, 1)])
+def same_output_block(x, out):
+    out_stream = Stream(out)
+
+    @compute()
+    async def comp(x_cb, out_cb):
+        blk = x_cb.pop()
+        o = out_cb.reserve()
+        o.store(blk.exp())
+
+    @datamovement()
+    async def writer(x_cb, out_cb):
+        dma(out_cb.pop(), out_stream[0, 0]).wait()  # ERR[same_output_block]
+
+    return Program(comp, writer)(x, out)
+
+
+@pykernel_gen(grid=(1, 1), block_factors=[(1, 1), (1, 1)])
+def extra_push(x, out):
+    @compute()
+    async def comp(x_cb, out_cb):
+        blk = x_cb.pop()
+        o = out_cb.reserve()
+        o.store(blk.exp())
+        p = out_cb.reserve()
+        p.store(blk)  # ERR[extra_push]: the push that has no consumer
+
+    return Program(comp)(x, out)

@@ -348,8 +348,7 @@ def _compute(g: Gen, op: T.ComputeOp) -> None:
             g.line(f"{t} = np.where({tv[o.cond]} != 0, {tv[o.a]}, {tv[o.b]})")
         elif isinstance(o, T.PackOp):
             out = op.outs[o.output.data]
-            g.line(f"{outs[o.output.data]}[{rs}, {cs}] = round_to(np.broadcast_to({tv[o.x]}, "
-                   f"{outs[o.output.data]}[{rs}, {cs}].shape), {out.type.dtype!r})")
+            g.line(f"{outs[o.output.data]}[{rs}, {cs}] = round_to({tv[o.x]}, {out.type.dtype!r})")
             continue
         else:
             raise NotImplementedError(o.name)

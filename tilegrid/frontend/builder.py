@@ -99,6 +99,7 @@ class ThreadBuilder(ast.NodeVisitor):
                 except ValueError:
                     pass
         self.vars: dict[str, Any] = {}
+        self.assigned_at: dict[str, ast.AST] = {}
         self.scopes: list[Scope] = []
         self.block = Block()
         self.node: ast.AST = self.fndef
@@ -227,6 +228,7 @@ class ThreadBuilder(ast.NodeVisitor):
     def bind(self, target: ast.expr, value: Any, node: ast.AST) -> None:
         if isinstance(target, ast.Name):
             self.vars[target.id] = value
+            self.assigned_at[target.id] = node
             return
         if isinstance(target, ast.Tuple) and isinstance(value, tuple) and len(value) == len(target.elts):
             for t, v in zip(target.elts, value):
@@ -286,7 +288,9 @@ class ThreadBuilder(ast.NodeVisitor):
             if name not in carried:
                 self.vars[name] = Poison(
                     f"'{name}' is assigned inside the loop at line {node.lineno} and cannot be read after it"
-                    " (only blocks and numbers assigned before the loop are carried across iterations)"
+                    " (only blocks and numbers assigned before the loop are carried across iterations; a CB block "
+                    "popped in the loop body is released at the end of each iteration)",
+                    note=f"compute what you need from '{name}' inside the loop into a variable assigned before the loop",
                 )
 
     def visit_If(self, node: ast.If) -> None:
@@ -299,7 +303,11 @@ class ThreadBuilder(ast.NodeVisitor):
                             self.visit(stmt)
             return
         if not isinstance(cond, Cond):
-            raise self.error(f"an `if` condition must compare integers, got {self.describe(cond)}", node.test)
+            raise self.error(
+                f"an `if` condition must compare integers, got {self.describe(cond)}",
+                node.test,
+                note="branch on loop and core indices; to select between blocks elementwise use where(cond, a, b)",
+            )
         saved = dict(self.vars)
         outer = [slot for sc in self.scopes for slot in sc.slots]
         before = [(sl.filled, sl.pending_dma) for sl in outer]
@@ -404,7 +412,7 @@ class ThreadBuilder(ast.NodeVisitor):
         if name in self.vars:
             v = self.vars[name]
             if isinstance(v, Poison):
-                raise self.error(v.why, node)
+                raise self.error(v.why, node, note=v.note)
             return v
         for ns in (self.closure, self.globals):
             if name in ns:
@@ -497,6 +505,8 @@ class ThreadBuilder(ast.NodeVisitor):
                     f"stream index {i} is out of range for dimension {k} of '{s.name}' (size {n}"
                     + (" blocks)" if k >= len(limits) - 2 else ")"),
                     node,
+                    note="leading indices count elements, the last two count blocks of the CB's block shape "
+                    f"({32 * a['block'][0]}x{32 * a['block'][1]} elements for '{s.name}')",
                 )
 
     def visit_BinOp(self, node: ast.BinOp) -> Any:
@@ -639,7 +649,8 @@ class ThreadBuilder(ast.NodeVisitor):
                 d = -1 if name.startswith("row") else 0
             default = -1 if name.startswith("row") else 0 if name.startswith("col") else d
             if d not in (-1, 1, 0, -2) or (name[:3] in ("row", "col") and d not in (default, default + (2 if default < 0 else -2))):
-                raise self.error(f"{name}() reduces along dim {default}, got dim={d}", node)
+                raise self.error(f"{name}() reduces along dim {default}, got dim={d}", node,
+                                 note="rowmax/rowsum reduce across a row (dim=-1); colmax/colsum down a column (dim=0)")
             kind = "max" if name.endswith("max") else "sum"
             return self.reduce(kind, 1 if d in (-1, 1) else 0, obj, None, node)
         if name == "store":
@@ -656,7 +667,8 @@ class ThreadBuilder(ast.NodeVisitor):
         if name == "core_index":
             (dim,) = self.call_args(node, ["dim"], 1)
             if dim not in (0, 1):
-                raise self.error(f"core_index() takes 0 (row) or 1 (column), got {dim!r}", node)
+                raise self.error(f"core_index() takes 0 (row) or 1 (column), got {dim!r}", node,
+                                 note="core_index(0) is the core's row in the grid, core_index(1) its column")
             return Idx(self.emit(C.CoreIndexOp(dim)).results[0])
         if name == "dma":
             src, dst, core, mcast = self.call_args(node, ["src", "dst", "core", "mcast"], 2)
@@ -768,6 +780,7 @@ class ThreadBuilder(ast.NodeVisitor):
             f"dma() copies a stream block into a reserved CB block or a CB block into a stream block, "
             f"got {self.describe(src)} -> {self.describe(dst)}",
             node,
+            note="read: dma(stream[i, j], cb.reserve()).wait(); write: dma(cb.pop(), stream[i, j]).wait()",
         )
 
     def target(self, core: Any, mcast: Any, node: ast.AST) -> list[SSAValue]:
@@ -1022,8 +1035,9 @@ class ThreadBuilder(ast.NodeVisitor):
             if v.type.dims != t.dims:
                 raise self.error(
                     f"'{name}' is {t.dims[0]}x{t.dims[1]} before the loop/branch but becomes "
-                    f"{self.shape_str(v)}; a carried block keeps its shape",
-                    node,
+                    f"{self.shape_str(v)} here; a carried block keeps its shape",
+                    self.assigned_at.get(name, node),
+                    note=f"give '{name}' its final shape before the loop, or use a new name for the {self.shape_str(v)} value",
                 )
             conv = B.UnaryOp("copy", v.value)
             conv.results[0].type = t

@@ -102,6 +102,7 @@ class Poison:
     """A name that Python would bind but the compiled program cannot (say why on use)."""
 
     why: str
+    note: str | None = None
 
 
 @dataclass

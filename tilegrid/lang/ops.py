@@ -3,13 +3,17 @@ of these only documents the op; calling one outside a thread is a clear error.""
 
 from __future__ import annotations
 
-from tilegrid.errors import TilegridError
+import sys
+
+from tilegrid.errors import SourceLoc, TilegridError
 
 
 def _only_in_thread(name: str):
     def op(*args, **kwargs):
+        caller = sys._getframe(1)
         raise TilegridError(
             f"{name}() can only be used inside a @compute() or @datamovement() thread",
+            SourceLoc(caller.f_code.co_filename, caller.f_lineno),
             note="thread bodies are compiled by tilegrid; they are never called as Python",
         )
 

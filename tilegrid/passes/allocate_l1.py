@@ -74,7 +74,7 @@ class AllocateL1(ModulePass):
         if plan.used > plan.budget:
             top = sorted(plan.entries, key=lambda e: -e[1])[:4]
             raise CompileError(
-                f"kernel '{prog.kernel.data}' needs {plan.used} bytes of L1 per core but {plan.budget} are available; "
+                f"the kernel needs {plan.used} bytes of L1 per core but {plan.budget} are available; "
                 "largest: " + "; ".join(f"{n}: {b} B" for n, b in top),
                 note="use smaller block_factors or a shallower CB depth, or spread the work over more cores",
             )

@@ -3,7 +3,7 @@
 A group runs as one `tile.compute` later: its intermediates stay in DST instead of
 round-tripping through L1. A group only grows while its DST need (see `dst_need`) fits
 the program's DST capacity for a single tile, so no group can exceed DST. Groups are
-placed at their last member; any use of a member outside the group, and any op with side
+placed at their last member (values nobody uses are dropped first); any use of a member outside the group, and any op with side
 effects or regions, closes the open groups, which keeps every use dominated.
 """
 
@@ -77,6 +77,10 @@ class FuseElementwise(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         capacity = program_of(op).dst_capacity.data
+        for o in reversed(list(op.walk())):  # values computed and never used cost nothing
+            if isinstance(o, (*B.ELEMENTWISE, B.MatmulOp, B.ReduceOp, B.TransposeOp)) and not o.results[0].uses:
+                o.detach()
+                o.erase()
         blocks = [b for o in op.walk() for r in o.regions for b in r.blocks]
         for block in blocks:
             for g in self.groups(block, capacity):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from xdsl.context import Context
 from xdsl.dialects import arith, scf
-from xdsl.dialects.builtin import IndexType, IntegerAttr, ModuleOp
+from xdsl.dialects.builtin import IndexType, IntegerAttr, ModuleOp, StringAttr
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 
@@ -38,7 +38,7 @@ def shard_blocks(prog: C.ProgramOp, info: dict) -> tuple[int, int]:
     nr, nc = rows // br, cols // bc
     if nr % gr or nc % gc:
         raise CompileError(
-            f"kernel '{prog.kernel.data}': '{info['name']}' has {nr}x{nc} blocks of {br}x{bc}, which do not split "
+            f"'{info['name']}' has {nr}x{nc} blocks of {br}x{bc}, which do not split "
             f"evenly over the {gr}x{gc} grid for implicit data movement",
             note="choose block_factors and a grid that divide the tensor, or move the data with a @datamovement() thread",
         )
@@ -71,8 +71,10 @@ def _loop_nest(em: _Emitter, bounds: list[int], body, ivs: tuple = ()) -> None:
     em.add(scf.ForOp(lb, ub, step, [], Region(inner)))
 
 
-def implicit_thread(prog: C.ProgramOp, arg: int, info: dict, write: bool) -> C.ThreadOp:
-    """A data-movement thread moving every block of this core's shard of `arg`, row-major."""
+def implicit_thread(prog: C.ProgramOp, arg: int, info: dict, write: bool, where: str | None = None) -> C.ThreadOp:
+    """A data-movement thread moving every block of this core's shard of `arg`, row-major.
+
+    Its ops carry `where`, the compute thread's first use of the CB, so reports point there."""
     nr, nc = shard_blocks(prog, info)
     lead = list(info["shape"][:-2])
     em = _Emitter()
@@ -96,7 +98,12 @@ def implicit_thread(prog: C.ProgramOp, arg: int, info: dict, write: bool) -> C.T
 
     _loop_nest(em, [*lead, nr, nc], body)
     kind = "writer" if write else "reader"
-    return C.ThreadOp("datamovement", f"implicit_{kind}_{info['name']}", Region(em.block), implicit=kind)
+    thread = C.ThreadOp("datamovement", f"implicit_{kind}_{info['name']}", Region(em.block), implicit=kind)
+    if where:
+        for o in thread.walk():
+            if o is not thread:
+                o.attributes["loc"] = StringAttr(where)
+    return thread
 
 
 @dataclass(frozen=True)
@@ -121,22 +128,24 @@ class ImplicitDataMovement(ModulePass):
             if not used_by_compute:
                 continue
             if not info["output"] and i not in dm_fills:
-                if any(i in cb_ops(t, C.CBWaitOp) for t in comp):
-                    new_threads.append(implicit_thread(prog, i, info, write=False))
+                waits = [o for t in comp for o in cb_ops(t, C.CBWaitOp).get(i, [])]
+                if waits:
+                    new_threads.append(implicit_thread(prog, i, info, write=False, where=loc_of(waits[0])))
             if info["output"]:
                 comp_pops = [o for t in comp for o in cb_ops(t, C.CBWaitOp).get(i, [])]
                 if i in dm_pops:
                     if comp_pops:
                         raise CompileError(
-                            f"kernel '{prog.kernel.data}': output CB '{info['name']}' is popped by both the compute "
+                            f"output CB '{info['name']}' is popped by both the compute "
                             f"thread (line {_line(comp_pops[0])}) and a data-movement thread (line {_line(dm_pops[i][0])})",
                             loc_of(comp_pops[0]),
                             note="remove the compute thread's pop: the writer thread pops and writes the block",
                         )
                     continue
                 self.drop_compute_pops(prog, comp, i, info)
-                if any(i in cb_ops(t, C.CBReserveOp) for t in comp):
-                    new_threads.append(implicit_thread(prog, i, info, write=True))
+                reserves = [o for t in comp for o in cb_ops(t, C.CBReserveOp).get(i, [])]
+                if reserves:
+                    new_threads.append(implicit_thread(prog, i, info, write=True, where=loc_of(reserves[0])))
         for t in new_threads:
             prog.body.block.add_op(t)
 
@@ -149,7 +158,7 @@ class ImplicitDataMovement(ModulePass):
             for w in waits:
                 if w.results[0].uses:
                     raise CompileError(
-                        f"kernel '{prog.kernel.data}': the compute thread reads back its own output '{info['name']}'",
+                        f"the compute thread reads back its own output '{info['name']}'",
                         loc_of(w),
                         note="keep the value in a variable instead of popping the output CB",
                     )

@@ -3,7 +3,8 @@
 Every value a tile op writes gets a `tilegrid.alloc` buffer (or is the CB slot it is
 stored into), so any number of matmuls and intermediates live in one kernel:
   block.fused     -> alloc per output + tile.compute (load / SFPU ops / pack)
-  block.matmul    -> alloc + tile.matmul
+  block.matmul    -> alloc + tile.matmul (a lone `acc + a @ b` becomes one tile.matmul
+                     that accumulates onto `acc` in DST)
   block.reduce    -> alloc + tile.reduce
   block.transpose -> alloc + tile.transpose
   block.store     -> tile.compute copying the value into the slot (rounding to its format)
@@ -95,6 +96,21 @@ def copy_compute(src: SSAValue, dst: SSAValue) -> T.ComputeOp:
     return T.ComputeOp([src], [], [dst], Region(body))
 
 
+def accumulating_matmul(fused: B.FusedOp) -> tuple[B.MatmulOp, SSAValue] | None:
+    """`acc + a @ b` as a lone fused add whose product has no other use: accumulate in DST instead."""
+    ops = list(fused.body.block.ops)
+    if len(ops) != 2 or not isinstance(ops[0], B.BinaryOp) or ops[0].kind.data != "add":
+        return None
+    add, args = ops[0], list(fused.body.block.args)
+    if add.lhs not in args or add.rhs not in args or add.results[0].type != fused.outputs[0].type:
+        return None
+    for mine, other in ((add.lhs, add.rhs), (add.rhs, add.lhs)):
+        prod = fused.inputs[args.index(mine)]
+        if isinstance(prod.owner, B.MatmulOp) and len(prod.uses) == 1 and other.type.dims == prod.type.dims:
+            return prod.owner, fused.inputs[args.index(other)]
+    return None
+
+
 @dataclass(frozen=True)
 class LowerToTile(ModulePass):
     name = "lower-to-tile"
@@ -105,6 +121,8 @@ class LowerToTile(ModulePass):
                 Rewriter.insert_op(copy_loc(o, copy_compute(o.value, o.dst)), InsertPoint.before(o))
                 o.detach()
                 o.erase()
+            elif isinstance(o, B.FusedOp) and (mm := accumulating_matmul(o)) is not None:
+                self.replace_accumulate(o, *mm)
             elif isinstance(o, B.FusedOp | B.MatmulOp | B.ReduceOp | B.TransposeOp):
                 self.replace(o)
 
@@ -120,6 +138,17 @@ class LowerToTile(ModulePass):
             return [T.ReduceOp(o.kind.data, o.dim.data, o.x, allocs[0])]
         assert isinstance(o, B.TransposeOp)
         return [T.TransposeOp(o.x, allocs[0])]
+
+    @staticmethod
+    def replace_accumulate(o: B.FusedOp, mm: B.MatmulOp, acc: SSAValue) -> None:
+        alloc = copy_loc(o, C.AllocOp(o.outputs[0].type))
+        Rewriter.insert_op(alloc, InsertPoint.before(o))
+        Rewriter.insert_op(copy_loc(mm, T.MatmulOp(mm.lhs, mm.rhs, alloc.results[0], acc)), InsertPoint.before(o))
+        o.outputs[0].replace_all_uses_with(alloc.results[0])
+        o.detach()
+        o.erase()
+        mm.detach()
+        mm.erase()
 
     @classmethod
     def replace(cls, o: Operation) -> None:

@@ -19,5 +19,5 @@ def dtype_of(a: np.ndarray) -> str | None:
 def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
     """x (float32) rounded to `dtype` (round-to-nearest-even), still as float32."""
     if dtype == "bf16":
-        return x.astype(ml_dtypes.bfloat16).astype(np.float32)
-    return x.astype(np.float32, copy=False)
+        return np.asarray(x, np.float32).astype(ml_dtypes.bfloat16).astype(np.float32)
+    return np.asarray(x, np.float32)

@@ -41,6 +41,7 @@ class CB:
         self.name, self.shape, self.dtype, self.depth = name, shape, dtype, depth
         self.slots = [np.full(shape, np.nan, np.float32) for _ in range(depth)]
         self.reserved = self.pushed = self.waited = self.popped = 0
+        self.last_push = -1  # location index of the latest push
 
     def state(self) -> str:
         return (f"{self.pushed - self.waited} pushed, {self.reserved - self.pushed} reserved, "
@@ -67,6 +68,7 @@ class Runtime:
     kernel: str = ""
     grid: dict[tuple[int, int], Core] = field(default_factory=dict)
     preempt: bool = False
+    writers: dict[tuple, tuple[int, int]] = field(default_factory=dict)
 
     def error(self, msg: str, loc: int, note: str | None = None) -> TilegridError:
         return TilegridError(msg, self.locs[loc] if loc >= 0 else None, kernel=self.kernel, note=note)
@@ -96,6 +98,7 @@ class Runtime:
                 note="a receiver must wait for the sender's signal (a semaphore) before pushing a multicast block",
             )
         cb.pushed += 1
+        cb.last_push = loc
         self.epoch += 1
 
     def cb_wait(self, core: Core, i: int, loc: int) -> Iterator[Wait]:
@@ -116,7 +119,7 @@ class Runtime:
 
     # ---- DMA ------------------------------------------------------------------------------
 
-    def _window(self, arg: int, idx: tuple[int, ...], loc: int) -> tuple:
+    def _window(self, core: Core, arg: int, idx: tuple[int, ...], loc: int) -> tuple:
         info = self.infos[arg]
         shape, (bh, bw) = info["shape"], info["block"]
         br, bc = 32 * bh, 32 * bw
@@ -125,19 +128,30 @@ class Runtime:
             if not 0 <= i < n:
                 unit = " blocks" if k >= len(limits) - 2 else ""
                 raise self.error(
-                    f"stream index {i} is out of range for dimension {k} of '{info['name']}' (size {n}{unit})", loc
+                    f"core ({core.r}, {core.c}) thread '{core.thread}': stream index {i} is out of range for "
+                    f"dimension {k} of '{info['name']}' (size {n}{unit}); full index {tuple(idx)}",
+                    loc,
+                    note="leading indices count elements, the last two count blocks of the CB's block shape",
                 )
         *lead, i, j = idx
         return (*lead, slice(i * br, (i + 1) * br), slice(j * bc, (j + 1) * bc))
 
     def dma_read(self, core: Core, arg: int, idx: tuple[int, ...], slot: np.ndarray, loc: int) -> None:
-        slot[...] = self.tensors[arg][self._window(arg, idx, loc)]
+        slot[...] = self.tensors[arg][self._window(core, arg, idx, loc)]
         if self.observer:
             self.observer.on_transfer((core.r, core.c), core.thread, "dram_read", _nbytes(slot, self.infos[arg]), self.locs[loc])
 
     def dma_write(self, core: Core, arg: int, src: np.ndarray, idx: tuple[int, ...], loc: int) -> None:
         info = self.infos[arg]
-        self.tensors[arg][self._window(arg, idx, loc)] = round_to(src, info["dtype"])
+        key = (arg, *idx)
+        first = self.writers.setdefault(key, (core.r, core.c))
+        if first != (core.r, core.c):
+            raise self.error(
+                f"cores {first} and ({core.r}, {core.c}) both write block {tuple(idx)} of '{info['name']}'",
+                loc,
+                note="each output block should have one writer; index the output stream with core_index()",
+            )
+        self.tensors[arg][self._window(core, arg, idx, loc)] = round_to(src, info["dtype"])
         if self.observer:
             self.observer.on_transfer((core.r, core.c), core.thread, "dram_write", _nbytes(src, info), self.locs[loc])
 
@@ -190,6 +204,20 @@ class Runtime:
         if reset is not None:
             core.sems[k] = reset
             self.epoch += 1
+
+    def check_finished(self, cores: list[Core]) -> None:
+        """After every thread ended: no CB may hold blocks that were pushed but never popped."""
+        for core in cores:
+            for cb in core.cbs:
+                if cb.pushed > cb.waited:
+                    raise TilegridError(
+                        f"core ({core.r}, {core.c}): {cb.pushed - cb.waited} block(s) pushed to CB '{cb.name}' were "
+                        f"never popped ({cb.pushed} pushed, {cb.waited} popped); the last push is here",
+                        self.locs[cb.last_push] if cb.last_push >= 0 else None,
+                        kernel=self.kernel,
+                        note="every pushed block needs a consumer; an implicitly drained output takes exactly the "
+                        "blocks of the core's own shard",
+                    )
 
     # ---- compute --------------------------------------------------------------------------
 
