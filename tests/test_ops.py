@@ -122,7 +122,8 @@ def make_binary(op, grid, bf):
     return binary
 
 
-CASES = [((1, 1), (1, 1)), ((2, 2), (1, 1)), ((1, 1), (2, 2)), ((2, 2), (2, 2)), ((1, 2), (2, 4))]
+CASES = [((1, 1), (1, 1)), ((2, 2), (1, 1)), ((1, 1), (2, 2)), ((2, 2), (2, 2)), ((1, 2), (2, 4)),
+         ((1, 1), (4, 4)), ((1, 1), (8, 4)), ((1, 1), (8, 8))]
 
 
 def per_shard(fn, grid, *arrays):
@@ -151,9 +152,11 @@ def test_unary(op, grid, bf, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", ["f32", "bf16"])
-@pytest.mark.parametrize("grid,bf", [c for c in CASES if c[1][0] == c[1][1]])
+@pytest.mark.parametrize("grid,bf", [c for c in CASES if c[1][0] == c[1][1] or c[1] == (8, 4)])
 @pytest.mark.parametrize("op", list(BINARY))
 def test_binary(op, grid, bf, dtype, rng):
+    if op in ("matmul", "softmax_qk") and bf[0] != bf[1]:
+        pytest.skip("x @ y and x @ y^T per shard need square blocks here")
     shape = (32 * bf[0] * grid[0], 32 * bf[1] * grid[1])
     x, y = rand(rng, shape, dtype), rand(rng, shape, dtype)
     if op == "div":

@@ -366,9 +366,10 @@ def _matmul(g: Gen, op: T.MatmulOp) -> None:
     g.line(f"rt.dst_acquire({sub[0] * sub[1]}, {g.loc(op)})")
     rs, cs = _subblock_loops(g, op.out.type.dims, sub)
     acc = f" + {g.name(op.acc)}[{rs}, {cs}]" if op.acc is not None else ""
-    g.line(f"{out}[{rs}, {cs}] = round_to(np.matmul({a}[{rs}, :], {b}[:, {cs}]){acc}, {op.out.type.dtype!r})")
+    rhs = f"{b}[{cs}, :].T" if op.b_transposed else f"{b}[:, {cs}]"
+    g.line(f"{out}[{rs}, {cs}] = round_to(np.matmul({a}[{rs}, :], {rhs}){acc}, {op.out.type.dtype!r})")
     _close(g)
-    (m, k), n = op.a.type.tiles, op.b.type.tiles[1]
+    (m, k), n = op.a.type.tiles, op.out.type.tiles[1]
     _observe(g, op, "matmul", m * k * n)
 
 

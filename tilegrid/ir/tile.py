@@ -201,17 +201,27 @@ class PackOp(IRDLOperation):
 
 @irdl_op_definition
 class MatmulOp(_Subblocked):
-    """`out = a @ b` (+ `acc` when given): per output subblock, accumulate over K tiles in DST."""
+    """`out = a @ b` (+ `acc` when given): per output subblock, accumulate over K tiles in DST.
+
+    With `transpose_b`, `b` is stored [N, K] and each of its tiles is transposed as it is
+    unpacked (the matmul's own transpose), so `a @ k.transpose()` needs no transposed copy."""
 
     name = "tile.matmul"
     a = operand_def(BlockType)
     b = operand_def(BlockType)
     acc = opt_operand_def(BlockType)
     out = operand_def(BlockType)
+    transpose_b = opt_prop_def(IntAttr)
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
 
-    def __init__(self, a: SSAValue, b: SSAValue, out: SSAValue, acc: SSAValue | None = None) -> None:
-        super().__init__(operands=[a, b, [acc] if acc is not None else [], out])
+    def __init__(self, a: SSAValue, b: SSAValue, out: SSAValue, acc: SSAValue | None = None,
+                 transpose_b: bool = False) -> None:
+        props = {"transpose_b": IntAttr(1)} if transpose_b else {}
+        super().__init__(operands=[a, b, [acc] if acc is not None else [], out], properties=props)
+
+    @property
+    def b_transposed(self) -> bool:
+        return self.transpose_b is not None and bool(self.transpose_b.data)
 
 
 @irdl_op_definition

@@ -1,9 +1,12 @@
 """allocate-l1: place every CB and intermediate buffer in each core's L1 against the budget.
 
-CBs take depth x block bytes; each `tilegrid.alloc` takes its block's tiles x tile bytes,
-twice if its value is carried by a loop (the old and the new value coexist: ping-pong).
-Offsets are assigned in order; the kernel is rejected, with the bytes needed and available
-and the largest buffers, if they do not fit.
+CBs take depth x block bytes each, for the whole kernel. Intermediate buffers
+(`tilegrid.alloc`) are placed by lifetime: two buffers whose live ranges do not overlap
+share bytes (first fit over the thread's ops in program order). A buffer used inside a loop
+it was defined outside of lives through the whole loop; a buffer carried by a loop takes
+two places (the old and the new value coexist: ping-pong). Threads run concurrently, so
+each thread gets its own buffer area. The kernel is rejected, with the bytes needed and
+available and the largest buffers, if it does not fit. Afterwards every alloc has `offset`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from xdsl.context import Context
 from xdsl.dialects import scf
 from xdsl.dialects.builtin import IntAttr, ModuleOp
+from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from tilegrid.errors import CompileError
@@ -28,40 +32,140 @@ def block_bytes(t: C.BlockType) -> int:
 
 
 @dataclass
-class L1Plan:
-    """Per-core L1 use: (name, bytes) for each CB and buffer, and the budget."""
+class Buffer:
+    op: C.AllocOp
+    start: int
+    end: int
+    size: int
+    carried: bool
+    offset: int = 0
 
-    entries: list[tuple[str, int]]
+    @property
+    def label(self) -> str:
+        t = self.op.results[0].type
+        where = loc_of(self.op) or "?"
+        line = where.rsplit(":", 2)[-2] if ":" in where else where
+        r, c = t.dims
+        return f"buffer {r}x{c} {t.dtype} (line {line}){' x2 carried' if self.carried else ''}"
+
+
+@dataclass
+class L1Plan:
+    """Per-core L1 use: CBs, then each thread's buffer area (peak of its overlapping buffers)."""
+
+    cbs: list[tuple[str, int]]
+    buffers: list[Buffer]
+    areas: list[tuple[str, int]]  # (thread, peak bytes)
     budget: int
 
     @property
+    def entries(self) -> list[tuple[str, int]]:
+        return self.cbs + [(f"buffers of thread '{t}' (peak, reused by lifetime)", b) for t, b in self.areas]
+
+    @property
     def used(self) -> int:
-        return sum(b for _, b in self.entries)
+        return sum(b for _, b in self.cbs) + sum(b for _, b in self.areas)
 
     def report(self) -> str:
         lines = [f"L1 per core: {self.used} of {self.budget} bytes ({100 * self.used / self.budget:.1f}%)"]
-        for name, b in self.entries:
+        for name, b in self.cbs:
             lines.append(f"  {b:>9}  {name}")
+        for thread, peak in self.areas:
+            lines.append(f"  {peak:>9}  buffers of thread '{thread}' (peak; {len(self.buffers)} buffers, reused by lifetime)")
+        for buf in sorted(self.buffers, key=lambda b: -b.size)[:8]:
+            lines.append(f"             {buf.size:>9} at +{buf.offset:<8} {buf.label}")
         return "\n".join(lines)
+
+
+def _positions(thread: C.ThreadOp) -> tuple[dict[Operation, int], dict[Operation, int]]:
+    """Pre-order position of every op, and the last position inside each op's subtree."""
+    pos: dict[Operation, int] = {}
+    last: dict[Operation, int] = {}
+    order = list(thread.walk())
+    for i, o in enumerate(order):
+        pos[o] = i
+    for o in reversed(order):
+        last[o] = max([pos[o]] + [last[c] for r in o.regions for b in r.blocks for c in b.ops])
+    return pos, last
+
+
+def _aliases(v: SSAValue) -> list[SSAValue]:
+    """The value and everything it flows into through scf.yield (loop args, loop / if results)."""
+    out, todo = [v], [v]
+    while todo:
+        x = todo.pop()
+        for u in list(x.uses):
+            y = u.operation
+            if not isinstance(y, scf.YieldOp):
+                continue
+            parent = y.parent_op()
+            k = u.index
+            nxt = [parent.results[k]]
+            if isinstance(parent, scf.ForOp):
+                nxt.append(parent.body.block.args[k + 1])
+            for n in nxt:
+                if n not in out:
+                    out.append(n)
+                    todo.append(n)
+    return out
+
+
+def _buffers(thread: C.ThreadOp) -> list[Buffer]:
+    pos, last = _positions(thread)
+    bufs = []
+    for o in thread.walk():
+        if not isinstance(o, C.AllocOp):
+            continue
+        home = o.parent_block()
+        end = pos[o]
+        carried = False
+        for v in _aliases(o.results[0]):
+            for u in v.uses:
+                user = u.operation
+                if isinstance(user, scf.YieldOp):
+                    carried = carried or isinstance(user.parent_op(), scf.ForOp)
+                # Climb to the ancestor of the use that sits in the alloc's own block.
+                anc = user
+                while anc.parent_block() is not home and anc.parent_op() is not None:
+                    anc = anc.parent_op()
+                    if anc is thread:
+                        break
+                end = max(end, last.get(anc, pos.get(user, end)))
+        bufs.append(Buffer(o, pos[o], end, block_bytes(o.results[0].type) * (2 if carried else 1), carried))
+    return bufs
+
+
+def _first_fit(bufs: list[Buffer]) -> int:
+    """Offsets so that buffers alive at the same time never overlap; returns the peak."""
+    placed: list[Buffer] = []
+    peak = 0
+    for b in sorted(bufs, key=lambda b: (b.start, -b.size)):
+        live = sorted((p for p in placed if p.start <= b.end and b.start <= p.end), key=lambda p: p.offset)
+        offset = 0
+        for p in live:
+            if offset + b.size <= p.offset:
+                break
+            offset = max(offset, p.offset + p.size)
+        b.offset = offset
+        placed.append(b)
+        peak = max(peak, offset + b.size)
+    return peak
 
 
 def plan_l1(module: ModuleOp) -> L1Plan:
     prog = program_of(module)
-    entries: list[tuple[str, int]] = []
+    cbs: list[tuple[str, int]] = []
     for info in prog.arg_infos():
         t = C.BlockType((32 * info["block"][0], 32 * info["block"][1]), info["dtype"])
-        entries.append((f"CB {info['name']} ({info['depth']} x {block_bytes(t)} B)", info["depth"] * block_bytes(t)))
+        cbs.append((f"CB {info['name']} ({info['depth']} x {block_bytes(t)} B)", info["depth"] * block_bytes(t)))
+    buffers: list[Buffer] = []
+    areas: list[tuple[str, int]] = []
     for th in prog.threads:
-        for o in th.walk():
-            if isinstance(o, C.AllocOp):
-                carried = any(isinstance(u.operation, scf.YieldOp) for u in o.results[0].uses)
-                n = 2 if carried else 1
-                r, c = o.results[0].type.dims
-                where = loc_of(o) or "?"
-                line = where.rsplit(":", 2)[-2] if ":" in where else where
-                entries.append((f"buffer {r}x{c} {o.results[0].type.dtype} (line {line}){' x2 carried' if carried else ''}",
-                                n * block_bytes(o.results[0].type)))
-    return L1Plan(entries, prog.l1_budget.data)
+        bufs = _buffers(th)
+        if bufs:
+            areas.append((th.thread_name.data, _first_fit(bufs)))
+            buffers += bufs
+    return L1Plan(cbs, buffers, areas, prog.l1_budget.data)
 
 
 @dataclass(frozen=True)
@@ -70,17 +174,20 @@ class AllocateL1(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         plan = plan_l1(op)
-        prog = program_of(op)
         if plan.used > plan.budget:
-            top = sorted(plan.entries, key=lambda e: -e[1])[:4]
+            top = sorted(plan.cbs + [(b.label, b.size) for b in plan.buffers], key=lambda e: -e[1])[:4]
             raise CompileError(
                 f"the kernel needs {plan.used} bytes of L1 per core but {plan.budget} are available; "
                 "largest: " + "; ".join(f"{n}: {b} B" for n, b in top),
                 note="use smaller block_factors or a shallower CB depth, or spread the work over more cores",
             )
-        offset = 0
-        for th in prog.threads:
-            for o in th.walk():
-                if isinstance(o, C.AllocOp):
-                    o.properties["offset"] = IntAttr(offset)
-                    offset += block_bytes(o.results[0].type)
+        base = sum(b for _, b in plan.cbs)
+        area_start = {}
+        for thread, peak in plan.areas:
+            area_start[thread] = base
+            base += peak
+        for b in plan.buffers:
+            thread = b.op
+            while not isinstance(thread, C.ThreadOp):
+                thread = thread.parent_op()
+            b.op.properties["offset"] = IntAttr(area_start[thread.thread_name.data] + b.offset)

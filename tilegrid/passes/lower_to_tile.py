@@ -7,7 +7,9 @@ stored into), so any number of matmuls and intermediates live in one kernel:
                      that accumulates onto `acc` in DST)
   block.reduce    -> alloc + tile.reduce
   block.transpose -> alloc + tile.transpose
-  block.store     -> tile.compute copying the value into the slot (rounding to its format)
+  block.store     -> nothing when the value's producer can write straight into the slot,
+                     else a tile.compute copying it (rounding to the slot's format)
+  block.transpose feeding only a matmul's right operand -> tile.matmul {transpose_b}
 Afterwards no `block.*` op remains.
 """
 
@@ -106,8 +108,39 @@ def accumulating_matmul(fused: B.FusedOp) -> tuple[B.MatmulOp, SSAValue] | None:
         return None
     for mine, other in ((add.lhs, add.rhs), (add.rhs, add.lhs)):
         prod = fused.inputs[args.index(mine)]
-        if isinstance(prod.owner, B.MatmulOp) and len(prod.uses) == 1 and other.type.dims == prod.type.dims:
+        if isinstance(prod.owner, B.MatmulOp) and len(list(prod.uses)) == 1 and other.type.dims == prod.type.dims:
             return prod.owner, fused.inputs[args.index(other)]
+    return None
+
+
+def forwardable(store: B.StoreOp) -> Operation | None:
+    """The producer of a stored value that can write straight into the slot instead of a buffer.
+
+    It must be a tile-level producer in the same block whose result has no other use, with no CB
+    pop between it and the store (the producer moves down to the store and must still see
+    its inputs).
+    """
+    v = store.value
+    prod = v.owner
+    if not isinstance(prod, B.FusedOp | B.MatmulOp | B.ReduceOp | B.TransposeOp) or len(list(v.uses)) != 1:
+        return None
+    if len(prod.results) != 1 or prod.parent_block() is not store.parent_block():
+        return None
+    if v.type.dims != store.dst.type.dims:
+        return None
+    o = prod.next_op
+    while o is not None and o is not store:
+        if any(isinstance(x, C.CBPopOp) for x in o.walk()):
+            return None
+        o = o.next_op
+    return prod if o is store else None
+
+
+def transposed_rhs(mm: B.MatmulOp) -> SSAValue | None:
+    """`a @ b.transpose()` with no other use of the transpose: the matmul unpacks b transposed."""
+    t = mm.rhs.owner
+    if isinstance(t, B.TransposeOp) and len(list(mm.rhs.uses)) == 1:
+        return t.x
     return None
 
 
@@ -116,48 +149,64 @@ class LowerToTile(ModulePass):
     name = "lower-to-tile"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        into: dict[SSAValue, SSAValue] = {}  # producer result -> CB slot it is stored into
+        for st in [o for o in op.walk() if isinstance(o, B.StoreOp)]:
+            prod = forwardable(st)
+            if prod is None:
+                Rewriter.insert_op(copy_loc(st, copy_compute(st.value, st.dst)), InsertPoint.before(st))
+            else:
+                prod.detach()
+                Rewriter.insert_op(prod, InsertPoint.before(st))
+                into[prod.results[0]] = st.dst
+            st.detach()
+            st.erase()
         for o in list(op.walk()):
-            if isinstance(o, B.StoreOp):
-                Rewriter.insert_op(copy_loc(o, copy_compute(o.value, o.dst)), InsertPoint.before(o))
-                o.detach()
-                o.erase()
-            elif isinstance(o, B.FusedOp) and (mm := accumulating_matmul(o)) is not None:
-                self.replace_accumulate(o, *mm)
+            if isinstance(o, B.FusedOp) and (mm := accumulating_matmul(o)) is not None:
+                self.replace(o, into, matmul=mm)
             elif isinstance(o, B.FusedOp | B.MatmulOp | B.ReduceOp | B.TransposeOp):
-                self.replace(o)
+                if o.parent is not None:
+                    self.replace(o, into)
 
     @staticmethod
-    def tile_ops(o: Operation, allocs: list[SSAValue]) -> list[Operation]:
+    def tile_ops(o: Operation, outs: list[SSAValue], matmul: tuple | None) -> list[Operation]:
+        if matmul is not None:
+            mm, acc = matmul
+            src = transposed_rhs(mm)
+            return [T.MatmulOp(mm.lhs, src if src is not None else mm.rhs, outs[0], acc, transpose_b=src is not None)]
         if isinstance(o, B.FusedOp):
             ins = [v for v in o.inputs if not isinstance(v.type, Float32Type)]
             scalars = [v for v in o.inputs if isinstance(v.type, Float32Type)]
-            return [T.ComputeOp(ins, scalars, allocs, Region(fused_body(o, len(ins))))]
+            return [T.ComputeOp(ins, scalars, outs, Region(fused_body(o, len(ins))))]
         if isinstance(o, B.MatmulOp):
-            return [T.MatmulOp(o.lhs, o.rhs, allocs[0])]
+            src = transposed_rhs(o)
+            return [T.MatmulOp(o.lhs, src if src is not None else o.rhs, outs[0], transpose_b=src is not None)]
         if isinstance(o, B.ReduceOp):
-            return [T.ReduceOp(o.kind.data, o.dim.data, o.x, allocs[0])]
+            return [T.ReduceOp(o.kind.data, o.dim.data, o.x, outs[0])]
         assert isinstance(o, B.TransposeOp)
-        return [T.TransposeOp(o.x, allocs[0])]
-
-    @staticmethod
-    def replace_accumulate(o: B.FusedOp, mm: B.MatmulOp, acc: SSAValue) -> None:
-        alloc = copy_loc(o, C.AllocOp(o.outputs[0].type))
-        Rewriter.insert_op(alloc, InsertPoint.before(o))
-        Rewriter.insert_op(copy_loc(mm, T.MatmulOp(mm.lhs, mm.rhs, alloc.results[0], acc)), InsertPoint.before(o))
-        o.outputs[0].replace_all_uses_with(alloc.results[0])
-        o.detach()
-        o.erase()
-        mm.detach()
-        mm.erase()
+        return [T.TransposeOp(o.x, outs[0])]
 
     @classmethod
-    def replace(cls, o: Operation) -> None:
-        allocs = [copy_loc(o, C.AllocOp(r.type)) for r in o.results]
-        for a in allocs:
-            Rewriter.insert_op(a, InsertPoint.before(o))
-        for new in cls.tile_ops(o, [a.results[0] for a in allocs]):
-            Rewriter.insert_op(copy_loc(o, new), InsertPoint.before(o))
-        for r, a in zip(o.results, allocs):
-            r.replace_all_uses_with(a.results[0])
-        o.detach()
-        o.erase()
+    def replace(cls, o: Operation, into: dict[SSAValue, SSAValue], matmul: tuple | None = None) -> None:
+        """Replace `o` by tile ops writing into new buffers (or the CB slot its value is stored to)."""
+        outs = []
+        for r in o.results:
+            if r in into:
+                outs.append(into[r])
+                continue
+            alloc = copy_loc(o, C.AllocOp(r.type))
+            Rewriter.insert_op(alloc, InsertPoint.before(o))
+            outs.append(alloc.results[0])
+        for new in cls.tile_ops(o, outs, matmul):
+            Rewriter.insert_op(copy_loc(matmul[0] if matmul else o, new), InsertPoint.before(o))
+        for r, buf in zip(o.results, outs):
+            if r not in into:
+                r.replace_all_uses_with(buf)
+        dead = [o]
+        if matmul is not None:
+            dead.append(matmul[0])
+        for d in dead:
+            if isinstance(d, B.MatmulOp) and transposed_rhs(d) is not None:
+                dead.append(d.rhs.owner)
+        for d in dead:
+            d.detach()
+            d.erase()
