@@ -183,10 +183,10 @@ def run_program(config: KernelConfig, threads: Sequence[ThreadDef], tensors: Seq
                 kernel_tensors: Sequence[Any]) -> Any:
     check_grid(config)
     if not threads:
-        raise CompileError(f"Program() needs at least one thread", config.loc)
+        raise CompileError("Program() needs at least one thread", config.loc)
     if not any(t.kind == "compute" for t in threads):
         raise CompileError(
-            f"Program() has no @compute() thread", config.loc,
+            "Program() has no @compute() thread", config.loc,
             note="a kernel needs one compute thread; data-movement threads only move blocks",
         )
     args = describe_args(config, tensors, kernel_tensors, kernel_param_names(config))

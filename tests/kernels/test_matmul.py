@@ -5,8 +5,8 @@ import pytest
 from helpers import assert_close, rand
 
 from tilegrid import TilegridError
-from tilegrid.kernels.matmul import matmul, plan_matmul
 from tilegrid.device import WORMHOLE
+from tilegrid.kernels.matmul import matmul, plan_matmul
 
 SHAPES = [(64, 64, 64, (2, 2)), (128, 96, 64, (4, 2)), (64, 256, 192, (2, 3)), (256, 64, 256, (8, 8)), (96, 32, 320, (3, 5))]
 
