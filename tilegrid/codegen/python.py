@@ -9,6 +9,7 @@ whose bodies are vectorised NumPy over the whole subblock.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -90,6 +91,8 @@ class Gen:
     names: dict[SSAValue, str] = field(default_factory=dict)
     indent: int = 1
     observe: bool = True
+    loops: bool = field(default_factory=lambda: os.environ.get("TILEGRID_SUBBLOCK_LOOPS", "") not in ("", "0"))
+    opened: list[bool] = field(default_factory=list)
 
     def name(self, v: SSAValue) -> str:
         if v not in self.names:
@@ -285,9 +288,18 @@ def _alloc(g: Gen, op: C.AllocOp) -> None:
 
 
 def _subblock_loops(g: Gen, shape: tuple[int, int], sub: tuple[int, int]) -> tuple[str, str]:
-    """Open loops over DST subblocks of a block of `shape`; returns the row / col slice texts."""
+    """Open loops over DST subblocks of a block of `shape`; returns the row / col slice texts.
+
+    By default the whole block is one NumPy expression: every element is computed exactly as
+    in its subblock (elementwise ops, row-wise reductions and K-accumulating matmuls do not
+    depend on how output tiles are grouped), and the subblock's DST need is checked by
+    `rt.dst_acquire` and the op verifiers. TILEGRID_SUBBLOCK_LOOPS=1 emits the loops."""
     (rows, cols), (h, w) = shape, sub
     sh, sw = min(rows, 32 * h), min(cols, 32 * w)
+    if not g.loops or (sh == rows and sw == cols):
+        g.opened.append(False)
+        return f"0:{rows}", f"0:{cols}"
+    g.opened.append(True)
     r, c = f"_r{g.indent}", f"_c{g.indent}"
     g.line(f"for {r} in range(0, {rows}, {sh}):")
     g.indent += 1
@@ -297,7 +309,8 @@ def _subblock_loops(g: Gen, shape: tuple[int, int], sub: tuple[int, int]) -> tup
 
 
 def _close(g: Gen) -> None:
-    g.indent -= 2
+    if g.opened.pop():
+        g.indent -= 2
 
 
 def _observe(g: Gen, op: Operation, name: str, tiles: int) -> None:

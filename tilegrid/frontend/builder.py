@@ -43,7 +43,7 @@ from tilegrid.lang.kernel import Stream, ThreadDef
 from tilegrid.lang.ops import Semaphore
 
 UNARY_METHODS = {"exp", "recip", "sqrt", "rsqrt", "neg", "abs", "log", "relu", "sigmoid", "tanh"}
-API_FUNCS = {getattr(api, n): n for n in dir(api) if callable(getattr(api, n)) and not n.startswith("_")}
+API_FUNCS = {id(getattr(api, n)): n for n in dir(api) if callable(getattr(api, n)) and not n.startswith("_")}
 PY_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
              ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
 BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div"}
@@ -260,7 +260,10 @@ class ThreadBuilder(ast.NodeVisitor):
             if name == node.target.id or name not in self.vars:
                 continue
             v = self.vars[name]
-            if isinstance(v, Blk) and v.slot is None or isinstance(v, Idx | FScalar):
+            if isinstance(v, Blk) and v.slot is not None and v.slot.role == "popped":
+                self.vars[name] = self.copy_block(v, node)  # the loop carries a value, not the CB slot
+                carried.append(name)
+            elif isinstance(v, Blk) and v.slot is None or isinstance(v, Idx | FScalar):
                 carried.append(name)
             elif isinstance(v, int) and not isinstance(v, bool):
                 self.vars[name] = Idx(self.const_index(v))
@@ -445,10 +448,18 @@ class ThreadBuilder(ast.NodeVisitor):
                     return SemRef(i, name)
             self.semaphores.append(v)
             return SemRef(len(self.semaphores) - 1, name)
-        if v in API_FUNCS:
-            return ApiFunc(API_FUNCS[v])
-        if inspect.ismodule(v) or v in (float, int, range, print, min, max, abs):
+        if id(v) in API_FUNCS:
+            return ApiFunc(API_FUNCS[id(v)])
+        if inspect.ismodule(v) or any(v is f for f in (float, int, range, print, min, max, abs)):
             return v
+        if hasattr(v, "shape") and hasattr(v, "dtype"):
+            raise self.error(
+                f"'{name}' is a tensor ({type(v).__name__} of shape {tuple(v.shape)}); a thread reads tensors "
+                "through CBs, not directly",
+                node,
+                note=f"pop the block from its CB parameter (e.g. blk = {name}_cb.pop()) or read it with "
+                f"dma(Stream({name})[...], cb.reserve())",
+            )
         raise self.error(
             f"'{name}' is a {type(v).__name__}; a thread can use integer and float constants, Streams "
             "and tilegrid functions from its kernel",
@@ -461,8 +472,8 @@ class ThreadBuilder(ast.NodeVisitor):
             v = getattr(obj, node.attr, None)
             if isinstance(v, float | int):
                 return v
-            if v in API_FUNCS:
-                return ApiFunc(API_FUNCS[v])
+            if id(v) in API_FUNCS:
+                return ApiFunc(API_FUNCS[id(v)])
             if v is not None and node.attr in UNARY_METHODS | {"maximum", "minimum", "where"}:
                 return ApiFunc(node.attr)
             raise self.error(f"'{obj.__name__}.{node.attr}' cannot be used in a thread", node)
@@ -1024,11 +1035,13 @@ class ThreadBuilder(ast.NodeVisitor):
         """`v` as a value of type `t` (carried variables keep their type across iterations)."""
         v = self.materialize(v)
         if isinstance(v, Blk) and isinstance(t, C.BlockType):
-            if v.slot is not None:
+            if v.slot is not None and v.slot.role == "popped":
+                v = self.copy_block(v, node)
+            elif v.slot is not None:
                 raise self.error(
-                    f"'{name}' is carried across iterations but is bound to a CB block",
-                    node,
-                    note="carry a computed block instead (for example a copy: blk * 1.0)",
+                    f"'{name}' is carried across iterations but is bound to a reserved CB block",
+                    self.assigned_at.get(name, node),
+                    note="carry a computed block; store it into the reserved block when it is final",
                 )
             if v.type == t:
                 return v.value
@@ -1045,6 +1058,10 @@ class ThreadBuilder(ast.NodeVisitor):
         if isinstance(v, Idx | FScalar) and v.value.type == t:
             return v.value
         raise self.error(f"'{name}' changes kind inside the loop/branch ({self.describe(v)})", node)
+
+    def copy_block(self, b: Blk, node: ast.AST) -> Blk:
+        """A value copy of a CB block (so it outlives the slot's release)."""
+        return Blk(self.emit(B.UnaryOp("copy", self.use(b, node))).results[0])
 
     def wrap(self, v: SSAValue) -> Any:
         if isinstance(v.type, C.BlockType):

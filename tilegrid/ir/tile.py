@@ -49,6 +49,15 @@ def subblock_attr(h: int, w: int) -> ArrayAttr:
 class _Subblocked(IRDLOperation):
     subblock = opt_prop_def(ArrayAttr[IntAttr])
 
+    def verify_subblock(self, out: SSAValue) -> None:
+        """A subblock must tile the output block exactly."""
+        sb = self.subblock_shape
+        if sb is None:
+            return
+        tr, tc = out.type.tiles
+        if sb[0] < 1 or sb[1] < 1 or tr % sb[0] or tc % sb[1]:
+            raise VerifyException(f"{self.name}: subblock {sb[0]}x{sb[1]} does not tile a {tr}x{tc}-tile block")
+
     @property
     def subblock_shape(self) -> tuple[int, int] | None:
         if self.subblock is None:
@@ -80,6 +89,7 @@ class ComputeOp(_Subblocked):
         shapes = {o.type.dims for o in self.outs}
         if len(shapes) != 1:
             raise VerifyException(f"tile.compute outputs must share one shape, got {sorted(shapes)}")
+        self.verify_subblock(self.outs[0])
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -219,6 +229,9 @@ class MatmulOp(_Subblocked):
         props = {"transpose_b": IntAttr(1)} if transpose_b else {}
         super().__init__(operands=[a, b, [acc] if acc is not None else [], out], properties=props)
 
+    def verify_(self) -> None:
+        self.verify_subblock(self.out)
+
     @property
     def b_transposed(self) -> bool:
         return self.transpose_b is not None and bool(self.transpose_b.data)
@@ -237,6 +250,9 @@ class ReduceOp(_Subblocked):
     def __init__(self, kind: str, dim: int, x: SSAValue, out: SSAValue) -> None:
         super().__init__(operands=[x, out], properties={"kind": StringAttr(kind), "dim": IntAttr(dim)})
 
+    def verify_(self) -> None:
+        self.verify_subblock(self.out)
+
 
 @irdl_op_definition
 class TransposeOp(_Subblocked):
@@ -248,6 +264,9 @@ class TransposeOp(_Subblocked):
 
     def __init__(self, x: SSAValue, out: SSAValue) -> None:
         super().__init__(operands=[x, out])
+
+    def verify_(self) -> None:
+        self.verify_subblock(self.out)
 
 
 TILE = Dialect(

@@ -198,9 +198,21 @@ class Program:
         return run_program(call.config, self.threads, tensors, call.tensors)
 
 
+def user_stacklevel() -> int:
+    """The `stacklevel` that makes a warning point at the first frame outside tilegrid."""
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def warn_short_block_factors(name: str, given: int, needed: int) -> None:
     warnings.warn(
         f"kernel '{name}': block_factors has {given} entries for {needed} tensor arguments; "
         "the last entry is repeated",
-        stacklevel=4,
+        stacklevel=user_stacklevel(),
     )

@@ -122,6 +122,15 @@ class ImplicitDataMovement(ModulePass):
                 dm_fills.setdefault(k, []).extend(v)
             for k, v in cb_ops(t, C.CBWaitOp).items():
                 dm_pops.setdefault(k, []).extend(v)
+        writes = {o.arg.data for t in dm for o in t.walk() if isinstance(o, C.DMAWriteOp)}
+        for i, info in enumerate(infos):
+            comp_reserves = any(i in cb_ops(t, C.CBReserveOp) for t in comp)
+            if info["output"] and i not in writes and not comp_reserves:
+                raise CompileError(
+                    f"output '{info['name']}' is never written: no thread reserves its CB or writes its stream",
+                    note=f"store results into the output CB (blk = {info['name']}_cb.reserve(); blk.store(x)), "
+                    "or write them with dma(block, stream[...]) from a data-movement thread",
+                )
         new_threads = []
         for i, info in enumerate(infos):
             used_by_compute = any(i in cb_ops(t, C.CBWaitOp) or i in cb_ops(t, C.CBReserveOp) for t in comp)

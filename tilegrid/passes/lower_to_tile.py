@@ -160,12 +160,12 @@ class LowerToTile(ModulePass):
                 into[prod.results[0]] = st.dst
             st.detach()
             st.erase()
-        for o in list(op.walk()):
+        for o in list(op.walk()):  # first `acc + a @ b`, so its matmul is not lowered on its own
             if isinstance(o, B.FusedOp) and (mm := accumulating_matmul(o)) is not None:
                 self.replace(o, into, matmul=mm)
-            elif isinstance(o, B.FusedOp | B.MatmulOp | B.ReduceOp | B.TransposeOp):
-                if o.parent is not None:
-                    self.replace(o, into)
+        for o in list(op.walk()):
+            if isinstance(o, B.FusedOp | B.MatmulOp | B.ReduceOp | B.TransposeOp):
+                self.replace(o, into)
 
     @staticmethod
     def tile_ops(o: Operation, outs: list[SSAValue], matmul: tuple | None) -> list[Operation]:
