@@ -156,6 +156,12 @@ def _cmpi(g: Gen, op: arith.CmpiOp) -> None:
     g.line(f"{g.name(op.result)} = {g.name(op.lhs)} {CMPI[op.predicate.value.data]} {g.name(op.rhs)}")
 
 
+@rule(arith.SelectOp)
+def _select(g: Gen, op: arith.SelectOp) -> None:
+    c, a, b = (g.name(v) for v in op.operands)
+    g.line(f"{g.name(op.result)} = {a} if {c} else {b}")
+
+
 @rule(arith.IndexCastOp)
 def _index_cast(g: Gen, op: Operation) -> None:
     g.line(f"{g.name(op.results[0])} = int({g.name(op.operands[0])})")

@@ -559,6 +559,22 @@ class ThreadBuilder(ast.NodeVisitor):
             return self.emit(arith.ConstantOp(IntegerAttr(int(bool(v)), i1))).results[0]
         raise self.error(f"expected a condition, got {self.describe(v)}", node)
 
+    def visit_IfExp(self, node: ast.IfExp) -> Any:
+        cond = self.eval(node.test)
+        if not isinstance(cond, Cond):
+            return self.eval(node.body if cond else node.orelse)
+        a, b = self.eval(node.body), self.eval(node.orelse)
+        if isinstance(a, int | Idx) and isinstance(b, int | Idx) and not isinstance(a, bool):
+            return Idx(self.emit(arith.SelectOp(cond.value, self.index(a), self.index(b))).results[0])
+        if self.is_scalar(a) and self.is_scalar(b):
+            return FScalar(self.emit(arith.SelectOp(cond.value, self.scalar(a), self.scalar(b))).results[0])
+        raise self.error(
+            f"`a if cond else b` on a run-time condition selects between numbers, got {self.describe(a)} and "
+            f"{self.describe(b)}",
+            node,
+            note="use an `if` statement to choose between blocks",
+        )
+
     def visit_Compare(self, node: ast.Compare) -> Any:
         if len(node.ops) != 1:
             raise self.error("chained comparisons are not supported", node, note="write `a < b and b < c`")
@@ -763,11 +779,11 @@ class ThreadBuilder(ast.NodeVisitor):
         if dst.slot.released_at:
             raise self.error("store() into a block after its release", node)
         v = self.expect_block(value, node, "store")
-        if v.type.dims != dst.type.dims:
+        if B.broadcast_shape(v.type.dims, dst.type.dims) != dst.type.dims:
             raise self.error(
                 f"cannot store a {self.shape_str(v)} block into a {self.shape_str(dst)} block of CB '{dst.slot.cb_name}'",
                 node,
-                note="a CB slot holds block_factors tiles of its argument",
+                note="a CB slot holds block_factors tiles of its argument ([M,1] columns and [1,N] rows broadcast)",
             )
         self.emit(B.StoreOp(dst.value, self.use(v, node)))
         dst.slot.filled = True

@@ -130,6 +130,8 @@ class ScalarOp(_BlockOp):
         )
 
     def infer_type(self) -> BlockType:
+        if self.kind.data not in BINARY_KINDS:
+            raise VerifyException(f"unknown scalar kind {self.kind.data}")
         return self.x.type
 
 
@@ -195,7 +197,11 @@ class WhereOp(_BlockOp):
         super().__init__(operands=[cond, a, b], result_types=[t])
 
     def infer_type(self) -> BlockType:
-        return self.results[0].type
+        t = self.results[0].type
+        for v in (self.cond, self.a, self.b):
+            if broadcast_shape(v.type.dims, t.dims) != t.dims:
+                raise VerifyException(f"block.where: operand {v.type} does not broadcast to {t}")
+        return t
 
 
 @irdl_op_definition
@@ -272,7 +278,8 @@ class TransposeOp(_BlockOp):
 
 @irdl_op_definition
 class StoreOp(IRDLOperation):
-    """Write `value` into the reserved slot `dst`, rounding to the slot's data format."""
+    """Write `value` into the reserved slot `dst`, rounding to the slot's data format
+    (a `[M,1]` column or `[1,N]` row value is broadcast over the slot)."""
 
     name = "block.store"
     dst = operand_def(BlockType)
@@ -282,7 +289,7 @@ class StoreOp(IRDLOperation):
         super().__init__(operands=[dst, value])
 
     def verify_(self) -> None:
-        if self.dst.type.dims != self.value.type.dims:
+        if broadcast_shape(self.value.type.dims, self.dst.type.dims) != self.dst.type.dims:
             raise VerifyException(f"block.store: storing {self.value.type} into a slot of {self.dst.type}")
 
 

@@ -2,7 +2,7 @@
 
 CBs take depth x block bytes each, for the whole kernel. Intermediate buffers
 (`tilegrid.alloc`) are placed by lifetime: two buffers whose live ranges do not overlap
-share bytes (first fit over the thread's ops in program order). A buffer used inside a loop
+share bytes (greedy by size over the buffers' live ranges in program order). A buffer used inside a loop
 it was defined outside of lives through the whole loop; a buffer carried by a loop takes
 two places (the old and the new value coexist: ping-pong). Threads run concurrently, so
 each thread gets its own buffer area. The kernel is rejected, with the bytes needed and
@@ -136,10 +136,13 @@ def _buffers(thread: C.ThreadOp) -> list[Buffer]:
 
 
 def _first_fit(bufs: list[Buffer]) -> int:
-    """Offsets so that buffers alive at the same time never overlap; returns the peak."""
+    """Offsets so that buffers alive at the same time never overlap; returns the peak.
+
+    Greedy by size (largest first, each at the lowest offset that clears every placed buffer
+    alive at the same time), so small buffers do not fragment the space the big ones need."""
     placed: list[Buffer] = []
     peak = 0
-    for b in sorted(bufs, key=lambda b: (b.start, -b.size)):
+    for b in sorted(bufs, key=lambda b: (-b.size, b.start)):
         live = sorted((p for p in placed if p.start <= b.end and b.start <= p.end), key=lambda p: p.offset)
         offset = 0
         for p in live:

@@ -26,6 +26,9 @@ class InferShapes(ModulePass):
         for o in list(op.walk()):
             if isinstance(o, B.BinaryOp | B.WhereOp):
                 want = o.results[0].type.dims
+                if any(B.broadcast_shape(v.type.dims, want) != want for v in o.operands):
+                    shapes = " and ".join(str(v.type) for v in o.operands)
+                    raise op_error(o, f"{o.name}: shapes {shapes} do not broadcast")
                 for i, v in enumerate(o.operands):
                     if v.type.dims != want:
                         b = copy_loc(o, B.BroadcastOp(v, B.BlockType(want, v.type.dtype)))

@@ -164,6 +164,10 @@ class LowerToTile(ModulePass):
             if isinstance(o, B.FusedOp) and (mm := accumulating_matmul(o)) is not None:
                 self.replace(o, into, matmul=mm)
         for o in list(op.walk()):
+            if isinstance(o, B.TransposeOp) and any(
+                isinstance(u.operation, B.MatmulOp) and transposed_rhs(u.operation) is o.x for u in o.result.uses
+            ):
+                continue  # absorbed by the matmul that reads it (lowered below)
             if isinstance(o, B.FusedOp | B.MatmulOp | B.ReduceOp | B.TransposeOp):
                 self.replace(o, into)
 

@@ -1,0 +1,112 @@
+"""allocate-l1: CBs, then each thread's buffers placed by lifetime; the kernel must fit the L1 budget."""
+
+import pytest
+from irtext import apply_pass, arg, filecheck, program, run_pass
+
+from tilegrid.errors import CompileError
+from tilegrid.passes.allocate_l1 import AllocateL1
+
+F = "!tilegrid.block<32x32xf32>"
+
+# CBs: x holds 2 slots of one f32 tile (2 x 4096 B), out 1 slot of one bf16 tile (2048 B): the
+# CB area is the first 10240 B, buffers start after it.
+ARGS = [arg("x", depth=2), arg("out", dtype="bf16", output=True)]
+CB_BYTES = 10240
+
+
+def thread(body: str, name: str = "comp", kind: str = "compute") -> str:
+    return f'    "tilegrid.thread"() <{{kind = "{kind}", name = "{name}"}}> ({{\n{body}\n    }}) : () -> ()'
+
+
+def use(v: str) -> str:
+    return f'      "tilegrid.print"(%{v}) <{{label = "{v}"}}> : ({F}) -> ()'
+
+
+def alloc(v: str, line: int, t: str = F) -> str:
+    return f'      %{v} = "tilegrid.alloc"() {{loc = "k.py:{line}:13"}} : () -> {t}'
+
+
+LOOP_BOUNDS = """
+      %lb = "arith.constant"() <{value = 0 : index}> : () -> index
+      %ub = "arith.constant"() <{value = 2 : index}> : () -> index
+      %st = "arith.constant"() <{value = 1 : index}> : () -> index"""
+
+
+# Buffers whose lifetimes do not overlap share bytes: `b` is allocated after `a`'s last use and
+# takes its place; `c`, allocated while `b` is alive, goes after it. All after the CB area.
+def test_disjoint_lifetimes_share_bytes():
+    body = "\n".join([alloc("a", 5), use("a"), alloc("b", 7), alloc("c", 8), use("b"), use("c")])
+    out = run_pass(AllocateL1(), program(thread(body), ARGS))
+    filecheck(out, f"""
+    CHECK: %a = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES}>}}> {{loc = "k.py:5:13"}}
+    CHECK: %b = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES}>}}> {{loc = "k.py:7:13"}}
+    CHECK: %c = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES + 4096}>}}> {{loc = "k.py:8:13"}}
+    """)
+
+
+# A buffer defined before a loop and used inside it lives through the whole loop (a later
+# iteration reads it again): `t`, allocated in the loop after the last use of `x`, may not take
+# its place.
+def test_buffer_used_in_loop_lives_through_loop():
+    body = "\n".join([alloc("x", 5), LOOP_BOUNDS,
+                      '      "scf.for"(%lb, %ub, %st) ({', "      ^bb0(%i: index):",
+                      use("x"), alloc("t", 8), use("t"),
+                      '        "scf.yield"() : () -> ()', "      }) : (index, index, index) -> ()"])
+    out = run_pass(AllocateL1(), program(thread(body), ARGS))
+    filecheck(out, f"""
+    CHECK: %x = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES}>}}>
+    CHECK: %t = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES + 4096}>}}>
+    """)
+
+
+# A loop-carried buffer takes two places (old and new value coexist: ping-pong, 2 x 4096 B) and
+# may not overlap the loop's initial value, which is read in the first iteration. Larger
+# buffers are placed first (greedy by size): `new` (8192 B) at the base, then `init`.
+def test_carried_buffer_takes_two_places():
+    body = "\n".join([alloc("init", 5), LOOP_BOUNDS,
+                      '      %r = "scf.for"(%lb, %ub, %st, %init) ({', f"      ^bb0(%i: index, %acc: {F}):",
+                      use("acc"), alloc("new", 9),
+                      f'        "scf.yield"(%new) : ({F}) -> ()', f"      }}) : (index, index, index, {F}) -> {F}",
+                      use("r"), alloc("after", 12), use("after")])
+    out = run_pass(AllocateL1(), program(thread(body), ARGS))
+    filecheck(out, f"""
+    CHECK: %init = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES + 8192}>}}>
+    CHECK: %new = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES}>}}>
+    CHECK: %after = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES + 8192}>}}>
+    """)
+
+
+# Threads run concurrently: each has its own buffer area, the second after the first one's peak.
+def test_each_thread_has_its_own_area():
+    comp = thread("\n".join([alloc("a", 5), alloc("b", 6), use("a"), use("b")]))
+    dm = thread("\n".join([alloc("d", 20, "!tilegrid.block<32x1xbf16>")]), name="dm", kind="datamovement")
+    out = run_pass(AllocateL1(), program(comp + "\n" + dm, ARGS))
+    filecheck(out, f"""
+    CHECK: %a = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES}>}}>
+    CHECK: %b = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES + 4096}>}}>
+    CHECK: %d = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES + 8192}>}}> {{loc = "k.py:20:13"}} : () -> !tilegrid.block<32x1xbf16>
+    """)
+
+
+# Two 64x64 f32 buffers alive together (2 x 16384 B) after the 10240 B of CBs: 43008 B.
+BIG_PAIR = thread("\n".join([alloc("p", 5, "!tilegrid.block<64x64xf32>"), alloc("q", 6, "!tilegrid.block<64x64xf32>"),
+                             '      "tilegrid.print"(%p) <{label = "p"}> : (!tilegrid.block<64x64xf32>) -> ()',
+                             '      "tilegrid.print"(%q) <{label = "q"}> : (!tilegrid.block<64x64xf32>) -> ()']))
+NEEDED = CB_BYTES + 2 * 16384
+
+
+# Exactly the budget fits.
+def test_exact_budget_fits():
+    run_pass(AllocateL1(), program(BIG_PAIR, ARGS, l1_budget=NEEDED))
+
+
+# One byte less does not: the error gives the bytes needed and available and the largest users.
+def test_l1_overflow_is_an_error():
+    with pytest.raises(CompileError) as e:
+        apply_pass(AllocateL1(), program(BIG_PAIR, ARGS, l1_budget=NEEDED - 1))
+    assert e.value.message == (
+        f"the kernel needs {NEEDED} bytes of L1 per core but {NEEDED - 1} are available; largest: "
+        "buffer 64x64 f32 (line 5): 16384 B; buffer 64x64 f32 (line 6): 16384 B; "
+        "CB x (2 x 4096 B): 8192 B; CB out (1 x 2048 B): 2048 B"
+    )
+    assert e.value.note == "use smaller block_factors or a shallower CB depth, or spread the work over more cores"
