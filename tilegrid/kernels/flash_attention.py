@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from math import inf
 from typing import Any
 
 import numpy as np
@@ -216,7 +217,7 @@ def flash_attention(
     finally:
         runner.observer = saved
     out, lse = tensors[-2], tensors[-1]
-    b, h, sq, d = problem.batch, problem.heads, problem.seq_q, problem.head_dim
+    sq, d = problem.seq_q, problem.head_dim
     result = back(np.ascontiguousarray(out[:, :, :sq, :d]))
     if return_lse:
         return result, back(np.ascontiguousarray(lse[:, :, :sq, 0]).astype(np.float32))
@@ -322,7 +323,7 @@ def choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, ar
 def _compile_only(plan: Plan, device: Device, dtype: str) -> Any:
     from tilegrid import runner
 
-    p, c = plan.problem, plan.config
+    p = plan.problem
     np_dt = bfloat16 if dtype == "bf16" else np.float32
     q = np.zeros((p.batch, p.heads, p.seq_q_pad, p.head_dim_pad), np_dt)
     k = np.zeros((p.batch, p.kv_heads, p.seq_kv_pad, p.head_dim_pad), np_dt)
@@ -340,7 +341,7 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
     ncores = gr * gc
     cq, ck, dt = cfg.q_chunk, cfg.kv_chunk, p.head_dim_pad // 32
     QR, KR = 32 * cq, 32 * ck  # rows per chunk
-    nq, nkv = p.seq_q_pad // QR, p.seq_kv_pad // KR
+    nq = p.seq_q_pad // QR
     B, H, group = p.batch, p.heads, p.heads // p.kv_heads
     BH = B * H
     scale, acc_dt, off = p.scale, cfg.acc_dtype, p.offset

@@ -1,0 +1,163 @@
+"""Production FlashAttention against a float64 reference (and torch SDPA when installed).
+
+The parameter matrix a FlashAttention user would recognise: causal or not, head dims
+(including padded ones), sequence lengths that are not multiples of 32 or of the chunk,
+seq_q != seq_kv, GQA / MQA, sliding windows, masks, fully masked rows, 1x1 .. 8x10 grids,
+K/V multicast, bf16 and fp32; plus hypothesis-drawn shapes and options.
+"""
+
+import numpy as np
+import pytest
+from helpers import NP, TOL, rel_err
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tilegrid import TilegridError
+from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention, reference
+
+
+def qkv(rng, b, h, hk, sq, skv, d, dtype):
+    q = (rng.standard_normal((b, h, sq, d))).astype(NP[dtype])
+    k = (rng.standard_normal((b, hk, skv, d))).astype(NP[dtype])
+    v = (rng.standard_normal((b, hk, skv, d))).astype(NP[dtype])
+    return q, k, v
+
+
+def check(rng, b, h, hk, sq, skv, d, dtype="bf16", causal=False, window=None, mask=None, grid=(2, 2), mcast=False,
+          q_chunk=None, kv_chunk=None, acc_dtype="f32"):
+    q, k, v = qkv(rng, b, h, hk, sq, skv, d, dtype)
+    plans = []
+    cfg = AttentionConfig(grid=grid, mcast=mcast, q_chunk=q_chunk, kv_chunk=kv_chunk, acc_dtype=acc_dtype)
+    out, lse = flash_attention(q, k, v, causal=causal, window=window, mask=mask, return_lse=True, config=cfg,
+                               plan_out=plans)
+    ref, ref_lse = reference(q, k, v, causal=causal, window=window, mask=mask)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    assert not np.isnan(np.asarray(out, np.float64)).any(), "NaN in the output"
+    if np.linalg.norm(ref) > 0:
+        err = rel_err(out, ref)
+        assert err < TOL[dtype], f"relative error {err:.3e} ({dtype}); plan:\n{plans[0].describe()}"
+    else:
+        assert np.all(np.asarray(out, np.float64) == 0)
+    dead = ~np.isfinite(ref_lse)
+    assert np.all(np.asarray(out, np.float64)[dead] == 0), "fully masked rows must be 0"
+    assert np.all(np.isneginf(lse[dead]))
+    live = ~dead
+    assert np.allclose(lse[live], ref_lse[live], atol=5e-2 if dtype == "bf16" else 1e-4)
+    return plans[0]
+
+
+CASES = [
+    # b, h, hk, sq, skv, d, causal, grid
+    (1, 1, 1, 64, 64, 32, False, (1, 1)),
+    (1, 2, 2, 128, 128, 64, True, (2, 2)),
+    (2, 4, 4, 256, 256, 64, True, (2, 4)),
+    (1, 2, 1, 96, 160, 64, True, (2, 2)),     # seq_q < seq_kv, MQA
+    (1, 4, 2, 160, 96, 128, True, (1, 3)),    # seq_q > seq_kv: first rows fully masked, GQA
+    (1, 1, 1, 100, 77, 80, False, (2, 2)),    # lengths not multiples of 32, head_dim 80 padded to 96
+    (1, 1, 1, 333, 333, 32, True, (3, 3)),    # odd chunk counts
+    (1, 2, 2, 64, 64, 256, False, (1, 2)),    # head_dim 256
+    (1, 3, 1, 224, 224, 96, True, (8, 10)),   # the full Wormhole grid, more cores than work
+]
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "f32"])
+@pytest.mark.parametrize("b,h,hk,sq,skv,d,causal,grid", CASES)
+def test_matrix(b, h, hk, sq, skv, d, causal, grid, dtype, rng):
+    check(rng, b, h, hk, sq, skv, d, dtype, causal=causal, grid=grid)
+
+
+@pytest.mark.parametrize("window,causal", [((48, 16), False), ((40, None), True), ((None, 0), False), ((0, 0), False)])
+def test_sliding_window(window, causal, rng):
+    plan = check(rng, 1, 2, 2, 256, 256, 64, causal=causal, window=window, grid=(2, 2), q_chunk=2, kv_chunk=2)
+    full = 2 * (256 // 64) * (256 // 64)
+    assert plan.kv_steps < full, "chunks outside the window must be skipped"
+
+
+def test_causal_skips_chunks_above_the_diagonal(rng):
+    plan = check(rng, 1, 1, 1, 512, 512, 64, causal=True, grid=(2, 2), q_chunk=2, kv_chunk=2)
+    n = 512 // 64
+    assert plan.kv_steps == n * (n + 1) // 2
+
+
+@pytest.mark.parametrize("kind", ["bool", "additive"])
+def test_attention_mask(kind, rng):
+    sq, skv = 96, 128
+    keep = rng.random((sq, skv)) > 0.3
+    keep[5] = False  # a fully masked row
+    mask = keep if kind == "bool" else np.where(keep, rng.standard_normal((sq, skv)) * 0.5, -np.inf).astype(np.float32)
+    check(rng, 1, 2, 1, sq, skv, 64, mask=mask, grid=(2, 2))
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_kv_multicast(seed, rng):
+    plan = check(rng, 1, 4, 2, 256, 192, 64, grid=(2, 4), mcast=True, q_chunk=1, kv_chunk=2)
+    assert plan.config.mcast
+
+
+def test_kv_multicast_under_random_schedules(rng):
+    q, k, v = qkv(rng, 1, 2, 2, 128, 128, 32, "f32")
+    ref, _ = reference(q, k, v)
+    for seed in range(3):
+        out = flash_attention(q, k, v, config=AttentionConfig(grid=(2, 4), mcast=True, q_chunk=1, kv_chunk=1),
+                              schedule="random", seed=seed)
+        assert rel_err(out, ref) < TOL["f32"]
+
+
+def test_multicast_is_switched_off_for_causal(rng):
+    plan = check(rng, 1, 2, 2, 128, 128, 32, causal=True, grid=(2, 2), mcast=True)
+    assert not plan.config.mcast and "multicast" in plan.describe()
+
+
+def test_causal_balance_pairs_early_and_late_chunks(rng):
+    plan = check(rng, 1, 1, 1, 512, 512, 32, causal=True, grid=(1, 4), q_chunk=1, kv_chunk=1)
+    assert "causal balance on" in plan.describe()
+
+
+def test_fp32_accumulators_beat_bf16_accumulators(rng):
+    q, k, v = qkv(rng, 1, 1, 1, 64, 2048, 64, "bf16")
+    ref, _ = reference(q, k, v)
+    errs = {}
+    for acc in ("f32", "bf16"):
+        cfg = AttentionConfig(grid=(2, 1), q_chunk=1, kv_chunk=1, acc_dtype=acc)
+        errs[acc] = rel_err(flash_attention(q, k, v, config=cfg), ref)
+    assert errs["f32"] < TOL["bf16"] and errs["f32"] < errs["bf16"], errs
+
+
+def test_scale(rng):
+    q, k, v = qkv(rng, 1, 1, 1, 64, 64, 64, "f32")
+    out = flash_attention(q, k, v, scale=0.3, config=AttentionConfig(grid=(1, 1)))
+    assert rel_err(out, reference(q, k, v, scale=0.3)[0]) < TOL["f32"]
+
+
+def test_torch_tensors_and_sdpa(rng):
+    torch = pytest.importorskip("torch")
+    q, k, v = (torch.from_numpy(x) for x in qkv(rng, 1, 2, 2, 128, 128, 64, "f32"))
+    out = flash_attention(q.to(torch.bfloat16), k.to(torch.bfloat16), v.to(torch.bfloat16), causal=True,
+                          config=AttentionConfig(grid=(2, 2)))
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.bfloat16
+    ref = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=True)
+    assert rel_err(out.float().numpy(), ref.numpy()) < TOL["bf16"]
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(q=(1, 2, 64), k=(1, 1, 64, 32)), "batch, heads, seq, head_dim"),
+    (dict(q=(1, 3, 64, 32), k=(1, 2, 64, 32)), "multiple of kv_heads"),
+    (dict(q=(1, 1, 64, 320), k=(1, 1, 64, 320)), "head_dim"),
+])
+def test_bad_shapes_are_clear_errors(bad, match, rng):
+    q = rng.standard_normal(bad["q"]).astype(np.float32)
+    k = rng.standard_normal(bad["k"]).astype(np.float32)
+    with pytest.raises(TilegridError, match=match):
+        flash_attention(q, k, k)
+
+
+@settings(deadline=None, max_examples=12, derandomize=False)
+@given(
+    sq=st.integers(1, 200), skv=st.integers(1, 200), d=st.sampled_from([16, 32, 64, 80]),
+    heads=st.sampled_from([(1, 1), (2, 1), (4, 2)]), causal=st.booleans(),
+    window=st.sampled_from([None, (32, 8), (None, 16), (64, None)]),
+    grid=st.sampled_from([(1, 1), (2, 2), (1, 3), (4, 2)]), dtype=st.sampled_from(["bf16", "f32"]),
+)
+def test_property(sq, skv, d, heads, causal, window, grid, dtype):
+    rng = np.random.default_rng(sq * 1000 + skv)
+    check(rng, 1, heads[0], heads[1], sq, skv, d, dtype, causal=causal, window=window, grid=grid)
