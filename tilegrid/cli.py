@@ -69,6 +69,81 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Progress:
+    """An observer that advances a progress bar by K/V chunk steps (two matmuls each)."""
+
+    def __init__(self, bar) -> None:
+        self.bar = bar
+
+    def on_op(self, core, thread, op, tiles, loc) -> None:
+        if op == "matmul":
+            self.bar.update(0.5)
+
+    def on_transfer(self, core, thread, kind, nbytes, loc) -> None:
+        pass
+
+
+def _grid(text: str) -> tuple[int, int]:
+    try:
+        r, c = (int(x) for x in text.lower().split("x"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"grid is ROWSxCOLS, e.g. 8x10; got {text!r}") from e
+    return r, c
+
+
+def cmd_attention(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+    from ml_dtypes import bfloat16
+    from tqdm import tqdm
+
+    from tilegrid.device import DEVICES
+    from tilegrid.kernels.flash_attention import AttentionConfig, choose_plan, flash_attention, reference
+
+    dtype = bfloat16 if args.dtype == "bf16" else np.float32
+    rng = np.random.default_rng(args.seed)
+    kv_heads = args.kv_heads or args.heads
+    seq_kv = args.seq_kv or args.seq
+    q = rng.standard_normal((args.batch, args.heads, args.seq, args.head_dim)).astype(dtype)
+    k = rng.standard_normal((args.batch, kv_heads, seq_kv, args.head_dim)).astype(dtype)
+    v = rng.standard_normal((args.batch, kv_heads, seq_kv, args.head_dim)).astype(dtype)
+    window = None
+    if args.window:
+        left, right = (None if x in ("", "none") else int(x) for x in args.window.split(","))
+        window = (left, right)
+    device = DEVICES[args.device]
+    cfg = AttentionConfig(q_chunk=args.q_chunk, kv_chunk=args.kv_chunk, grid=args.grid or device.grid,
+                          mcast=args.mcast, acc_dtype=args.acc_dtype)
+    try:
+        plans: list = []
+        t_compile = time.perf_counter()
+        from tilegrid.kernels import flash_attention as fa
+
+        problem = fa.make_problem(q, k, v, args.causal, None, window, None)
+        plan = choose_plan(problem, cfg, device, args.dtype, [])
+        t_compile = time.perf_counter() - t_compile
+        print(plan.describe())
+        if plan.l1 is not None:
+            print(plan.l1.report())
+        with tqdm(total=plan.kv_steps, unit="kv chunk", desc="simulating", leave=False) as bar:
+            t0 = time.perf_counter()
+            out = flash_attention(q, k, v, causal=args.causal, window=window, config=plan.config, device=device,
+                                  observer=_Progress(bar), plan_out=plans)
+            seconds = time.perf_counter() - t0
+    except TilegridError as e:
+        print(e.render(), file=sys.stderr)
+        return 1
+    ref, _ = reference(q, k, v, causal=args.causal, window=window)
+    out64 = np.asarray(out, np.float64)
+    err = float(np.linalg.norm(out64 - ref) / np.linalg.norm(ref))
+    tol = 1e-2 if args.dtype == "bf16" else 1e-5
+    ok = err < tol and not np.isnan(out64).any()
+    print(f"relative error vs float64 reference: {err:.3e} ({'PASS' if ok else 'FAIL'}, tolerance {tol:.0e})")
+    print(f"planning + compile {t_compile:.2f} s, simulation {seconds:.2f} s")
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tilegrid", description="tilegrid: Tensix kernels in Python")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -80,6 +155,24 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run FILE (its kernels run on the simulator)")
     r.add_argument("file")
     r.set_defaults(fn=cmd_run)
+    a = sub.add_parser("attention", help="run the production FlashAttention on the simulator and check it")
+    a.add_argument("--batch", type=int, default=1)
+    a.add_argument("--heads", type=int, default=8)
+    a.add_argument("--kv-heads", type=int, default=None, help="fewer KV heads than heads: GQA / MQA")
+    a.add_argument("--seq", type=int, default=2048)
+    a.add_argument("--seq-kv", type=int, default=None)
+    a.add_argument("--head-dim", type=int, default=64)
+    a.add_argument("--causal", action="store_true")
+    a.add_argument("--window", default=None, help="LEFT,RIGHT keys around each query (empty = unbounded)")
+    a.add_argument("--grid", type=_grid, default=None, help="ROWSxCOLS (default: the device's grid)")
+    a.add_argument("--device", default="wormhole_b0", choices=["wormhole_b0", "wormhole_n150", "blackhole_p100a"])
+    a.add_argument("--q-chunk", type=int, default=None, help="tiles of 32 query rows per chunk")
+    a.add_argument("--kv-chunk", type=int, default=None, help="tiles of 32 key rows per chunk")
+    a.add_argument("--mcast", action="store_true", help="share K/V chunks along grid rows by multicast")
+    a.add_argument("--acc-dtype", default="f32", choices=["f32", "bf16"])
+    a.add_argument("--dtype", default="bf16", choices=["bf16", "f32"])
+    a.add_argument("--seed", type=int, default=0)
+    a.set_defaults(fn=cmd_attention)
     args = p.parse_args(argv)
     return args.fn(args)
 

@@ -1,0 +1,78 @@
+"""Simulation speed of tilegrid's production FlashAttention (and, where installed, a tt-lang
+FlashAttention on tt-lang-sim, in the same run).
+
+One head, bf16, seq 1024 / 4096 / 16384, head_dim 64 / 128, causal and not, 8x8 and 8x10 grids.
+Prints wall time, K/V chunk steps per second and relative error vs float64.
+Run: python benchmarks/flash_attention_sim.py [--seqs 1024 4096] [--ttlang /path/to/venv/bin/python]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from ml_dtypes import bfloat16
+
+from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention, reference
+
+
+def run_tilegrid(seq: int, d: int, causal: bool, grid: tuple[int, int]) -> dict:
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((1, 1, seq, d)).astype(bfloat16) for _ in range(3))
+    cfg = AttentionConfig(grid=grid)
+    plans: list = []
+    flash_attention(q[:, :, :64], k[:, :, :64], v[:, :, :64], causal=causal, config=cfg)  # warm imports
+    t0 = time.perf_counter()
+    out = flash_attention(q, k, v, causal=causal, config=cfg, plan_out=plans)
+    wall = time.perf_counter() - t0
+    ref, _ = reference(q, k, v, causal=causal)
+    err = float(np.linalg.norm(np.asarray(out, np.float64) - ref) / np.linalg.norm(ref))
+    p = plans[0]
+    return {"wall_s": wall, "rel_err": err, "steps": p.kv_steps, "chunks": (32 * p.config.q_chunk, 32 * p.config.kv_chunk)}
+
+
+def run_ttlang(python: str, seq: int, d: int, causal: bool, grid: tuple[int, int]) -> dict | None:
+    script = Path(__file__).parent / "ttlang_sim" / "flash_attention_ttlang.py"
+    if not script.exists():
+        return None
+    cmd = [python, str(script), "--seq", str(seq), "--head-dim", str(d), "--grid", f"{grid[0]}x{grid[1]}"]
+    if causal:
+        cmd.append("--causal")
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, json.JSONDecodeError, IndexError) as e:
+        print(f"tt-lang-sim run failed ({seq}, {d}, causal={causal}): {e}", file=sys.stderr)
+        return None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seqs", type=int, nargs="+", default=[1024, 4096, 16384])
+    p.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--grids", nargs="+", default=["8x8", "8x10"])
+    p.add_argument("--ttlang", help="python interpreter of a venv with tt-lang-sim installed")
+    args = p.parse_args()
+    print(f"{'seq':>6} {'d':>4} {'causal':>6} {'grid':>5} {'chunks':>9} {'kv steps':>8} {'wall s':>8} {'steps/s':>8}"
+          f" {'rel err':>9} {'tt-lang-sim s':>13} {'ratio':>6}")
+    for grid_s in args.grids:
+        grid = tuple(int(x) for x in grid_s.split("x"))
+        for seq in args.seqs:
+            for d in args.head_dims:
+                for causal in (False, True):
+                    r = run_tilegrid(seq, d, causal, grid)
+                    tt = run_ttlang(args.ttlang, seq, d, causal, grid) if args.ttlang else None
+                    tts = f"{tt['wall_s']:.2f}" if tt else "-"
+                    ratio = f"{tt['wall_s'] / r['wall_s']:.1f}x" if tt else "-"
+                    ch = f"{r['chunks'][0]}/{r['chunks'][1]}"
+                    print(f"{seq:>6} {d:>4} {str(causal):>6} {grid_s:>5} {ch:>9} {r['steps']:>8} {r['wall_s']:>8.2f} "
+                          f"{r['steps'] / r['wall_s']:>8.0f} {r['rel_err']:>9.2e} {tts:>13} {ratio:>6}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
