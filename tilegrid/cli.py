@@ -82,6 +82,9 @@ class _Progress:
     def on_transfer(self, core, thread, kind, nbytes, loc) -> None:
         pass
 
+    def on_sync(self, core, thread, event, obj, where) -> None:
+        pass
+
 
 def _grid(text: str) -> tuple[int, int]:
     try:

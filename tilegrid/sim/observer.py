@@ -19,6 +19,9 @@ class Counts:
     def on_transfer(self, core: tuple[int, int], thread: str, kind: str, nbytes: int, loc: str) -> None:
         self.bytes[kind.split(":")[0]] += nbytes
 
+    def on_sync(self, core: tuple[int, int], thread: str, event: str, obj: int, where) -> None:
+        pass
+
     @property
     def total_tile_ops(self) -> int:
         return sum(self.tile_ops.values())

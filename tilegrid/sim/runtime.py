@@ -19,11 +19,22 @@ from tilegrid.sim.numerics import round_to
 
 
 class Observer(Protocol):
-    """Receives every op and transfer the simulator performs."""
+    """Receives every op, transfer and synchronisation the simulator performs, in the order they
+    happen. A timing model keeps a clock per (core, thread) and advances it on `on_op` /
+    `on_transfer`; `on_sync` events order the clocks of different threads:
+
+      ("push", cb, slot) / ("pop", cb, slot): a producer published / a consumer released a slot
+      ("wait", cb, slot) / ("reserve", cb, slot): a consumer took / a producer reserved a slot
+          (the slot was pushed / released earlier: the thread cannot be ahead of that event)
+      ("sem_update", sem, (r, c)) for each target core, ("sem_wait", sem, None) when satisfied
+    `tiles` of an op counts tile operations (a matmul: M*K*N tile products).
+    `on_transfer` kinds: "dram_read", "dram_write", "mcast:N" (N receiving cores)."""
 
     def on_op(self, core: tuple[int, int], thread: str, op: str, tiles: int, loc: str) -> None: ...
 
     def on_transfer(self, core: tuple[int, int], thread: str, kind: str, nbytes: int, loc: str) -> None: ...
+
+    def on_sync(self, core: tuple[int, int], thread: str, event: str, obj: int, where: Any) -> None: ...
 
 
 @dataclass
@@ -81,6 +92,8 @@ class Runtime:
             yield Wait(f"cb_reserve on CB '{cb.name}' (full: {cb.state()})", self.locs[loc])
         slot = cb.slots[cb.reserved % cb.depth]
         slot.fill(np.nan)
+        if self.observer:
+            self.observer.on_sync((core.r, core.c), core.thread, "reserve", i, cb.reserved % cb.depth)
         cb.reserved += 1
         self.epoch += 1
         return slot
@@ -97,6 +110,8 @@ class Runtime:
                 loc,
                 note="a receiver must wait for the sender's signal (a semaphore) before pushing a multicast block",
             )
+        if self.observer:
+            self.observer.on_sync((core.r, core.c), core.thread, "push", i, cb.pushed % cb.depth)
         cb.pushed += 1
         cb.last_push = loc
         self.epoch += 1
@@ -106,6 +121,8 @@ class Runtime:
         while cb.waited >= cb.pushed:
             yield Wait(f"cb_wait on CB '{cb.name}' (empty: {cb.state()})", self.locs[loc])
         slot = cb.slots[cb.waited % cb.depth]
+        if self.observer:
+            self.observer.on_sync((core.r, core.c), core.thread, "wait", i, cb.waited % cb.depth)
         cb.waited += 1
         self.epoch += 1
         return slot
@@ -114,6 +131,8 @@ class Runtime:
         cb = core.cbs[i]
         if cb.popped >= cb.waited:
             raise self.error(f"more pops than waits on CB '{cb.name}'", loc)
+        if self.observer:
+            self.observer.on_sync((core.r, core.c), core.thread, "pop", i, cb.popped % cb.depth)
         cb.popped += 1
         self.epoch += 1
 
@@ -191,16 +210,22 @@ class Runtime:
     def sem_set(self, core: Core, k: int, value: int, target: tuple[int, ...], loc: int) -> None:
         for c in self.targets(core, target, loc):
             c.sems[k] = value
+            if self.observer:
+                self.observer.on_sync((core.r, core.c), core.thread, "sem_update", k, (c.r, c.c))
         self.epoch += 1
 
     def sem_inc(self, core: Core, k: int, value: int, target: tuple[int, ...], loc: int) -> None:
         for c in self.targets(core, target, loc):
             c.sems[k] += value
+            if self.observer:
+                self.observer.on_sync((core.r, core.c), core.thread, "sem_update", k, (c.r, c.c))
         self.epoch += 1
 
     def sem_wait(self, core: Core, k: int, value: int, reset: int | None, loc: int) -> Iterator[Wait]:
         while core.sems[k] != value:
             yield Wait(f"semaphore {k} to equal {value} (it is {core.sems[k]})", self.locs[loc])
+        if self.observer:
+            self.observer.on_sync((core.r, core.c), core.thread, "sem_wait", k, None)
         if reset is not None:
             core.sems[k] = reset
             self.epoch += 1
