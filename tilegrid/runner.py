@@ -192,6 +192,12 @@ def run_program(config: KernelConfig, threads: Sequence[ThreadDef], tensors: Seq
         )
     args = describe_args(config, tensors, kernel_tensors, kernel_param_names(config))
     streams = {id(t): i for i, t in enumerate(tensors)}
+    if config.backend == "gpu":
+        from tilegrid.gpu import run_program_gpu
+
+        return run_program_gpu(config, threads, tensors, args, streams)
+    if config.backend != "sim":
+        raise CompileError(f"backend must be 'sim' or 'gpu', got {config.backend!r}", config.loc)
     compiled = compile_threads(config, threads, args, streams)
     if config.mode == "compile":
         compile_log.append(compiled)

@@ -37,6 +37,7 @@ class KernelConfig:
     seed: int | None
     loc: SourceLoc | None
     mode: str = "run"  # "run" or "compile" (stop before simulation)
+    backend: str = "sim"  # "sim" (the functional simulator) or "gpu" (compiled to Triton)
     fn: Callable | None = None
 
 
@@ -60,6 +61,7 @@ def pykernel_gen(
     dst_double_buffer: bool = True,
     schedule: str = "deterministic",
     seed: int | None = None,
+    backend: str = "sim",
 ) -> Callable:
     """Declare a kernel over a grid of cores.
 
@@ -70,6 +72,8 @@ def pykernel_gen(
     num_outs: the last `num_outs` arguments are outputs.
     fp32_acc / dst_double_buffer: the DST mode (capacity 16 tiles, halved by each).
     schedule: "deterministic" or "random" (with `seed`) thread interleaving on the simulator.
+    backend: "sim" runs on the functional simulator; "gpu" compiles the block IR to Triton
+        (needs torch and triton; also selectable per call: `kernel(*tensors, backend="gpu")`).
 
     Example::
 
@@ -100,6 +104,7 @@ def pykernel_gen(
             seed=seed,
             loc=loc,
             fn=fn,
+            backend=backend,
         )
 
         def kernel(*tensors: Any, **options: Any) -> Any:
