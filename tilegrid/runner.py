@@ -127,17 +127,18 @@ def _closure_key(fn: Callable) -> tuple:
 
 
 def compile_threads(config: KernelConfig, threads: Sequence[ThreadDef], args: list[dict],
-                    streams: dict[int, int], dump: Callable[[str, str], None] | None = None) -> Compiled:
+                    streams: dict[int, int], dump: Callable[[str, str], None] | None = None,
+                    tensors: Sequence[Any] = ()) -> Compiled:
     """Frontend + pipeline + codegen, cached per kernel, threads, closure constants and shapes."""
     capacity = config.device.dst_capacity(config.fp32_acc, config.dst_double_buffer)
     key = (config.name, config.grid, capacity, config.device.l1_bytes, tuple(_closure_key(t.fn) for t in threads),
            tuple(t.kind for t in threads), tuple(tuple(sorted(a.items())) for a in args),
-           tuple(sorted(streams.values())))
+           tuple(sorted(streams.values())), tuple(len({id(t) for t in tensors}) for _ in (0,)))
     if dump is None and key in _cache:
         return _cache[key]
     t0 = time.perf_counter()
     try:
-        module = build_module(config.name, config.grid, args, list(threads), streams)
+        module = build_module(config.name, config.grid, args, list(threads), streams, list(tensors))
         prog = program_of(module)
         prog.dst_capacity = type(prog.dst_capacity)(capacity)
         prog.l1_budget = type(prog.l1_budget)(config.device.l1_bytes)
@@ -198,7 +199,7 @@ def run_program(config: KernelConfig, threads: Sequence[ThreadDef], tensors: Seq
         return run_program_gpu(config, threads, tensors, args, streams)
     if config.backend != "sim":
         raise CompileError(f"backend must be 'sim' or 'gpu', got {config.backend!r}", config.loc)
-    compiled = compile_threads(config, threads, args, streams)
+    compiled = compile_threads(config, threads, args, streams, tensors=tensors)
     if config.mode == "compile":
         compile_log.append(compiled)
         return tensors[-config.num_outs] if config.num_outs == 1 else tuple(tensors[-config.num_outs:])

@@ -71,8 +71,9 @@ class ThreadBuilder(ast.NodeVisitor):
     """Builds one `tilegrid.thread` from one thread function."""
 
     def __init__(self, thread: ThreadDef, args: list[dict], streams: dict[int, int],
-                 semaphores: list[Semaphore] | None = None) -> None:
+                 semaphores: list[Semaphore] | None = None, tensors: list[Any] | None = None) -> None:
         self.thread = thread
+        self.tensors = tensors or []
         self.semaphores = semaphores if semaphores is not None else []
         self.args = args
         self.streams = streams  # id(tensor) -> argument index
@@ -440,6 +441,13 @@ class ThreadBuilder(ast.NodeVisitor):
                 raise self.error(
                     f"Stream '{name}' wraps a tensor that is not an argument of this Program", node,
                     note="pass the same tensor objects to Program(...)(...) that the Streams were made from",
+                )
+            same = [a["name"] for a, t in zip(self.args, self.tensors) if t is v.tensor]
+            if len(same) > 1:
+                raise self.error(
+                    f"Stream '{name}' is ambiguous: the same array is passed as {' and '.join(same)}",
+                    node,
+                    note="pass distinct arrays (for example a .copy()) so each Stream names one argument",
                 )
             return StreamRef(idx, self.args[idx]["name"], len(self.args[idx]["shape"]))
         if isinstance(v, Semaphore):
@@ -1128,10 +1136,11 @@ class ThreadBuilder(ast.NodeVisitor):
         return f"the {type(v).__name__} {v!r}"
 
 
-def build_module(kernel: str, grid: tuple[int, int], args: list[dict], threads: list[ThreadDef], streams: dict[int, int]) -> ModuleOp:
+def build_module(kernel: str, grid: tuple[int, int], args: list[dict], threads: list[ThreadDef], streams: dict[int, int],
+                 tensors: list[Any] | None = None) -> ModuleOp:
     """Block IR for a kernel: one `tilegrid.program` with a thread region per thread."""
     sems: list[Semaphore] = []
-    ops = [ThreadBuilder(t, args, streams, sems).build() for t in threads]
+    ops = [ThreadBuilder(t, args, streams, sems, tensors).build() for t in threads]
     return ModuleOp([C.ProgramOp(kernel, grid, args, ops, semaphores=[s.initial for s in sems])])
 
 
