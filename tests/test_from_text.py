@@ -60,8 +60,8 @@ def test_from_text_runs_like_the_compiled_kernel(monkeypatch, rng, case):
     compiled_calls = []
     compile_threads = runner.compile_threads
 
-    def spy(config, threads, args, streams, dump=None):
-        compiled = compile_threads(config, threads, args, streams, dump)
+    def spy(config, threads, args, streams, dump=None, **kwargs):
+        compiled = compile_threads(config, threads, args, streams, dump, **kwargs)
         compiled_calls.append((config, args, compiled))
         return compiled
 

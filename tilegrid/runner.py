@@ -116,13 +116,18 @@ def describe_args(config: KernelConfig, tensors: Sequence[Any], kernel_tensors: 
 
 
 def _closure_key(fn: Callable) -> tuple:
-    vals = []
+    """What a thread's compiled code depends on besides its source: closure constants, and
+    (recursively) those of the helper functions it inlines."""
+    vals: list = []
     for cell in fn.__closure__ or ():
         try:
             v = cell.cell_contents
         except ValueError:
             continue
-        vals.append(v if isinstance(v, int | float | str | bool | tuple) else type(v).__name__)
+        if inspect.isfunction(v):
+            vals.append(_closure_key(v))
+        else:
+            vals.append(v if isinstance(v, int | float | str | bool | tuple) else type(v).__name__)
     return (fn.__code__, tuple(vals))
 
 

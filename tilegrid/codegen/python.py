@@ -93,6 +93,13 @@ class Gen:
     observe: bool = True
     loops: bool = field(default_factory=lambda: os.environ.get("TILEGRID_SUBBLOCK_LOOPS", "") not in ("", "0"))
     opened: list[bool] = field(default_factory=list)
+    # Performance-model modes (tilegrid/perf): `perf` reports each tile op with a descriptor of
+    # its operands and body (for per-op costs) and gives DMAs handles that `dma_wait` reports;
+    # `timing` skips the NumPy arithmetic (control flow never depends on data) but keeps every
+    # CB, DMA, semaphore and op report; `fidelity` applies the matrix unit's math fidelity.
+    perf: bool = False
+    timing: bool = False
+    fidelity: str | None = None
 
     def name(self, v: SSAValue) -> str:
         if v not in self.names:
@@ -240,8 +247,12 @@ def _cb_give(g: Gen, op: Operation) -> None:
 
 @rule(C.DMAMcastOp)
 def _dma_mcast(g: Gen, op: C.DMAMcastOp) -> None:
-    g.line(f"rt.dma_mcast(core, {op.cb.data}, {g.name(op.src)}, {_tuple(g, op.target)}, {g.loc(op)})")
-    g.line(f"{g.name(op.result)} = None")
+    call = f"rt.dma_mcast(core, {op.cb.data}, {g.name(op.src)}, {_tuple(g, op.target)}, {g.loc(op)})"
+    if g.perf:
+        g.line(f"{g.name(op.result)} = {call}")
+    else:
+        g.line(call)
+        g.line(f"{g.name(op.result)} = None")
     _preempt(g)
 
 
@@ -264,29 +275,44 @@ def _tuple(g: Gen, vals) -> str:
 
 @rule(C.DMAReadOp)
 def _dma_read(g: Gen, op: C.DMAReadOp) -> None:
-    g.line(f"rt.dma_read(core, {op.arg.data}, {_tuple(g, op.indices)}, {g.name(op.dst)}, {g.loc(op)})")
-    g.line(f"{g.name(op.result)} = None")
+    call = f"rt.dma_read(core, {op.arg.data}, {_tuple(g, op.indices)}, {g.name(op.dst)}, {g.loc(op)})"
+    if g.perf:
+        g.line(f"{g.name(op.result)} = {call}")
+    else:
+        g.line(call)
+        g.line(f"{g.name(op.result)} = None")
     _preempt(g)
 
 
 @rule(C.DMAWriteOp)
 def _dma_write(g: Gen, op: C.DMAWriteOp) -> None:
-    g.line(f"rt.dma_write(core, {op.arg.data}, {g.name(op.src)}, {_tuple(g, op.indices)}, {g.loc(op)})")
-    g.line(f"{g.name(op.result)} = None")
+    call = f"rt.dma_write(core, {op.arg.data}, {g.name(op.src)}, {_tuple(g, op.indices)}, {g.loc(op)})"
+    if g.perf:
+        g.line(f"{g.name(op.result)} = {call}")
+    else:
+        g.line(call)
+        g.line(f"{g.name(op.result)} = None")
 
 
 @rule(C.DMAWaitOp)
 def _dma_wait(g: Gen, op: Operation) -> None:
-    return  # functional simulation: a transfer is complete when issued
+    if g.perf:  # the timing model: the thread waits for that transfer's completion
+        g.line(f"rt.dma_wait(core, {g.name(op.operands[0])})")
+    # functional simulation: a transfer is complete when issued
 
 
 @rule(C.PrintOp)
 def _print(g: Gen, op: C.PrintOp) -> None:
+    if g.timing:
+        return
     g.line(f"rt.print(core, {op.label.data!r}, {g.name(op.value)})")
 
 
 @rule(C.AllocOp)
 def _alloc(g: Gen, op: C.AllocOp) -> None:
+    if g.timing:
+        g.line(f"{g.name(op.result)} = None")
+        return
     g.line(f"{g.name(op.result)} = alloc({op.result.type.dims})")
 
 
@@ -321,7 +347,57 @@ def _close(g: Gen) -> None:
 
 def _observe(g: Gen, op: Operation, name: str, tiles: int) -> None:
     if g.observe:
+        if g.perf:
+            name = f"{name}|{_describe(op)}"
         g.line(f"if obs: rt.op(core, {name!r}, {tiles}, {g.loc(op)})")
+
+
+def _src(v: SSAValue) -> str:
+    """Where an operand block lives, for the timing model: `cbN` (a CB slot of argument N) or its
+    format (an L1 buffer)."""
+    owner = v.owner
+    if isinstance(owner, C.CBWaitOp | C.CBReserveOp):
+        return f"cb{owner.cb.data}"
+    return v.type.dtype
+
+
+def _describe(op: Operation) -> str:
+    """The operand and body summary the timing model costs a tile op by (see tilegrid/perf/costs.py):
+    matmul `M,K,N|h,w|a,b,acc,out`; reduce `kind|x,out`; transpose `x,out`; compute
+    `body|ins|outs|h,w` with body ops L<i>[bcast] F I U:<kind> B:<kind>:<f|s> S:<kind> W P<o>."""
+    sub = op.subblock_shape or (1, 1)
+    hw = f"{sub[0]},{sub[1]}"
+    if isinstance(op, T.MatmulOp):
+        (m, k), n = op.a.type.tiles, op.out.type.tiles[1]
+        acc = _src(op.acc) if op.acc is not None else "-"
+        return f"{m},{k},{n}|{hw}|{_src(op.a)},{_src(op.b)},{acc},{_src(op.out)}"
+    if isinstance(op, T.ReduceOp):
+        return f"{op.kind.data}|{_src(op.x)},{_src(op.out)}"
+    if isinstance(op, T.TransposeOp):
+        return f"{_src(op.x)},{_src(op.out)}"
+    body = []
+    for o in op.body.block.ops:
+        if isinstance(o, T.LoadOp):
+            bc = o.bcast.data
+            body.append(f"L{o.input.data}{'' if bc == 'none' else bc[0]}")
+        elif isinstance(o, T.FillOp):
+            body.append("F")
+        elif isinstance(o, T.IotaOp):
+            body.append("I")
+        elif isinstance(o, T.UnaryOp):
+            body.append(f"U:{o.kind.data}")
+        elif isinstance(o, T.BinaryOp):
+            fpu = isinstance(o.lhs.owner, T.LoadOp) and isinstance(o.rhs.owner, T.LoadOp)
+            body.append(f"B:{o.kind.data}:{'f' if fpu else 's'}")
+        elif isinstance(o, T.ScalarOp):
+            body.append(f"S:{o.kind.data}")
+        elif isinstance(o, T.WhereOp):
+            body.append("W")
+        elif isinstance(o, T.PackOp):
+            body.append(f"P{o.output.data}")
+    ins = ",".join(_src(v) for v in op.ins)
+    outs = ",".join(_src(v) for v in op.outs)
+    return f"{' '.join(body)}|{ins}|{outs}|{hw}"
 
 
 def _in_slice(src: tuple[int, int], rs: str, cs: str) -> str:
@@ -339,6 +415,10 @@ def _compute(g: Gen, op: T.ComputeOp) -> None:
     outs = [g.name(v) for v in op.outs]
     loc = g.loc(op)
     g.line(f"rt.dst_acquire({slots * sub[0] * sub[1]}, {loc})")
+    if g.timing:
+        r, c = op.outs[0].type.tiles
+        _observe(g, op, "compute", r * c)
+        return
     rs, cs = _subblock_loops(g, shape, sub)
     tv: dict[SSAValue, str] = {}
     for k, o in enumerate(op.body.block.ops):
@@ -383,12 +463,19 @@ def _matmul(g: Gen, op: T.MatmulOp) -> None:
     a, b, out = g.name(op.a), g.name(op.b), g.name(op.out)
     sub = op.subblock_shape
     g.line(f"rt.dst_acquire({sub[0] * sub[1]}, {g.loc(op)})")
+    (m, k), n = op.a.type.tiles, op.out.type.tiles[1]
+    if g.timing:
+        _observe(g, op, "matmul", m * k * n)
+        return
     rs, cs = _subblock_loops(g, op.out.type.dims, sub)
     acc = f" + {g.name(op.acc)}[{rs}, {cs}]" if op.acc is not None else ""
     rhs = f"{b}[{cs}, :].T" if op.b_transposed else f"{b}[:, {cs}]"
-    g.line(f"{out}[{rs}, {cs}] = round_to(np.matmul({a}[{rs}, :], {rhs}){acc}, {op.out.type.dtype!r})")
+    if g.fidelity:  # the matrix unit's fidelity phases (tilegrid/sim/numerics.py)
+        prod = f"fidelity_matmul({a}[{rs}, :], {rhs}, {g.fidelity!r})"
+    else:
+        prod = f"np.matmul({a}[{rs}, :], {rhs})"
+    g.line(f"{out}[{rs}, {cs}] = round_to({prod}{acc}, {op.out.type.dtype!r})")
     _close(g)
-    (m, k), n = op.a.type.tiles, op.out.type.tiles[1]
     _observe(g, op, "matmul", m * k * n)
 
 
@@ -399,6 +486,10 @@ def _reduce(g: Gen, op: T.ReduceOp) -> None:
     fn = "max" if op.kind.data == "max" else "sum"
     extra = "" if fn == "max" else ", dtype=np.float32"
     g.line(f"rt.dst_acquire({sub[0] * sub[1]}, {g.loc(op)})")
+    if g.timing:
+        r, c = op.x.type.tiles
+        _observe(g, op, "reduce", r * c)
+        return
     rs, cs = _subblock_loops(g, op.out.type.dims, sub)
     if op.dim.data == 1:
         g.line(f"{out}[{rs}, {cs}] = round_to({x}[{rs}, :].{fn}(axis=1, keepdims=True{extra}), {op.out.type.dtype!r})")
@@ -414,6 +505,10 @@ def _transpose(g: Gen, op: T.TransposeOp) -> None:
     x, out = g.name(op.x), g.name(op.out)
     sub = op.subblock_shape
     g.line(f"rt.dst_acquire({sub[0] * sub[1]}, {g.loc(op)})")
+    if g.timing:
+        r, c = op.x.type.tiles
+        _observe(g, op, "transpose", r * c)
+        return
     rs, cs = _subblock_loops(g, op.out.type.dims, sub)
     g.line(f"{out}[{rs}, {cs}] = round_to({x}[{cs}, {rs}].T, {op.out.type.dtype!r})")
     _close(g)
@@ -424,13 +519,16 @@ def _transpose(g: Gen, op: T.TransposeOp) -> None:
 # ---- module ----------------------------------------------------------------------------------
 
 
-def generate(module: ModuleOp) -> tuple[list[ThreadSource], list[str]]:
-    """Python source for every thread of the program, and the table of source locations."""
+def generate(module: ModuleOp, *, perf: bool = False, timing: bool = False,
+             fidelity: str | None = None) -> tuple[list[ThreadSource], list[str]]:
+    """Python source for every thread of the program, and the table of source locations.
+
+    perf / timing / fidelity: the performance model's modes (see `Gen`); timing implies perf."""
     prog = program_of(module)
     locs: list[str] = []
     out = []
     for th in prog.threads:
-        g = Gen(locs)
+        g = Gen(locs, perf=perf or timing, timing=timing, fidelity=fidelity)
         g.line("obs = rt.observer is not None")
         g.line("if False:")
         g.line("    yield None")
@@ -445,12 +543,12 @@ def load(sources: list[ThreadSource]) -> list[Callable]:
     """Compile generated sources into generator functions."""
     import numpy as np
 
-    from tilegrid.sim.numerics import round_to
+    from tilegrid.sim.numerics import fidelity_matmul, round_to
     from tilegrid.sim.runtime import alloc
 
     fns = []
     for k, s in enumerate(sources):
-        ns = {"np": np, "math": math, "round_to": round_to, "alloc": alloc}
+        ns = {"np": np, "math": math, "round_to": round_to, "alloc": alloc, "fidelity_matmul": fidelity_matmul}
         exec(compile(s.source, f"<tilegrid thread {s.name}>", "exec"), ns)
         fns.append(ns[f"thread_{k}"])
     return fns

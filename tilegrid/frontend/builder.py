@@ -57,6 +57,27 @@ def set_loc(op: Operation, loc: str) -> Operation:
     return op
 
 
+def parse_function(fn: Callable, what: str) -> tuple[str, int, ast.AST, dict, dict]:
+    """A function's file, indentation, AST (with its real line numbers), globals and closure values."""
+    file = inspect.getsourcefile(fn) or "<unknown>"
+    try:
+        lines, first = inspect.getsourcelines(fn)
+    except (OSError, TypeError) as e:
+        raise CompileError(
+            f"the source of {what} is not available",
+            note="tilegrid compiles thread functions from their source: define kernels in a .py file",
+        ) from e
+    tree = ast.parse(textwrap.dedent("".join(lines)))
+    ast.increment_lineno(tree, first - 1)
+    closure = {}
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
+        try:
+            closure[name] = cell.cell_contents
+        except ValueError:
+            pass
+    return file, len(lines[0]) - len(lines[0].lstrip()), tree.body[0], fn.__globals__, closure
+
+
 def assigned_names(stmts: list[ast.stmt]) -> list[str]:
     """Names a list of statements may rebind, in first-assignment order."""
     out: list[str] = []
@@ -77,28 +98,7 @@ class ThreadBuilder(ast.NodeVisitor):
         self.semaphores = semaphores if semaphores is not None else []
         self.args = args
         self.streams = streams  # id(tensor) -> argument index
-        fn = thread.fn
-        self.file = inspect.getsourcefile(fn) or "<unknown>"
-        try:
-            lines, first = inspect.getsourcelines(fn)
-        except (OSError, TypeError) as e:
-            raise CompileError(
-                f"the source of thread '{thread.name}' is not available",
-                note="tilegrid compiles thread functions from their source: define kernels in a .py file",
-            ) from e
-        src = textwrap.dedent("".join(lines))
-        self.indent = len(lines[0]) - len(lines[0].lstrip())
-        tree = ast.parse(src)
-        ast.increment_lineno(tree, first - 1)
-        self.fndef = tree.body[0]
-        self.globals = fn.__globals__
-        self.closure = {}
-        if fn.__closure__:
-            for name, cell in zip(fn.__code__.co_freevars, fn.__closure__):
-                try:
-                    self.closure[name] = cell.cell_contents
-                except ValueError:
-                    pass
+        self.file, self.indent, self.fndef, self.globals, self.closure = parse_function(thread.fn, f"thread '{thread.name}'")
         self.vars: dict[str, Any] = {}
         self.assigned_at: dict[str, ast.AST] = {}
         self.scopes: list[Scope] = []
@@ -460,6 +460,8 @@ class ThreadBuilder(ast.NodeVisitor):
             return ApiFunc(API_FUNCS[id(v)])
         if inspect.ismodule(v) or any(v is f for f in (float, int, range, print, min, max, abs)):
             return v
+        if inspect.isfunction(v):
+            return v  # a helper, inlined where it is called
         if hasattr(v, "shape") and hasattr(v, "dtype"):
             raise self.error(
                 f"'{name}' is a tensor ({type(v).__name__} of shape {tuple(v.shape)}); a thread reads tensors "
@@ -610,6 +612,8 @@ class ThreadBuilder(ast.NodeVisitor):
             return self.call_api(fn.name, node)
         if fn is print:
             return self.call_print(node)
+        if inspect.isfunction(fn) and not fn.__module__.startswith("tilegrid.lang"):
+            return self.inline_call(fn, node)
         if fn is float:
             args = [self.eval(a) for a in node.args]
             if len(args) == 1 and isinstance(args[0], str | int | float):
@@ -740,6 +744,41 @@ class ThreadBuilder(ast.NodeVisitor):
             a, b = self.call_args(node, ["a", "b"], 2)
             return self.binop(ast.MatMult(), a, b, node)
         raise self.error(f"{name}() is not supported in a thread yet", node)
+
+    def inline_call(self, fn: Callable, node: ast.Call) -> Any:
+        """A plain Python function called from a thread is inlined: its body is compiled in place,
+        with its parameters bound to the call's arguments; it ends with `return value` (or nothing)."""
+        file, indent, fdef, globs, closure = parse_function(fn, f"function '{fn.__name__}'")
+        if not isinstance(fdef, ast.FunctionDef) or fdef.args.vararg or fdef.args.kwarg:
+            raise self.error(f"'{fn.__name__}' cannot be inlined: a helper is a plain `def` with named parameters", node)
+        params = [a.arg for a in fdef.args.args]
+        values = [self.eval(a) for a in node.args]
+        if len(values) > len(params):
+            raise self.error(f"'{fn.__name__}' takes {len(params)} arguments, got {len(values)}", node)
+        bound = dict(zip(params, values))
+        for kw in node.keywords:
+            bound[kw.arg] = self.eval(kw.value)
+        defaults = fn.__defaults__ or ()
+        for p, d in zip(params[len(params) - len(defaults):], defaults):
+            bound.setdefault(p, d)
+        missing = [p for p in params if p not in bound]
+        if missing:
+            raise self.error(f"'{fn.__name__}' is missing arguments {', '.join(missing)}", node)
+        body = list(fdef.body)
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            body = body[1:]
+        ret = body.pop() if body and isinstance(body[-1], ast.Return) else None
+        saved = (self.file, self.indent, self.globals, self.closure, self.vars, self.assigned_at)
+        self.file, self.indent, self.globals, self.closure = file, indent, globs, closure
+        self.vars, self.assigned_at = dict(bound), {}
+        try:
+            for stmt in body:
+                if isinstance(stmt, ast.Return) or any(isinstance(n, ast.Return) for n in ast.walk(stmt)):
+                    raise self.error("an inlined helper returns once, as its last statement", stmt)
+                self.visit(stmt)
+            return self.eval(ret.value) if ret is not None and ret.value is not None else None
+        finally:
+            self.file, self.indent, self.globals, self.closure, self.vars, self.assigned_at = saved
 
     def call_print(self, node: ast.Call) -> None:
         vals = [self.eval(a) for a in node.args]

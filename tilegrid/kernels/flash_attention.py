@@ -360,6 +360,32 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
     mcast = cfg.mcast
     mask_bf = (cq, ck, 2) if has_mask else (1, 1, 1)
     row_rounds, col_rounds = -(-BH // gr), -(-nq // gc)
+    if mcast:
+        rounds = row_rounds * col_rounds
+
+    def work_item(t, half):
+        """(valid, b * H + h, q chunk) of this core's round t (and half of a causal pair)."""
+        if mcast:  # grid row r works on heads r, r + gr, ...; columns split the Q chunks
+            bh = core_index(0) + (t // col_rounds) * gr
+            qc = core_index(1) + (t % col_rounds) * gc  # may pass nq: computed, never written
+            valid = bh < BH
+        else:  # items dealt round-robin; a causal pair is Q chunks j and nq - 1 - j
+            u = t * ncores + core_index(0) * gc + core_index(1)
+            bh = u // per_bh
+            j = u % per_bh
+            qc = j if half == 0 else nq - 1 - j
+            valid = u < units and (half == 0 or qc != j)
+        return valid, bh, qc
+
+    def kv_chunks(q0):
+        """K/V chunks [lo, hi) not wholly masked for the Q chunk starting at row q0 (see kv_range)."""
+        lo = 0
+        hi = kv_all
+        if has_left:
+            lo = max(0, (q0 + off - left) // KR)
+        if has_right:
+            hi = max(lo, min(kv_all, (q0 + QR - 1 + off + right) // KR + 1))
+        return lo, hi
 
     @pykernel_gen(grid=(gr, gc), block_factors=[(cq, dt, 2), (ck, dt, 2), (ck, dt, 2), mask_bf, (cq, dt, 2), (cq, 1, 2)],
                   num_outs=2, device=device, schedule=schedule, seed=seed)
@@ -369,28 +395,12 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
 
         @compute()
         async def attention(q_cb, k_cb, v_cb, mask_cb, out_cb, lse_cb):
-            core = core_index(0) * gc + core_index(1)
-            for t in range(row_rounds * col_rounds if mcast else rounds):
+            for t in range(rounds):
                 for half in range(halves):
-                    # ---- which work item: (b, h, q chunk) -- the same arithmetic in every thread
-                    if mcast:
-                        bh = core_index(0) + (t // col_rounds) * gr
-                        qc = min(core_index(1) + (t % col_rounds) * gc, nq - 1)
-                        valid = bh < BH
-                    else:
-                        u = t * ncores + core
-                        bh = u // per_bh
-                        j = u % per_bh
-                        qc = j if half == 0 else nq - 1 - j
-                        valid = u < units and (half == 0 or qc != j)
+                    valid, bh, qc = work_item(t, half)
                     if valid:
-                        q0 = qc * QR
-                        lo = 0
-                        hi = kv_all
-                        if has_left:
-                            lo = max(0, (q0 + off - left) // KR)
-                        if has_right:
-                            hi = max(lo, min(kv_all, (q0 + QR - 1 + off + right) // KR + 1))
+                        q0 = min(qc, nq - 1) * QR
+                        lo, hi = kv_chunks(q0)
                         Q = q_cb.pop()
                         m_old = fill(-inf, shape=(QR, 1), dtype=acc_dt)
                         l_old = fill(0, shape=(QR, 1), dtype=acc_dt)
@@ -425,36 +435,21 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
 
         @datamovement()
         async def reader(q_cb, k_cb, v_cb, mask_cb, out_cb, lse_cb):
-            core = core_index(0) * gc + core_index(1)
-            for t in range(row_rounds * col_rounds if mcast else rounds):
+            for t in range(rounds):
                 for half in range(halves):
-                    if mcast:
-                        bh = core_index(0) + (t // col_rounds) * gr
-                        qc = min(core_index(1) + (t % col_rounds) * gc, nq - 1)
-                        valid = bh < BH
-                    else:
-                        u = t * ncores + core
-                        bh = u // per_bh
-                        j = u % per_bh
-                        qc = j if half == 0 else nq - 1 - j
-                        valid = u < units and (half == 0 or qc != j)
+                    valid, bh, qc = work_item(t, half)
                     if valid:
+                        qc = min(qc, nq - 1)
                         b = bh // H
                         h = bh % H
-                        hk = h // group
-                        q0 = qc * QR
-                        lo = 0
-                        hi = kv_all
-                        if has_left:
-                            lo = max(0, (q0 + off - left) // KR)
-                        if has_right:
-                            hi = max(lo, min(kv_all, (q0 + QR - 1 + off + right) // KR + 1))
+                        hk = h // group  # grouped-query attention: the shared K/V head
+                        lo, hi = kv_chunks(qc * QR)
                         dma(q_s[b, h, qc, 0], q_cb.reserve()).wait()
                         for kc in range(lo, hi):
                             if not mcast or gc == 1:
                                 dma(k_s[b, hk, kc, 0], k_cb.reserve()).wait()
                                 dma(v_s[b, hk, kc, 0], v_cb.reserve()).wait()
-                            else:
+                            else:  # core (r, 0) reads each chunk once and multicasts it along row r
                                 kb = k_cb.reserve()
                                 vb = v_cb.reserve()
                                 if core_index(1) == 0:
@@ -472,25 +467,13 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
 
         @datamovement()
         async def writer(q_cb, k_cb, v_cb, mask_cb, out_cb, lse_cb):
-            core = core_index(0) * gc + core_index(1)
-            for t in range(row_rounds * col_rounds if mcast else rounds):
+            for t in range(rounds):
                 for half in range(halves):
-                    if mcast:
-                        bh = core_index(0) + (t // col_rounds) * gr
-                        qc = core_index(1) + (t % col_rounds) * gc
-                        valid = bh < BH
-                        keep = qc < nq
-                    else:
-                        u = t * ncores + core
-                        bh = u // per_bh
-                        j = u % per_bh
-                        qc = j if half == 0 else nq - 1 - j
-                        valid = u < units and (half == 0 or qc != j)
-                        keep = 1 == 1
+                    valid, bh, qc = work_item(t, half)
                     if valid:
                         o = out_cb.pop()
                         s = lse_cb.pop()
-                        if keep:
+                        if qc < nq:
                             dma(o, out_s[bh // H, bh % H, qc, 0]).wait()
                             dma(s, lse_s[bh // H, bh % H, qc, 0]).wait()
 

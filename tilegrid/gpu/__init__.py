@@ -1,0 +1,1 @@
+def run_program_gpu(*a): raise NotImplementedError
