@@ -46,6 +46,7 @@ BINARY = {
     "lt": "({a} < {b}).astype(np.float32)",
     "eq": "({a} == {b}).astype(np.float32)",
     "ne": "({a} != {b}).astype(np.float32)",
+    "mod": "np.mod({a}, {b})",
 }
 CMPI = {0: "==", 1: "!=", 2: "<", 3: "<=", 4: ">", 5: ">=", 6: "<", 7: "<=", 8: ">", 9: ">="}
 INT_BINARY = {

@@ -46,7 +46,7 @@ UNARY_METHODS = {"exp", "recip", "sqrt", "rsqrt", "neg", "abs", "log", "relu", "
 API_FUNCS = {id(getattr(api, n)): n for n in dir(api) if callable(getattr(api, n)) and not n.startswith("_")}
 PY_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
              ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
-BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div"}
+BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Mod: "mod"}
 CMPOPS = {ast.GtE: "ge", ast.Gt: "gt", ast.LtE: "le", ast.Lt: "lt", ast.Eq: "eq", ast.NotEq: "ne"}
 CMPI = {"ge": "sge", "gt": "sgt", "le": "sle", "lt": "slt", "eq": "eq", "ne": "ne"}
 SUPPORTED = "assignments, `for` over range(), `if`, `with cb.reserve()/cb.wait()`, calls and expressions"

@@ -27,7 +27,7 @@ from xdsl.utils.exceptions import VerifyException
 from tilegrid.ir.core import BlockType
 
 UNARY_KINDS = ("exp", "recip", "neg", "sqrt", "rsqrt", "abs", "log", "relu", "sigmoid", "tanh", "copy")
-BINARY_KINDS = ("add", "sub", "mul", "div", "max", "min", "ge", "gt", "le", "lt", "eq", "ne")
+BINARY_KINDS = ("add", "sub", "mul", "div", "max", "min", "ge", "gt", "le", "lt", "eq", "ne", "mod")
 REDUCE_KINDS = ("max", "sum")
 
 

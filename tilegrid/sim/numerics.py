@@ -1,4 +1,8 @@
-"""Data formats: values are held as float32 arrays, rounded to their format where hardware rounds."""
+"""Data formats: values are held as float32 arrays, rounded to their format where hardware rounds.
+
+Also the matrix unit's math fidelity and the bfp8_b block-floating-point format, so that a run
+with LoFi or bfp8_b shows the accuracy it pays (used by the performance model's runs).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import ml_dtypes
 import numpy as np
 
 NP_DTYPES = {"bf16": ml_dtypes.bfloat16, "f32": np.float32}
+FIDELITY_PHASES = {"LoFi": 1, "HiFi2": 2, "HiFi3": 3, "HiFi4": 4}
 
 
 def dtype_of(a: np.ndarray) -> str | None:
@@ -20,4 +25,63 @@ def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
     """x (float32) rounded to `dtype` (round-to-nearest-even), still as float32."""
     if dtype == "bf16":
         return np.asarray(x, np.float32).astype(ml_dtypes.bfloat16).astype(np.float32)
+    if dtype == "bfp8_b":
+        return round_bfp8_b(x)
     return np.asarray(x, np.float32)
+
+
+def round_bfp8_b(x: np.ndarray) -> np.ndarray:
+    """Block floating point bfp8_b: each run of 16 consecutive values along the last axis (one row
+    of a 16x16 tile face) shares one 8-bit exponent, the largest of the group; each value keeps a
+    sign and a 7-bit magnitude (the implicit one made explicit), rounded to nearest even.
+    (anchors/wormhole.md §3: 'BFP8 = 16 datums share one exponent'; tile 1088 B = 1024 x 1 B
+    + 64 exponent bytes.) Values far below the group's largest flush to zero, as on hardware."""
+    a = np.asarray(x, np.float32)
+    if a.shape[-1] % 16:
+        raise ValueError(f"bfp8_b needs a last dimension that is a multiple of 16, got {a.shape}")
+    g = a.reshape(*a.shape[:-1], a.shape[-1] // 16, 16)
+    finite = np.where(np.isfinite(g), np.abs(g), 0.0)
+    mx = finite.max(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        e = np.floor(np.log2(np.where(mx > 0, mx, 1.0)))
+    quantum = np.exp2(e - 6).astype(np.float32)  # 7 magnitude bits: 1.xxxxxx * 2^e at the top
+    q = np.clip(np.rint(g / quantum), -127, 127) * quantum
+    q = np.where(np.isfinite(g), q, g)  # inf / nan pass through
+    return q.reshape(a.shape).astype(np.float32)
+
+
+def _keep_mantissa(x: np.ndarray, bits: int) -> np.ndarray:
+    """x with only the implicit one and the `bits` most significant mantissa bits (truncation)."""
+    a = np.ascontiguousarray(x, np.float32)
+    mask = np.uint32((0xFFFFFFFF << (23 - bits)) & 0xFFFFFFFF)
+    return (a.view(np.uint32) & mask).view(np.float32)
+
+
+def fidelity_matmul(a: np.ndarray, b: np.ndarray, fidelity: str) -> np.ndarray:
+    """a @ b as the Wormhole/Blackhole matrix unit computes it at a math fidelity.
+
+    ISA (tt-isa-documentation WormholeB0/TensixTile/TensixCoprocessor/SrcASrcB.md, "Fidelity
+    phases"): MVMUL computes Dst += SrcB @ SrcA; in0 (`a`) is unpacked to SrcB, in1 (`b`) to SrcA.
+    Operands are at most TF32 (FP32 loses its low 13 mantissa bits when unpacked). For BF16:
+      phase 0: SrcA implicit 1 + 4 MSBs      x SrcB implicit 1 + 6 MSBs
+      phase 1: SrcA remaining (3) bits       x SrcB implicit 1 + 6 MSBs
+      phase 2: SrcA implicit 1 + 4 MSBs      x SrcB remaining bit(s)
+      phase 3: SrcA remaining bits           x SrcB remaining bit(s)
+    (TF32: SrcA's "remaining" is the next 5 bits, its last bit is never used.) LoFi = phase 0,
+    HiFi2 = 0-1, HiFi3 = 0-2, HiFi4 = all four. Dst accumulates in full precision.
+    """
+    phases = FIDELITY_PHASES[fidelity]
+    a = _keep_mantissa(a, 10)  # TF32 in SrcB
+    b = _keep_mantissa(b, 9)  # TF32 in SrcA, least significant bit ignored
+    a_hi = _keep_mantissa(a, 6)
+    a_lo = a - a_hi
+    b_hi = _keep_mantissa(b, 4)
+    b_lo = b - b_hi
+    out = np.matmul(a_hi, b_hi)
+    if phases >= 2:
+        out += np.matmul(a_hi, b_lo)
+    if phases >= 3:
+        out += np.matmul(a_lo, b_hi)
+    if phases >= 4:
+        out += np.matmul(a_lo, b_lo)
+    return out
