@@ -24,10 +24,11 @@ def qkv(rng, b, h, hk, sq, skv, d, dtype):
 
 
 def check(rng, b, h, hk, sq, skv, d, dtype="bf16", causal=False, window=None, mask=None, grid=(2, 2), mcast=False,
-          q_chunk=None, kv_chunk=None, acc_dtype="f32"):
+          q_chunk=None, kv_chunk=None, acc_dtype="f32", gqa_pack=True):
     q, k, v = qkv(rng, b, h, hk, sq, skv, d, dtype)
     plans = []
-    cfg = AttentionConfig(grid=grid, mcast=mcast, q_chunk=q_chunk, kv_chunk=kv_chunk, acc_dtype=acc_dtype)
+    cfg = AttentionConfig(grid=grid, mcast=mcast, q_chunk=q_chunk, kv_chunk=kv_chunk, acc_dtype=acc_dtype,
+                          gqa_pack=gqa_pack)
     out, lse = flash_attention(q, k, v, causal=causal, window=window, mask=mask, return_lse=True, config=cfg,
                                plan_out=plans)
     ref, ref_lse = reference(q, k, v, causal=causal, window=window, mask=mask)
@@ -92,6 +93,14 @@ def test_attention_mask(kind, rng):
 def test_kv_multicast(seed, rng):
     plan = check(rng, 1, 4, 2, 256, 192, 64, grid=(2, 4), mcast=True, q_chunk=1, kv_chunk=2)
     assert plan.config.mcast
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_gqa_reads_each_kv_chunk_once_per_group(causal, rng):
+    packed = check(rng, 1, 4, 1, 128, 96, 64, causal=causal, grid=(2, 2), q_chunk=1, kv_chunk=1, gqa_pack=True)
+    per_head = check(rng, 1, 4, 1, 128, 96, 64, causal=causal, grid=(2, 2), q_chunk=1, kv_chunk=1, gqa_pack=False)
+    assert per_head.kv_steps == 4 * packed.kv_steps
+    assert "4 Q heads per work item" in packed.describe()
 
 
 def test_kv_multicast_under_random_schedules(rng):

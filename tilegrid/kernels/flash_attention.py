@@ -62,6 +62,9 @@ class AttentionConfig:
     mcast: share K/V chunks along grid rows by multicast (non-causal, no window only).
     acc_dtype: format of the running max, sum and output accumulator ("f32" or "bf16").
     balance: pair early and late Q chunks so causal work is even across cores.
+    gqa_pack: with fewer K/V heads than Q heads, one work item stacks the Q chunks of every
+        head of a K/V group into one taller block, so each K/V chunk is read once per group
+        (not once per Q head).
     """
 
     q_chunk: int | None = None
@@ -70,6 +73,11 @@ class AttentionConfig:
     mcast: bool = False
     acc_dtype: str = "f32"
     balance: bool = True
+    gqa_pack: bool = True
+
+    def group_of(self, p: Problem) -> int:
+        """Q heads stacked per work item: a K/V group when packing grouped-query attention."""
+        return p.heads // p.kv_heads if self.gqa_pack else 1
 
 
 @dataclass(frozen=True)
@@ -125,8 +133,9 @@ class Plan:
         lines = [
             f"grid {gr}x{gc} ({gr * gc} cores), q chunk {32 * c.q_chunk} rows, kv chunk {32 * c.kv_chunk} rows, "
             f"head_dim {p.head_dim}" + (f" (padded to {p.head_dim_pad})" if p.head_dim_pad != p.head_dim else ""),
-            f"{p.batch} x {p.heads} heads ({p.kv_heads} KV heads) x {p.seq_q_pad // (32 * c.q_chunk)} q chunks = "
-            f"{self.items} work items, {self.kv_steps} K/V chunk steps"
+            f"{p.batch} x {p.heads} heads ({p.kv_heads} KV heads"
+            + (f", {c.group_of(p)} Q heads per work item" if c.group_of(p) > 1 else "")
+            + f") x {p.seq_q_pad // (32 * c.q_chunk)} q chunks = {self.items} work items, {self.kv_steps} K/V chunk steps"
             + (" (causal: chunks above the diagonal skipped)" if p.causal else ""),
             f"accumulators {c.acc_dtype}, K/V multicast {'on' if c.mcast else 'off'}, "
             f"causal balance {'on' if c.balance and p.causal else 'off'}",
@@ -184,6 +193,7 @@ def flash_attention(
     seed: int | None = None,
     observer: Any = None,
     plan_out: list | None = None,
+    backend: str = "sim",
 ) -> Any:
     """softmax(Q K^T * scale + mask) V on the simulator, as one tilegrid kernel.
 
@@ -213,10 +223,11 @@ def flash_attention(
     saved = runner.observer
     runner.observer = observer
     try:
-        kernel(*tensors)
+        kernel(*tensors, backend=backend)
     finally:
         runner.observer = saved
-    out, lse = tensors[-2], tensors[-1]
+    g, rows = plan.config.group_of(plan.problem), 32 * plan.config.q_chunk
+    out, lse = _unpack(tensors[-2], g, rows), _unpack(tensors[-1], g, rows)
     sq, d = problem.seq_q, problem.head_dim
     result = back(np.ascontiguousarray(out[:, :, :sq, :d]))
     if return_lse:
@@ -248,11 +259,14 @@ def make_problem(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool, scal
 
 
 def _arguments(p: Problem, q, k, v, mask, cfg: AttentionConfig) -> list[np.ndarray]:
-    """Padded tensors in kernel order: q, k, v, mask, out, lse (only shapes matter when unchunked)."""
+    """Padded tensors in kernel order: q, k, v, mask, out, lse. With `gqa_pack` the Q heads of a
+    K/V group are interleaved chunk by chunk, [b, kv_head, (q chunk, head in group, row), d],
+    so one CB block holds a chunk of every head of the group (see `_unpack`)."""
     cq, ck = (cfg.q_chunk or 1) * 32, (cfg.kv_chunk or 1) * 32
     sqp, skvp = -(-p.seq_q // cq) * cq, -(-p.seq_kv // ck) * ck
+    g = cfg.group_of(p)
     dt = q.dtype
-    qp = _pad(q, (p.batch, p.heads, sqp, p.head_dim_pad))
+    qp = _pack(_pad(q, (p.batch, p.heads, sqp, p.head_dim_pad)), g, cq)
     kp = _pad(k, (p.batch, p.kv_heads, skvp, p.head_dim_pad))
     vp = _pad(v, (p.batch, p.kv_heads, skvp, p.head_dim_pad))
     if mask is not None:
@@ -261,21 +275,43 @@ def _arguments(p: Problem, q, k, v, mask, cfg: AttentionConfig) -> list[np.ndarr
         # the kernel adds the mask to unscaled scores: S + mask / scale, then exp((S' - m) * scale)
         mp = np.full((sqp, skvp), NEG_INF, np.float64)
         mp[: p.seq_q, : p.seq_kv] = add / p.scale
-        mp = mp.astype(np.float32)
+        mp = np.repeat(mp.reshape(sqp // cq, 1, cq, skvp), g, axis=1).reshape(sqp * g, skvp).astype(np.float32)
     else:
         mp = np.zeros((32, 32), np.float32)
-    out = np.full((p.batch, p.heads, sqp, p.head_dim_pad), np.nan, dtype=dt)
-    lse = np.full((p.batch, p.heads, sqp, 32), np.nan, dtype=np.float32)
+    heads = p.heads // g
+    out = np.full((p.batch, heads, sqp * g, p.head_dim_pad), np.nan, dtype=dt)
+    lse = np.full((p.batch, heads, sqp * g, 32), np.nan, dtype=np.float32)
     return [qp, kp, vp, mp, out, lse]
 
 
-def _count(p: Problem, cq: int, ck: int, sqp: int, skvp: int) -> tuple[int, int]:
+def _pack(x: np.ndarray, g: int, rows: int) -> np.ndarray:
+    """[b, h, s, d] -> [b, h/g, (s/rows) * g * rows, d]: chunk-major, the group's heads inside."""
+    if g == 1:
+        return x
+    b, h, s, d = x.shape
+    y = x.reshape(b, h // g, g, s // rows, rows, d).transpose(0, 1, 3, 2, 4, 5)
+    return np.ascontiguousarray(y).reshape(b, h // g, s * g, d)
+
+
+def _unpack(y: np.ndarray, g: int, rows: int) -> np.ndarray:
+    """Inverse of `_pack`."""
+    if g == 1:
+        return y
+    b, hg, sg, d = y.shape
+    s = sg // g
+    x = y.reshape(b, hg, s // rows, g, rows, d).transpose(0, 1, 3, 2, 4, 5)
+    return np.ascontiguousarray(x).reshape(b, hg * g, s, d)
+
+
+def _count(p: Problem, cq: int, ck: int, sqp: int, skvp: int, g: int = 1) -> tuple[int, int]:
+    """Work items and K/V chunk steps (each step reads one K and one V chunk)."""
     nq, nkv = sqp // (32 * cq), skvp // (32 * ck)
     steps = 0
     for qc in range(nq):
         lo, hi = kv_range(p, qc * 32 * cq, 32 * cq, 32 * ck, nkv)
         steps += hi - lo
-    return p.batch * p.heads * nq, p.batch * p.heads * steps
+    heads = p.heads // g
+    return p.batch * heads * nq, p.batch * heads * steps
 
 
 CHUNKS = [(8, 8), (8, 4), (4, 8), (4, 4), (4, 2), (2, 4), (2, 2), (2, 1), (1, 2), (1, 1)]
@@ -302,7 +338,7 @@ def choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, ar
         c = replace(cfg, q_chunk=cq, kv_chunk=ck, grid=grid, mcast=mcast)
         sqp, skvp = -(-p.seq_q // (32 * cq)) * 32 * cq, -(-p.seq_kv // (32 * ck)) * 32 * ck
         pp = replace(p, seq_q_pad=sqp, seq_kv_pad=skvp)
-        items, steps = _count(pp, cq, ck, sqp, skvp)
+        items, steps = _count(pp, cq, ck, sqp, skvp, c.group_of(pp))
         plan = Plan(pp, c, items, steps, notes=list(notes))
         try:
             compiled = _compile_only(plan, device, dtype)
@@ -324,12 +360,13 @@ def _compile_only(plan: Plan, device: Device, dtype: str) -> Any:
     from tilegrid import runner
 
     p = plan.problem
+    g = plan.config.group_of(p)
     np_dt = bfloat16 if dtype == "bf16" else np.float32
-    q = np.zeros((p.batch, p.heads, p.seq_q_pad, p.head_dim_pad), np_dt)
+    q = np.zeros((p.batch, p.heads // g, p.seq_q_pad * g, p.head_dim_pad), np_dt)
     k = np.zeros((p.batch, p.kv_heads, p.seq_kv_pad, p.head_dim_pad), np_dt)
-    mask = np.zeros((p.seq_q_pad, p.seq_kv_pad) if p.has_mask else (32, 32), np.float32)
+    mask = np.zeros((p.seq_q_pad * g, p.seq_kv_pad) if p.has_mask else (32, 32), np.float32)
     out = np.zeros_like(q)
-    lse = np.zeros((p.batch, p.heads, p.seq_q_pad, 32), np.float32)
+    lse = np.zeros((p.batch, p.heads // g, p.seq_q_pad * g, 32), np.float32)
     before = len(runner.compile_log)
     _build_kernel(plan, device, "deterministic", None)(q, k, k.copy(), mask, out, lse, mode="compile")
     return runner.compile_log[before:][-1].l1 if len(runner.compile_log) > before else None
@@ -342,8 +379,10 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
     cq, ck, dt = cfg.q_chunk, cfg.kv_chunk, p.head_dim_pad // 32
     QR, KR = 32 * cq, 32 * ck  # rows per chunk
     nq = p.seq_q_pad // QR
-    B, H, group = p.batch, p.heads, p.heads // p.kv_heads
+    G = cfg.group_of(p)  # Q heads stacked in one Q block (GQA packing)
+    B, H, group = p.batch, p.heads // G, p.heads // p.kv_heads // G
     BH = B * H
+    QG = G * QR  # rows of a Q block: the Q chunk of each of the G heads
     scale, acc_dt, off = p.scale, cfg.acc_dtype, p.offset
     causal_pairs = cfg.balance and p.causal and not cfg.mcast
     per_bh = (nq + 1) // 2 if causal_pairs else nq
@@ -358,7 +397,7 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
     has_mask, skv = p.has_mask, p.seq_kv
     kv_all = -(-p.seq_kv // KR)
     mcast = cfg.mcast
-    mask_bf = (cq, ck, 2) if has_mask else (1, 1, 1)
+    mask_bf = (G * cq, ck, 2) if has_mask else (1, 1, 1)
     row_rounds, col_rounds = -(-BH // gr), -(-nq // gc)
     if mcast:
         rounds = row_rounds * col_rounds
@@ -387,7 +426,8 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
             hi = max(lo, min(kv_all, (q0 + QR - 1 + off + right) // KR + 1))
         return lo, hi
 
-    @pykernel_gen(grid=(gr, gc), block_factors=[(cq, dt, 2), (ck, dt, 2), (ck, dt, 2), mask_bf, (cq, dt, 2), (cq, 1, 2)],
+    @pykernel_gen(grid=(gr, gc), block_factors=[(G * cq, dt, 2), (ck, dt, 2), (ck, dt, 2), mask_bf, (G * cq, dt, 2),
+                                                 (G * cq, 1, 2)],
                   num_outs=2, device=device, schedule=schedule, seed=seed)
     def flash_attention(q, k, v, mask, out, lse):
         q_s, k_s, v_s, mask_s, out_s, lse_s = Stream(q), Stream(k), Stream(v), Stream(mask), Stream(out), Stream(lse)
@@ -402,9 +442,9 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
                         q0 = min(qc, nq - 1) * QR
                         lo, hi = kv_chunks(q0)
                         Q = q_cb.pop()
-                        m_old = fill(-inf, shape=(QR, 1), dtype=acc_dt)
-                        l_old = fill(0, shape=(QR, 1), dtype=acc_dt)
-                        O_acc = fill(0, shape=(QR, 32 * dt), dtype=acc_dt)
+                        m_old = fill(-inf, shape=(QG, 1), dtype=acc_dt)
+                        l_old = fill(0, shape=(QG, 1), dtype=acc_dt)
+                        O_acc = fill(0, shape=(QG, 32 * dt), dtype=acc_dt)
                         for kc in range(lo, hi):
                             K = k_cb.pop()
                             V = v_cb.pop()
@@ -415,13 +455,13 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
                             # only chunks that cross a mask boundary pay for masking
                             if (has_right and k0 + KR - 1 > q0 + off + right) or (
                                 has_left and k0 < q0 + QR - 1 + off - left) or (has_pad and k0 + KR > skv):
-                                rel = col_index((QR, KR)) - row_index((QR, KR))
+                                rel = col_index((QG, KR)) - row_index((QG, KR)) % QR  # key - query offset
                                 if has_right:
                                     S = where(rel <= q0 - k0 + off + right, S, -inf)
                                 if has_left:
                                     S = where(rel >= q0 - k0 + off - left, S, -inf)
                                 if has_pad:
-                                    S = where(col_index((QR, KR)) < skv - k0, S, -inf)
+                                    S = where(col_index((QG, KR)) < skv - k0, S, -inf)
                             m_new = rowmax(S, m_old)
                             m_safe = where(m_new == -inf, 0.0, m_new)  # rows masked so far stay at 0
                             P = ((S - m_safe) * scale).exp()
@@ -442,7 +482,7 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
                         qc = min(qc, nq - 1)
                         b = bh // H
                         h = bh % H
-                        hk = h // group  # grouped-query attention: the shared K/V head
+                        hk = h // group  # grouped-query attention: the shared K/V head (group 1 when packed)
                         lo, hi = kv_chunks(qc * QR)
                         dma(q_s[b, h, qc, 0], q_cb.reserve()).wait()
                         for kc in range(lo, hi):
