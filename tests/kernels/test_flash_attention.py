@@ -170,3 +170,21 @@ def test_bad_shapes_are_clear_errors(bad, match, rng):
 def test_property(sq, skv, d, heads, causal, window, grid, dtype):
     rng = np.random.default_rng(sq * 1000 + skv)
     check(rng, 1, heads[0], heads[1], sq, skv, d, dtype, causal=causal, window=window, grid=grid)
+
+
+def test_mismatched_dtypes_are_a_clear_error(rng):
+    q, k, v = qkv(rng, 1, 1, 1, 64, 64, 32, "f32")
+    with pytest.raises(TilegridError, match="share one dtype"):
+        flash_attention(q, k.astype(NP["bf16"]), v)
+
+
+def test_empty_sequence_is_a_clear_error(rng):
+    q, k, v = qkv(rng, 1, 1, 1, 64, 64, 32, "f32")
+    with pytest.raises(TilegridError, match="sequences non-empty"):
+        flash_attention(q[:, :, :0], k, v)
+
+
+def test_chunks_that_overflow_l1_are_a_clear_error(rng):
+    q, k, v = qkv(rng, 1, 1, 1, 256, 256, 256, "f32")
+    with pytest.raises(TilegridError, match="bytes of L1 per core but"):
+        flash_attention(q, k, v, config=AttentionConfig(grid=(1, 1), q_chunk=8, kv_chunk=8))

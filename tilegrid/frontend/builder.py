@@ -1175,11 +1175,32 @@ class ThreadBuilder(ast.NodeVisitor):
         return f"the {type(v).__name__} {v!r}"
 
 
+def check_semaphores(threads: list[C.ThreadOp]) -> None:
+    """A semaphore that is set or incremented but that no thread waits on orders nothing: a bug."""
+    updates: dict[int, Operation] = {}
+    waited: set[int] = set()
+    for t in threads:
+        for o in t.walk():
+            if isinstance(o, C.SemSetOp | C.SemIncOp):
+                updates.setdefault(o.sem.data, o)
+            elif isinstance(o, C.SemWaitOp):
+                waited.add(o.sem.data)
+    for k, o in sorted(updates.items()):
+        if k not in waited:
+            raise CompileError(
+                f"semaphore {k} is {'set' if isinstance(o, C.SemSetOp) else 'incremented'} here but no thread "
+                "ever waits on it",
+                o.attributes["loc"].data,
+                note="a semaphore orders two threads: the receiver of the signal must call sem.wait(value)",
+            )
+
+
 def build_module(kernel: str, grid: tuple[int, int], args: list[dict], threads: list[ThreadDef], streams: dict[int, int],
                  tensors: list[Any] | None = None) -> ModuleOp:
     """Block IR for a kernel: one `tilegrid.program` with a thread region per thread."""
     sems: list[Semaphore] = []
     ops = [ThreadBuilder(t, args, streams, sems, tensors).build() for t in threads]
+    check_semaphores(ops)
     return ModuleOp([C.ProgramOp(kernel, grid, args, ops, semaphores=[s.initial for s in sems])])
 
 

@@ -241,6 +241,8 @@ def make_problem(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool, scal
         raise TilegridError(
             f"flash_attention: q, k, v must be [batch, heads, seq, head_dim]; got shapes {q.shape}, {k.shape}, {v.shape}"
         )
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TilegridError(f"flash_attention: q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     b, h, sq, d = q.shape
     bk, hk, skv, dk = k.shape
     if k.shape != v.shape or bk != b or dk != d:
