@@ -20,6 +20,7 @@ import numpy as np
 from ml_dtypes import bfloat16
 
 from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention, reference
+from tilegrid.sim.observer import Counts
 
 
 def run_tilegrid(seq: int, d: int, causal: bool, grid: tuple[int, int], chunks: tuple[int, int] | None = None) -> dict:
@@ -37,10 +38,12 @@ def run_tilegrid(seq: int, d: int, causal: bool, grid: tuple[int, int], chunks: 
         out = flash_attention(q, k, v, causal=causal, config=cfg, plan_out=plans)
         times.append(time.perf_counter() - t0)
     wall = min(times)
+    counts = Counts()
+    flash_attention(q, k, v, causal=causal, config=cfg, observer=counts)
     ref, _ = reference(q, k, v, causal=causal)
     err = float(np.linalg.norm(np.asarray(out, np.float64) - ref) / np.linalg.norm(ref))
     p = plans[0]
-    return {"wall_s": wall, "cold_s": cold, "rel_err": err, "steps": p.kv_steps, "chunks": (32 * p.config.q_chunk, 32 * p.config.kv_chunk)}
+    return {"wall_s": wall, "cold_s": cold, "rel_err": err, "tile_ops": counts.total_tile_ops, "steps": p.kv_steps, "chunks": (32 * p.config.q_chunk, 32 * p.config.kv_chunk)}
 
 
 def run_ttlang(python: str, seq: int, d: int, causal: bool, grid: tuple[int, int],
@@ -69,7 +72,7 @@ def main() -> None:
     p.add_argument("--ttlang", help="python interpreter of a venv with tt-lang-sim installed")
     args = p.parse_args()
     print(f"{'seq':>6} {'d':>4} {'causal':>6} {'grid':>5} {'chunks':>9} {'kv steps':>8} {'cold s':>7} {'wall s':>7}"
-          f" {'steps/s':>8}"
+          f" {'steps/s':>8} {'tile ops/s':>10}"
           f" {'rel err':>9} {'tt-lang-sim s':>13} {'ratio':>6}")
     rows = []
     for grid_s in args.grids:
@@ -87,7 +90,7 @@ def main() -> None:
         ratio = f"{tt['wall_s'] / r['wall_s']:.1f}x" if tt else "-"
         ch = f"{r['chunks'][0]}/{r['chunks'][1]}"
         print(f"{seq:>6} {d:>4} {str(causal):>6} {grid_s:>5} {ch:>9} {r['steps']:>8} {r['cold_s']:>7.2f} "
-              f"{r['wall_s']:>7.2f} {r['steps'] / r['wall_s']:>8.0f} {r['rel_err']:>9.2e} {tts:>13} {ratio:>6}",
+              f"{r['wall_s']:>7.2f} {r['steps'] / r['wall_s']:>8.0f} {r['tile_ops'] / r['wall_s']:>10.3g} {r['rel_err']:>9.2e} {tts:>13} {ratio:>6}",
               flush=True)
 
 if __name__ == "__main__":
