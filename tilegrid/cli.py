@@ -60,13 +60,56 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _perf_outputs(summary, directory: str, prefix: str = "") -> list[str]:
+    """Write the performance model's trace, summary JSON and plots; returns the paths."""
+    import json
+    import os
+
+    os.makedirs(directory, exist_ok=True)
+    files = [summary.write_trace(os.path.join(directory, f"{prefix}trace.json"))]
+    path = os.path.join(directory, f"{prefix}summary.json")
+    with open(path, "w") as f:
+        json.dump(summary.to_dict(), f, indent=1)
+    files.append(path)
+    plots = summary.write_plots(directory, prefix)
+    files += plots or []
+    return files
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.perf:
+        from tilegrid import perf
+
+        with perf.session(args.fidelity, data_format=args.data_format) as s:
+            try:
+                _run_file(args.file, quiet=False)
+            except TilegridError as e:
+                print(e.render(), file=sys.stderr)
+                return 1
+        for i, summary in enumerate(s.results):
+            print(summary.text())
+            files = _perf_outputs(summary, args.perf, f"{i}_{summary.kernel}_")
+            print(f"  wrote {', '.join(files)}" + ("" if len(files) > 2 else " (plots need matplotlib)"))
+        return 0
     try:
         _run_file(args.file, quiet=False)
     except TilegridError as e:
         print(e.render(), file=sys.stderr)
         return 1
     return 0
+
+
+def _perf_flags(p: argparse.ArgumentParser, autotune: bool) -> None:
+    p.add_argument("--perf", nargs="?", const="tilegrid_perf", default=None, metavar="DIR",
+                   help="predict the run's time on the device with the performance model; print the summary and "
+                   "write trace.json (Perfetto), summary.json and PNG plots to DIR (default tilegrid_perf)")
+    p.add_argument("--fidelity", default="HiFi4", choices=["LoFi", "HiFi2", "HiFi3", "HiFi4"],
+                   help="math fidelity of the matmuls, for the time and the numerics (with --perf / --autotune)")
+    p.add_argument("--data-format", default=None, choices=["bfp8_b", "bfp4_b"],
+                   help="store bf16 inputs in DRAM and CBs in this block-float format (with --perf / --autotune)")
+    if autotune:
+        p.add_argument("--autotune", action="store_true",
+                       help="choose q/kv chunks (and the grid when --grid is not given) by predicted time")
 
 
 class _Progress:
@@ -118,6 +161,21 @@ def cmd_attention(args: argparse.Namespace) -> int:
     device = DEVICES[args.device]
     cfg = AttentionConfig(q_chunk=args.q_chunk, kv_chunk=args.kv_chunk, grid=args.grid or device.grid,
                           mcast=args.mcast, acc_dtype=args.acc_dtype)
+    if args.autotune:
+        from tilegrid.perf.autotune import autotune_attention
+
+        try:
+            cfg, _ = autotune_attention(q.shape, k.shape, causal=args.causal, window=window,
+                                        config=AttentionConfig(q_chunk=args.q_chunk, kv_chunk=args.kv_chunk,
+                                                               grid=args.grid, mcast=args.mcast,
+                                                               acc_dtype=args.acc_dtype),
+                                        device=device, fidelity=args.fidelity, data_format=args.data_format,
+                                        dtype=dtype, grid_free=args.grid is None)
+        except TilegridError as e:
+            print(e.render(), file=sys.stderr)
+            return 1
+    if args.perf:
+        return _attention_perf(args, q, k, v, window, cfg, device)
     try:
         plans: list = []
         t_compile = time.perf_counter()
@@ -147,6 +205,48 @@ def cmd_attention(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _attention_perf(args: argparse.Namespace, q, k, v, window, cfg, device) -> int:
+    """`tilegrid attention ... --perf DIR`: the run under the timing model. Sizes whose float64
+    reference is affordable run in full (numerics of the fidelity and data format, error shown);
+    larger ones run timing-only (no arithmetic)."""
+    import time
+
+    import numpy as np
+
+    from tilegrid import perf
+    from tilegrid.kernels.flash_attention import choose_plan, flash_attention, make_problem, reference
+
+    b, h, sq, _ = q.shape
+    timing_only = b * h * sq * k.shape[2] > 2**28
+    try:
+        plan = choose_plan(make_problem(q, k, v, args.causal, None, window, None), cfg, device, args.dtype, [])
+        print(plan.describe())
+        t0 = time.perf_counter()
+        with perf.session(args.fidelity, data_format=args.data_format, timing_only=timing_only,
+                          trace_cores=16) as s:
+            out = flash_attention(q, k, v, causal=args.causal, window=window, config=plan.config, device=device)
+        seconds = time.perf_counter() - t0
+    except TilegridError as e:
+        print(e.render(), file=sys.stderr)
+        return 1
+    ok = True
+    if timing_only:
+        print("timing-only run (no arithmetic): the problem is too large for a float64 reference check")
+    else:
+        ref, _ = reference(q, k, v, causal=args.causal, window=window)
+        out64 = np.asarray(out, np.float64)
+        err = float(np.linalg.norm(out64 - ref) / np.linalg.norm(ref))
+        ok = not np.isnan(out64).any()
+        print(f"relative error vs float64 reference at {args.fidelity}"
+              f"{', ' + args.data_format if args.data_format else ''}: {err:.3e}")
+    summary = s.last
+    print(summary.text())
+    files = _perf_outputs(summary, args.perf)
+    print(f"simulation + model {seconds:.2f} s; wrote {', '.join(files)}"
+          + ("" if len(files) > 2 else " (plots need matplotlib)"))
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tilegrid", description="tilegrid: Tensix kernels in Python")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -157,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     c.set_defaults(fn=cmd_compile)
     r = sub.add_parser("run", help="run FILE (its kernels run on the simulator)")
     r.add_argument("file")
+    _perf_flags(r, autotune=False)
     r.set_defaults(fn=cmd_run)
     a = sub.add_parser("attention", help="run the production FlashAttention on the simulator and check it")
     a.add_argument("--batch", type=int, default=1)
@@ -175,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--acc-dtype", default="f32", choices=["f32", "bf16"])
     a.add_argument("--dtype", default="bf16", choices=["bf16", "f32"])
     a.add_argument("--seed", type=int, default=0)
+    _perf_flags(a, autotune=True)
     a.set_defaults(fn=cmd_attention)
     args = p.parse_args(argv)
     return args.fn(args)

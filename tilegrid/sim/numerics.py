@@ -27,15 +27,18 @@ def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
         return np.asarray(x, np.float32).astype(ml_dtypes.bfloat16).astype(np.float32)
     if dtype == "bfp8_b":
         return round_bfp8_b(x)
+    if dtype == "bfp4_b":
+        return round_bfp8_b(x, magnitude_bits=3)
     return np.asarray(x, np.float32)
 
 
-def round_bfp8_b(x: np.ndarray) -> np.ndarray:
+def round_bfp8_b(x: np.ndarray, magnitude_bits: int = 7) -> np.ndarray:
     """Block floating point bfp8_b: each run of 16 consecutive values along the last axis (one row
     of a 16x16 tile face) shares one 8-bit exponent, the largest of the group; each value keeps a
     sign and a 7-bit magnitude (the implicit one made explicit), rounded to nearest even.
     (anchors/wormhole.md §3: 'BFP8 = 16 datums share one exponent'; tile 1088 B = 1024 x 1 B
-    + 64 exponent bytes.) Values far below the group's largest flush to zero, as on hardware."""
+    + 64 exponent bytes.) Values far below the group's largest flush to zero, as on hardware.
+    `magnitude_bits=3` gives bfp4_b (4 bits a datum)."""
     a = np.asarray(x, np.float32)
     if a.shape[-1] % 16:
         raise ValueError(f"bfp8_b needs a last dimension that is a multiple of 16, got {a.shape}")
@@ -44,8 +47,9 @@ def round_bfp8_b(x: np.ndarray) -> np.ndarray:
     mx = finite.max(axis=-1, keepdims=True)
     with np.errstate(divide="ignore"):
         e = np.floor(np.log2(np.where(mx > 0, mx, 1.0)))
-    quantum = np.exp2(e - 6).astype(np.float32)  # 7 magnitude bits: 1.xxxxxx * 2^e at the top
-    q = np.clip(np.rint(g / quantum), -127, 127) * quantum
+    top = 2**magnitude_bits - 1
+    quantum = np.exp2(e - (magnitude_bits - 1)).astype(np.float32)  # 1.xxxxxx * 2^e at the top
+    q = np.clip(np.rint(g / quantum), -top, top) * quantum
     q = np.where(np.isfinite(g), q, g)  # inf / nan pass through
     return q.reshape(a.shape).astype(np.float32)
 

@@ -1,0 +1,145 @@
+"""The timing model's cost formulas on small hand-computed cases, and its physical limits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ml_dtypes import bfloat16
+
+from tilegrid import perf
+from tilegrid.device import WORMHOLE_N150
+from tilegrid.kernels.matmul import matmul
+from tilegrid.perf.costs import CostContext, op_cost
+from tilegrid.perf.model import Calendar, PerfModel
+from tilegrid.perf.params import WORMHOLE_N150 as P
+from tilegrid.perf.workloads import blocked_matmul, dram_read
+from tilegrid.sim.numerics import fidelity_matmul, round_bfp8_b
+
+FIDELITIES = {"LoFi": 16, "HiFi2": 32, "HiFi3": 48, "HiFi4": 64}
+
+
+@pytest.mark.parametrize("fidelity,cycles", FIDELITIES.items())
+def test_one_tile_matmul_formula(fidelity, cycles):
+    ctx = CostContext(P, fidelity, cb_formats=("bf16", "bf16", "bf16"))
+    c = op_cost(ctx, "matmul|1,1,1|1,1|cb0,cb1,-,cb2", 1)
+    assert c.fpu == cycles  # anchors: LoFi 16 / HiFi2 32 / HiFi3 48 / HiFi4 64 per tile MAC
+    # two bf16 tiles through the unpackers: 4096 B at the joint 80 B/cycle; pack 2048 B at 64 B/cycle
+    assert c.unpack == pytest.approx(4096 / 80)
+    assert c.pack == pytest.approx(2048 / 64)
+    assert c.total == pytest.approx(max(4096 / 80, cycles, 32) + P.op_overhead_cycles)
+    assert c.flops == 2 * 32**3
+
+
+@pytest.mark.parametrize("fidelity,cycles", FIDELITIES.items())
+def test_one_tile_matmul_kernel(fidelity, cycles):
+    a = np.random.default_rng(1).standard_normal((32, 32)).astype(bfloat16)
+    with perf.session(fidelity) as s:
+        matmul(a, a.copy(), grid=(1, 1), device=WORMHOLE_N150)
+    fpu = sum(v[0] for k, v in s.last.op_totals.items() if k.startswith("matmul"))
+    assert fpu == cycles + 8  # the MAC, plus the FPU copy that reloads the accumulator into DST
+    assert s.last.device == "wormhole_n150"
+
+
+def test_dram_read_of_known_size_and_hops():
+    m = PerfModel(P, grid=(8, 8), thread_kinds={"reader": "dm0"})
+    h = m.handle_dram((0, 0), "reader", "dram_read", 8 * 2048, None)
+    # issue 40; core port 16384 B / 32 B per cycle = 512; 8 tiles on 8 channels, 2048 B / 24 B per
+    # cycle each = 85.3; route: core (0, 0) is NoC (1, 1), the farthest of channels 0-7 is channel 3
+    # at NoC (0, 6): 1 + 5 = 6 hops -> 2 * 5 (NIUs) + 6 * 9 = 64; plus DRAM latency 300.
+    assert m.handles[h] == pytest.approx(40 + 512 + 64 + 300)
+    m.dma_wait((0, 0), "reader", h)
+    assert m.th((0, 0), "reader").clock == pytest.approx(916)
+
+
+def test_multicast_to_a_row_is_one_transfer():
+    m = PerfModel(P, grid=(8, 8), thread_kinds={"reader": "dm0"})
+    row = [(0, c) for c in range(1, 8)]
+    h = m.handle_mcast((0, 0), "reader", 4096, row)
+    # sender port once (4096 / 32 = 128 cycles), each receiver port once; farthest receiver: NoC
+    # (1, 1) -> (6, 1) is 5 hops on the torus (x = 9 wraps to 2 hops) -> 10 + 45 = 55.
+    assert m.handles[h] == pytest.approx(40 + 128 + 55)
+    assert m.ports[((0, 0), 0, "out")].bytes == 4096
+    assert m.bytes["mcast_delivered"] == 7 * 4096
+
+
+def test_cb_wait_cannot_finish_before_push():
+    m = PerfModel(P, grid=(1, 1), thread_kinds={"comp": "compute", "reader": "dm0"})
+    m.th((0, 0), "reader").clock = 1000.0
+    m.on_sync((0, 0), "reader", "push", 0, 0)
+    m.on_sync((0, 0), "comp", "wait", 0, 0)
+    comp = m.th((0, 0), "comp")
+    assert comp.clock >= 1000 and comp.stall >= 1000 - P.cb_sync_cycles
+    m.on_sync((0, 0), "comp", "pop", 0, 0)
+    m.on_sync((0, 0), "reader", "reserve", 0, 0)
+    assert m.th((0, 0), "reader").clock >= comp.clock
+
+
+def test_calendar_never_exceeds_bandwidth():
+    cal = Calendar(24.0)
+    rng = np.random.default_rng(0)
+    ends, total = [], 0
+    for start in rng.uniform(0, 5000, 300):  # out of time order, overlapping
+        n = int(rng.integers(100, 10000))
+        total += n
+        ends.append(cal.reserve(float(start), n))
+    assert total / max(ends) <= 24.0 + 1e-9
+    assert Calendar(10.0).reserve(100.0, 1000) == pytest.approx(200.0)
+
+
+@pytest.mark.parametrize("fidelity", ["LoFi", "HiFi4"])
+def test_dense_matmul_below_peak(fidelity):
+    n = 1024
+    with perf.session(fidelity, timing_only=True, trace=False) as s:
+        blocked_matmul(perf.placeholder((n, n)), perf.placeholder((n, n)), grid=(4, 4), bm=4, bn=4, bk=4,
+                       device=WORMHOLE_N150)
+    r = s.last
+    assert r.flops == 2 * n**3
+    assert 0.2 < r.fraction_of_peak <= 1.0
+
+
+def test_dram_read_below_dram_bandwidth():
+    with perf.session(timing_only=True, trace=False) as s:
+        dram_read((4096, 4096), grid=(8, 8), block=(4, 4), device=WORMHOLE_N150)
+    r = s.last
+    assert r.dram_bytes >= 4096 * 4096 * 2  # the input, plus one output tile per core
+    assert 0.5 * 288 < r.dram_gbps <= 288.0
+    assert r.bound == "DRAM"
+
+
+def test_timing_only_predicts_the_same_and_writes_trace(tmp_path):
+    from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention
+
+    rng = np.random.default_rng(2)
+    q, k, v = (rng.standard_normal((1, 2, 256, 64)).astype(bfloat16) for _ in range(3))
+    cfg = AttentionConfig(q_chunk=2, kv_chunk=2, grid=(2, 2))
+    with perf.session() as full:
+        out = flash_attention(q, k, v, causal=True, config=cfg)
+    with perf.session(timing_only=True) as timing:
+        flash_attention(q, k, v, causal=True, config=cfg)
+    assert not np.isnan(np.asarray(out, np.float32)).any()
+    assert full.last.cycles == pytest.approx(timing.last.cycles)
+    path = full.last.write_trace(str(tmp_path / "trace.json"))
+    ev = json.load(open(path))["traceEvents"]
+    assert any(e.get("cat") == "wait" for e in ev) and any(e.get("cat") == "compute" for e in ev)
+    assert {e["pid"] for e in ev if e["ph"] == "X"} == {0, 1, 2, 3}
+    pytest.importorskip("matplotlib")
+    files = full.last.write_plots(str(tmp_path))
+    assert len(files) == 2
+
+
+def test_fidelity_and_bfp8_numerics():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((64, 64)).astype(bfloat16).astype(np.float32)
+    b = rng.standard_normal((64, 64)).astype(bfloat16).astype(np.float32)
+    ref = a.astype(np.float64) @ b
+    errs = [np.linalg.norm(fidelity_matmul(a, b, f) - ref) / np.linalg.norm(ref) for f in FIDELITIES]
+    assert errs[0] > errs[1] > errs[2] > errs[3] and errs[3] < 1e-6  # HiFi4 is exact on bf16
+    x = rng.standard_normal((4, 64)).astype(np.float32) * np.float32(3.0)
+    q = round_bfp8_b(x)
+    groups = q.reshape(4, 4, 16)
+    mx = np.abs(x.reshape(4, 4, 16)).max(-1, keepdims=True)
+    quantum = 2.0 ** (np.floor(np.log2(mx)) - 6)
+    assert np.allclose(groups / quantum, np.rint(groups / quantum))  # one shared exponent per 16
+    assert np.abs(q - x).max() <= quantum.max() / 2 + 1e-7

@@ -1,0 +1,326 @@
+"""The timing model: an observer of the functional simulation that keeps a clock per (core, thread).
+
+- Compute ops advance the compute thread's clock by their cost (tilegrid/perf/costs.py).
+- CB events order clocks: a `wait` cannot finish before the matching `push`; a `reserve` cannot
+  finish before the `pop` that freed the slot. The simulator reports them in the order they
+  happen, so the producer's time is always known when the consumer needs it.
+- Semaphores: a `sem_wait` cannot finish before the updates that satisfied it arrived (issue time
+  plus NoC latency to the target core).
+- DMA: issuing costs the data-movement thread `dma_issue_cycles`; the transfer then occupies shared
+  resources (bandwidth calendars): the DRAM channels its tiles are interleaved over, and the NoC
+  ports of the cores it leaves and enters (one NoC per data-movement thread, as tt-metal's reader
+  on NoC0 and writer on NoC1). It completes when the slowest resource is done plus the latency of
+  its route (NIU + hops x 9 cycles, + DRAM latency for reads). `dma_wait` moves the thread's clock
+  to that completion. A multicast occupies the sender's port once for the whole rectangle and
+  each receiver's port once: one transfer per destination rectangle, not one per core.
+
+Bandwidth calendars are fluid: time is cut into windows, each with `rate x window` bytes of
+capacity; a transfer fills windows from its start time on. Reservations can arrive out of time
+order (the simulation interleaves cores), and no resource ever carries more than its bandwidth.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from tilegrid.perf.costs import CostContext, op_cost
+from tilegrid.perf.params import TILE_BYTES, DeviceParams
+
+WINDOW = 256  # cycles per calendar window
+
+
+class Calendar:
+    """A shared resource of fixed bandwidth (bytes per cycle) with time-ordered fluid reservations."""
+
+    __slots__ = ("rate", "cap", "used", "bytes", "name")
+
+    def __init__(self, rate: float, name: str = "") -> None:
+        self.rate, self.cap, self.used, self.bytes, self.name = rate, rate * WINDOW, {}, 0.0, name
+
+    def reserve(self, start: float, nbytes: float) -> float:
+        """Carry `nbytes` from `start` on; returns when the last byte has passed."""
+        self.bytes += nbytes
+        rate, cap, used = self.rate, self.cap, self.used
+        remaining = float(nbytes)
+        i = int(start // WINDOW)
+        t = start
+        while True:
+            u = used.get(i, 0.0)
+            avail = min(cap - u, (WINDOW * (i + 1) - t) * rate)
+            if avail >= remaining:
+                used[i] = u + remaining
+                return max(t + remaining / rate, WINDOW * i + (u + remaining) / rate)
+            if avail > 0:
+                used[i] = u + avail
+                remaining -= avail
+            i += 1
+            t = WINDOW * i
+
+
+@dataclass
+class ThreadState:
+    core: tuple[int, int]
+    name: str
+    kind: str  # "compute" | "dm0" | "dm1" ...
+    clock: float = 0.0
+    busy: float = 0.0  # cycles doing work (ops, issuing, CB calls)
+    stall: float = 0.0  # cycles waiting on CBs, semaphores, DMAs
+    dma_busy: float = 0.0  # cycles with one of its transfers in flight (sum)
+    fpu: float = 0.0
+    sfpu: float = 0.0
+    unpack: float = 0.0
+    pack: float = 0.0
+    events: int = 0
+
+
+@dataclass
+class Options:
+    """Run options of the timing model."""
+
+    fidelity: str = "HiFi4"
+    exp: str = "accurate"
+    data_format: str | None = None  # e.g. "bfp8_b": input tensors in DRAM / CBs in this format
+    trace: bool = True
+    trace_events: int = 300_000  # cap on the trace size (events beyond it are dropped per track)
+    trace_cores: int | None = None  # trace only the first N cores (row-major); None = all
+
+
+@dataclass
+class PerfModel:
+    """Observer implementing the timing model (see the module docstring)."""
+
+    params: DeviceParams
+    options: Options = field(default_factory=Options)
+    kernel: str = ""
+    grid: tuple[int, int] = (1, 1)
+    infos: list[dict] = field(default_factory=list)
+    thread_kinds: dict[str, str] = field(default_factory=dict)
+    formats: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        p = self.params
+        self.threads: dict[tuple[tuple[int, int], str], ThreadState] = {}
+        self.push_t: dict[tuple, float] = {}
+        self.pop_t: dict[tuple, float] = {}
+        self.sem_t: dict[tuple, float] = defaultdict(float)
+        self.dram = [Calendar(p.dram_bytes_per_cycle_per_channel, f"dram{ch}") for ch in range(p.dram_channels)]
+        self.ports: dict[tuple, Calendar] = {}
+        self.handles: list[float] = []
+        self.trace_ev: list[tuple] = []
+        self.per_track: dict[tuple, int] = defaultdict(int)
+        self.flops = 0.0
+        self.op_totals: dict[str, list[float]] = defaultdict(lambda: [0.0] * 5)  # label -> fpu, sfpu, unpack, pack, total
+        self.bytes = defaultdict(float)
+        self.transfers = 0
+        self.ctx = CostContext(p, self.options.fidelity, self.options.exp, tuple(self.formats))
+        gr, gc = self.grid
+        n = self.options.trace_cores
+        self.traced = {(r, c) for r in range(gr) for c in range(gc) if n is None or r * gc + c < n}
+        self.track_cap = max(100, self.options.trace_events // max(1, len(self.traced) * max(1, len(self.thread_kinds))))
+
+    # ---- helpers ------------------------------------------------------------------------------
+
+    def th(self, core: tuple[int, int], name: str) -> ThreadState:
+        key = (core, name)
+        t = self.threads.get(key)
+        if t is None:
+            t = self.threads[key] = ThreadState(core, name, self.thread_kinds.get(name, "compute"))
+        return t
+
+    def slice(self, t: ThreadState, name: str, start: float, end: float, cat: str) -> None:
+        if not self.options.trace or t.core not in self.traced or end <= start:
+            return
+        key = (t.core, t.name)
+        if self.per_track[key] >= self.track_cap:
+            return
+        self.per_track[key] += 1
+        self.trace_ev.append((t.core, t.name, name, start, end - start, cat))
+
+    def port(self, core: tuple[int, int], noc: int, direction: str) -> Calendar:
+        key = (core, noc, direction)
+        cal = self.ports.get(key)
+        if cal is None:
+            cal = self.ports[key] = Calendar(self.params.noc_bytes_per_cycle, f"core{core} noc{noc} {direction}")
+        return cal
+
+    def noc_of(self, t: ThreadState) -> int:
+        return int(t.kind[2:]) % 2 if t.kind.startswith("dm") else 0
+
+    def latency(self, a: tuple[int, int], b: tuple[int, int]) -> float:
+        p = self.params
+        return 2 * p.noc_niu_cycles + p.noc_hop_cycles * p.hops(a, b)
+
+    # ---- Observer protocol ----------------------------------------------------------------------
+
+    def on_op(self, core: tuple[int, int], thread: str, op: str, tiles: int, loc: str) -> None:
+        t = self.th(core, thread)
+        c = op_cost(self.ctx, op, tiles)
+        start = t.clock
+        t.clock += c.total
+        t.busy += c.total
+        t.fpu += c.fpu
+        t.sfpu += c.sfpu
+        t.unpack += c.unpack
+        t.pack += c.pack
+        self.flops += c.flops
+        t.events += 1
+        label = op.split("|", 1)[0] + _label(op, None)
+        tot = self.op_totals[label]
+        tot[0] += c.fpu
+        tot[1] += c.sfpu
+        tot[2] += c.unpack
+        tot[3] += c.pack
+        tot[4] += c.total
+        if self.options.trace and core in self.traced:
+            self.slice(t, op.split("|", 1)[0] + _label(op, tiles), start, t.clock, "compute")
+
+    def on_sync(self, core: tuple[int, int], thread: str, event: str, obj: int, where: Any) -> None:
+        t = self.th(core, thread)
+        p = self.params
+        if event == "push":
+            t.clock += p.cb_sync_cycles
+            t.busy += p.cb_sync_cycles
+            self.push_t[(core, obj, where)] = t.clock
+        elif event == "pop":
+            t.clock += p.cb_sync_cycles
+            t.busy += p.cb_sync_cycles
+            self.pop_t[(core, obj, where)] = t.clock
+        elif event in ("wait", "reserve"):
+            ready = (self.push_t if event == "wait" else self.pop_t).get((core, obj, where), 0.0)
+            self._stall_until(t, ready, f"{'wait' if event == 'wait' else 'reserve'} CB {self._cb_name(obj)}")
+            t.clock += p.cb_sync_cycles
+            t.busy += p.cb_sync_cycles
+        elif event == "sem_update":
+            target = tuple(where)
+            remote = target != core
+            cost = p.dma_issue_cycles if remote else p.cb_sync_cycles
+            t.clock += cost
+            t.busy += cost
+            arrive = t.clock + (self.latency(p.noc_xy(*core), p.noc_xy(*target)) if remote else 0.0)
+            key = (target, obj)
+            self.sem_t[key] = max(self.sem_t[key], arrive)
+        elif event == "sem_wait":
+            key = (core, obj)
+            self._stall_until(t, self.sem_t.get(key, 0.0), f"semaphore {obj}")
+            self.sem_t[key] = 0.0
+            t.clock += p.cb_sync_cycles
+            t.busy += p.cb_sync_cycles
+
+    def on_transfer(self, core: tuple[int, int], thread: str, kind: str, nbytes: int, loc: str) -> None:
+        """The plain observer seam (no block index, no target): DRAM spread over all channels,
+        multicast to the grid's farthest core; the transfer is waited for at once."""
+        if kind.startswith("mcast"):
+            n = int(kind.split(":")[1])
+            h = self.handle_mcast(core, thread, nbytes, [core] * n)
+        else:
+            h = self.handle_dram(core, thread, kind, nbytes, None)
+        self.dma_wait(core, thread, h)
+
+    # ---- richer hooks used by tilegrid.perf.run's runtime -------------------------------------
+
+    def _cb_name(self, i: int) -> str:
+        return f"'{self.infos[i]['name']}'" if i < len(self.infos) else str(i)
+
+    def _stall_until(self, t: ThreadState, ready: float, what: str) -> None:
+        if ready > t.clock:
+            self.slice(t, f"wait {what}", t.clock, ready, "wait")
+            t.stall += ready - t.clock
+            t.clock = ready
+
+    def _issue(self, t: ThreadState) -> float:
+        t.clock += self.params.dma_issue_cycles
+        t.busy += self.params.dma_issue_cycles
+        return t.clock
+
+    def _channels(self, arg: int | None, idx: tuple | None, ntiles: int) -> list[tuple[int, float]]:
+        """DRAM channels a block's tiles are interleaved over (tile pages round-robin, as tt-metal's
+        interleaved buffers), with each channel's share of the tiles."""
+        nch = self.params.dram_channels
+        first = 0
+        if arg is not None and idx is not None and arg < len(self.infos):
+            info = self.infos[arg]
+            shape, (bh, bw) = info["shape"], info["block"]
+            tiles_per_row = shape[-1] // 32
+            lead = 0
+            for d, i in zip(shape[:-2], idx[:-2]):
+                lead = lead * d + i
+            rows_tiles = shape[-2] // 32
+            first = (lead * rows_tiles + idx[-2] * bh) * tiles_per_row + idx[-1] * bw
+        if ntiles >= nch:
+            return [(ch, ntiles / nch) for ch in range(nch)]
+        return [((first + j) % nch, 1.0) for j in range(ntiles)]
+
+    def handle_dram(self, core: tuple[int, int], thread: str, kind: str, nbytes: int, arg: int | None,
+                    idx: tuple | None = None) -> int:
+        t = self.th(core, thread)
+        p = self.params
+        start = self._issue(t)
+        tile_bytes = TILE_BYTES.get(self.formats[arg], 2048) if arg is not None and arg < len(self.formats) else 2048
+        ntiles = max(1, round(nbytes / tile_bytes))
+        chans = self._channels(arg, idx, ntiles)
+        per_tile = nbytes / ntiles
+        here = p.noc_xy(*core)
+        direction = "in" if kind == "dram_read" else "out"
+        end = self.port(core, self.noc_of(t), direction).reserve(start, nbytes)
+        lat = 0.0
+        for ch, share in chans:
+            end = max(end, self.dram[ch].reserve(start, share * per_tile))
+            lat = max(lat, self.latency(here, p.dram_xy[ch]))
+        done = end + lat + (p.dram_latency_cycles if kind == "dram_read" else 0)
+        self.bytes[kind] += nbytes
+        self.transfers += 1
+        t.dma_busy += done - start
+        self.slice(t, f"{kind} {nbytes // 1024} KiB", start, done, "dma")
+        self.handles.append(done)
+        return len(self.handles) - 1
+
+    def handle_mcast(self, core: tuple[int, int], thread: str, nbytes: int, receivers: list[tuple[int, int]]) -> int:
+        t = self.th(core, thread)
+        p = self.params
+        start = self._issue(t)
+        noc = self.noc_of(t)
+        end = self.port(core, noc, "out").reserve(start, nbytes)
+        here = p.noc_xy(*core)
+        lat = 0.0
+        for rc in receivers:
+            end = max(end, self.port(rc, noc, "in").reserve(start, nbytes))
+            lat = max(lat, self.latency(here, p.noc_xy(*rc)))
+        done = end + lat
+        self.bytes["mcast"] += nbytes
+        self.bytes["mcast_delivered"] += nbytes * len(receivers)
+        self.transfers += 1
+        t.dma_busy += done - start
+        self.slice(t, f"mcast {nbytes // 1024} KiB -> {len(receivers)} cores", start, done, "dma")
+        self.handles.append(done)
+        return len(self.handles) - 1
+
+    def dma_wait(self, core: tuple[int, int], thread: str, handle: int | None) -> None:
+        if handle is None:
+            return
+        t = self.th(core, thread)
+        ready = self.handles[handle]
+        if ready > t.clock:
+            t.stall += ready - t.clock
+            t.clock = ready
+
+    # ---- results --------------------------------------------------------------------------------
+
+    def finish(self) -> Any:
+        from tilegrid.perf.report import Summary
+
+        return Summary.build(self)
+
+
+def _label(op: str, tiles: int | None) -> str:
+    kind, _, desc = op.partition("|")
+    n = f" {tiles}t" if tiles is not None else ""
+    if kind == "matmul" and desc:
+        return " " + desc.split("|")[0].replace(",", "x")
+    if kind == "compute" and desc:
+        ops = [b.split(":")[1] for b in desc.split("|")[0].split() if ":" in b]
+        return f"{n} " + ",".join(ops)
+    if kind == "reduce" and desc:
+        return f"{n} " + desc.split("|")[0]
+    return n
