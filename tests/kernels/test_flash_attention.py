@@ -188,3 +188,17 @@ def test_chunks_that_overflow_l1_are_a_clear_error(rng):
     q, k, v = qkv(rng, 1, 1, 1, 256, 256, 256, "f32")
     with pytest.raises(TilegridError, match="bytes of L1 per core but"):
         flash_attention(q, k, v, config=AttentionConfig(grid=(1, 1), q_chunk=8, kv_chunk=8))
+
+
+def test_single_buffered_cbs(rng):
+    q, k, v = qkv(rng, 1, 2, 2, 128, 128, 64, "f32")
+    out = flash_attention(q, k, v, causal=True, config=AttentionConfig(grid=(2, 2), double_buffer=False))
+    assert rel_err(out, reference(q, k, v, causal=True)[0]) < TOL["f32"]
+
+
+def test_autotuned_plan(rng):
+    q, k, v = qkv(rng, 1, 1, 1, 128, 128, 32, "bf16")
+    plans = []
+    out = flash_attention(q, k, v, causal=True, config=AttentionConfig(grid=(1, 2), autotune=True), plan_out=plans)
+    assert rel_err(out, reference(q, k, v, causal=True)[0]) < TOL["bf16"]
+    assert plans[0].config.q_chunk and plans[0].config.kv_chunk

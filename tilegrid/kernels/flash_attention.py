@@ -65,6 +65,9 @@ class AttentionConfig:
     gqa_pack: with fewer K/V heads than Q heads, one work item stacks the Q chunks of every
         head of a K/V group into one taller block, so each K/V chunk is read once per group
         (not once per Q head).
+    double_buffer: CBs of 2 slots so data movement overlaps compute (1 slot when off).
+    autotune: choose q_chunk / kv_chunk by the performance model's predicted time (tilegrid.perf)
+        instead of "largest that fits L1 and gives every core work".
     """
 
     q_chunk: int | None = None
@@ -74,6 +77,8 @@ class AttentionConfig:
     acc_dtype: str = "f32"
     balance: bool = True
     gqa_pack: bool = True
+    double_buffer: bool = True
+    autotune: bool = False
 
     def group_of(self, p: Problem) -> int:
         """Q heads stacked per work item: a K/V group when packing grouped-query attention."""
@@ -320,7 +325,16 @@ CHUNKS = [(8, 8), (8, 4), (4, 8), (4, 4), (4, 2), (2, 4), (2, 2), (2, 1), (1, 2)
 
 
 def choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, args0: list) -> Plan:
-    """The largest chunks that fit L1 (checked by compiling) and still give every core work."""
+    """The largest chunks that fit L1 (checked by compiling) and still give every core work; or,
+    with `autotune`, the chunks the performance model predicts fastest."""
+    if cfg.autotune and not (cfg.q_chunk and cfg.kv_chunk):
+        from tilegrid.perf.autotune import autotune_attention
+
+        q_shape = (p.batch, p.heads, p.seq_q, p.head_dim)
+        kv_shape = (p.batch, p.kv_heads, p.seq_kv, p.head_dim)
+        tuned, _ = autotune_attention(q_shape, kv_shape, causal=p.causal, window=p.window, config=replace(cfg, autotune=False),
+                                      device=device, dtype=bfloat16 if dtype == "bf16" else np.float32, log=lambda *a: None)
+        cfg = replace(cfg, q_chunk=tuned.q_chunk, kv_chunk=tuned.kv_chunk, grid=tuned.grid, autotune=False)
     grid = cfg.grid or device.grid
     if grid[0] > device.grid[0] or grid[1] > device.grid[1]:
         raise TilegridError(f"flash_attention: grid {grid} is larger than the {device.name} grid {device.grid}")
@@ -399,7 +413,8 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
     has_mask, skv = p.has_mask, p.seq_kv
     kv_all = -(-p.seq_kv // KR)
     mcast = cfg.mcast
-    mask_bf = (G * cq, ck, 2) if has_mask else (1, 1, 1)
+    depth = 2 if cfg.double_buffer else 1
+    mask_bf = (G * cq, ck, depth) if has_mask else (1, 1, 1)
     row_rounds, col_rounds = -(-BH // gr), -(-nq // gc)
     if mcast:
         rounds = row_rounds * col_rounds
@@ -428,8 +443,8 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
             hi = max(lo, min(kv_all, (q0 + QR - 1 + off + right) // KR + 1))
         return lo, hi
 
-    @pykernel_gen(grid=(gr, gc), block_factors=[(G * cq, dt, 2), (ck, dt, 2), (ck, dt, 2), mask_bf, (G * cq, dt, 2),
-                                                 (G * cq, 1, 2)],
+    @pykernel_gen(grid=(gr, gc), block_factors=[(G * cq, dt, depth), (ck, dt, depth), (ck, dt, depth), mask_bf,
+                                                 (G * cq, dt, depth), (G * cq, 1, depth)],
                   num_outs=2, device=device, schedule=schedule, seed=seed)
     def flash_attention(q, k, v, mask, out, lse):
         q_s, k_s, v_s, mask_s, out_s, lse_s = Stream(q), Stream(k), Stream(v), Stream(mask), Stream(out), Stream(lse)
