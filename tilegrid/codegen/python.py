@@ -436,7 +436,8 @@ def _compute(g: Gen, op: T.ComputeOp) -> None:
             shape_expr = f"(({n}), 1)" if o.dim.data == 0 else f"(1, ({n}))"
             g.line(f"{t} = np.arange({start}, {start} + {n}, dtype=np.float32).reshape{shape_expr}")
         elif isinstance(o, T.UnaryOp):
-            g.line(f"{t} = {UNARY[o.kind.data].format(tv[o.x])}")
+            x = tv[o.x] if o.scale is None else f"({tv[o.x]} * {scalars[o.scale.data]})"
+            g.line(f"{t} = {UNARY[o.kind.data].format(x)}")
         elif isinstance(o, T.BinaryOp):
             g.line(f"{t} = {BINARY[o.kind.data].format(a=tv[o.lhs], b=tv[o.rhs])}")
         elif isinstance(o, T.ScalarOp):

@@ -139,15 +139,20 @@ class IotaOp(_DstOp):
 
 @irdl_op_definition
 class UnaryOp(_DstOp):
-    """SFPU unary op on DST tiles."""
+    """SFPU unary op on DST tiles; `scale` (an index into the compute's scalars) multiplies the
+    input first, as the SFPU's exp with a scale argument does (`exp(x * s)` in one op)."""
 
     name = "tile.unary"
     kind = prop_def(StringAttr)
+    scale = opt_prop_def(IntAttr)
     x = operand_def(DstType)
     result = result_def(DstType)
 
-    def __init__(self, kind: str, x: SSAValue) -> None:
-        super().__init__(operands=[x], properties={"kind": StringAttr(kind)}, result_types=[DstType()])
+    def __init__(self, kind: str, x: SSAValue, scale: int | None = None) -> None:
+        props: dict = {"kind": StringAttr(kind)}
+        if scale is not None:
+            props["scale"] = IntAttr(scale)
+        super().__init__(operands=[x], properties=props, result_types=[DstType()])
 
 
 @irdl_op_definition

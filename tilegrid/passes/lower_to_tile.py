@@ -63,10 +63,24 @@ def fused_body(fused: B.FusedOp, n_blocks: int) -> Block:
             if o is v:
                 add(T.PackOp(tiles[v], k))
 
+    # exp(x * s) with x used nowhere else: one SFPU exp with a scale (the softmax scale)
+    folded: dict[Operation, B.ScalarOp] = {}
+    for o in src.ops:
+        if isinstance(o, B.UnaryOp) and o.kind.data == "exp" and isinstance(o.x.owner, B.ScalarOp):
+            sc = o.x.owner
+            if sc.kind.data == "mul" and len(list(o.x.uses)) == 1 and o.x not in outputs:
+                folded[o] = sc
+    skipped = set(folded.values())
+
     for o in src.ops:
         if isinstance(o, B.YieldOp):
             break
-        if isinstance(o, B.BroadcastOp):
+        if o in skipped:
+            continue
+        if o in folded:
+            sc = folded[o]
+            t = add(T.UnaryOp("exp", get(sc.x), scale=args.index(sc.scalar) - n_blocks)).results[0]
+        elif isinstance(o, B.BroadcastOp):
             t = add(T.LoadOp(args.index(o.x), bcast_kind(o.x.type.dims, shape))).results[0]
         elif isinstance(o, B.UnaryOp) and o.kind.data == "copy":
             t = get(o.x)

@@ -1,0 +1,652 @@
+"""Block IR (after infer-shapes, implicit-data-movement and fuse-elementwise) -> Triton source.
+
+One Triton program instance per grid core (`program_id(0)` = row * cols + col), and one per
+iteration of the compute thread's outermost loop when that loop carries nothing (a virtual
+core: `program_id(1)`). The compute thread's ops become Triton statements in order:
+
+- a CB pop becomes the `tl.load` its paired DMA describes (`pairing.py`); a push of an
+  output CB becomes the `tl.store` of the paired writer's DMA, under the writer's conditions;
+- loop-carried blocks stay in registers (loop-carried Triton variables, fp32);
+- every intermediate block is fp32 in registers; a matmul runs on the tensor cores in bf16
+  when either operand is a bf16 block (fp32 accumulation), in exact fp32 otherwise;
+- `c * acc + A @ B` accumulates into the dot (`tl.dot(A, B, acc=c * acc)`) and
+  `exp((a - b) * s)` becomes `exp2(a * s' - b * s')` with `s' = s * log2(e)`;
+- CB depth (double buffering) becomes software pipelining: `num_stages` of the launch;
+- semaphores and multicasts disappear (each receiver loads the block itself).
+
+Triton tensors have power-of-two shapes: a block dimension that is not one (96 = 3 tiles)
+is padded; loads fill the padding with zeros, stores and reductions mask it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from xdsl.dialects import arith, scf
+from xdsl.dialects.builtin import FloatAttr, IntegerAttr
+from xdsl.ir import Block, Operation, SSAValue
+
+from tilegrid.errors import CompileError
+from tilegrid.gpu.pairing import _INT_FOLD, CMPI, Expr, Load, Pairing, Store
+from tilegrid.ir import block as B
+from tilegrid.ir import core as C
+from tilegrid.ir.core import BlockType
+from tilegrid.passes.common import loc_of
+
+LOG2E = 1.4426950408889634
+PRELUDE = '''import triton
+import triton.language as tl
+
+
+@triton.jit
+def _floordiv(a, b):
+    q = a // b
+    return tl.where((q * b != a) & ((a < 0) != (b < 0)), q - 1, q)
+'''
+
+
+def p2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
+def flit(x: float) -> str:
+    if math.isnan(x):
+        return 'float("nan")'
+    if math.isinf(x):
+        return '-float("inf")' if x < 0 else 'float("inf")'
+    return repr(float(x))
+
+
+@dataclass
+class V:
+    """A value in the generated code: a block (Triton tensor) or a scalar."""
+
+    expr: str | None  # a name or literal; None for a deferred matmul
+    kind: str = "block"  # "block", "int", "float", "bool"
+    const: Any = None  # folded scalar
+    tshape: tuple[int, int] = (1, 1)  # the Triton tensor's shape (broadcastable to `full`)
+    real: tuple[int, int] = (1, 1)  # the block's shape in elements
+    dtype: str = "f32"  # "bf16", "f32" or "bool" (comparisons)
+    block_dtype: str = "f32"  # the block's declared data format
+    zpad: bool = True  # the padding of a padded dimension holds zeros
+    deferred: tuple | None = None  # (lhs V, rhs V) of a matmul emitted at its use
+
+    @property
+    def full(self) -> tuple[int, int]:
+        return p2(self.real[0]), p2(self.real[1])
+
+
+@dataclass
+class GpuSource:
+    """The generated Triton module and how to launch it."""
+
+    kernel: str
+    source: str
+    function: str
+    grid: tuple[int, int]
+    num_warps: int
+    num_stages: int
+    args: list[dict] = field(default_factory=list)
+
+
+class Lowering:
+    def __init__(self, prog: C.ProgramOp, pairing: Pairing, virtual: bool = True) -> None:
+        self.prog = prog
+        self.pairing = pairing
+        self.args = prog.arg_infos()
+        self.vals: dict[SSAValue, V] = {}
+        self.lines: list[str] = []
+        self.ind = 1
+        self.n = 0
+        self.reserved: dict[int, list[SSAValue]] = {}
+        self.stored: dict[SSAValue, V] = {}
+        self.virtual = virtual
+        self.grid1 = 1
+        self.max_dot = 0
+        self.stages = 1
+
+    # ------------------------------------------------------------------ helpers
+    def fresh(self, p: str = "v") -> str:
+        self.n += 1
+        return f"{p}{self.n}"
+
+    def line(self, s: str) -> None:
+        self.lines.append("    " * self.ind + s)
+
+    def err(self, op: Operation, msg: str) -> CompileError:
+        return CompileError(f"GPU backend: {msg}", loc_of(op))
+
+    def get(self, v: SSAValue) -> V:
+        x = self.vals.get(v)
+        if x is None:
+            raise CompileError(f"GPU backend: internal error: no value for {v}")
+        if x.deferred is not None:
+            self.materialize_dot(x)
+        return x
+
+    def scal(self, v: SSAValue) -> str:
+        x = self.get(v)
+        if x.const is not None:
+            return flit(x.const) if isinstance(x.const, float) else repr(x.const)
+        return x.expr
+
+    def f32(self, x: V) -> str:
+        if x.const is not None:
+            return flit(float(x.const))
+        if x.dtype in ("bf16", "bool") or x.kind in ("int", "bool"):
+            return f"{x.expr}.to(tl.float32)"
+        return x.expr
+
+    def full_f32(self, x: V) -> str:
+        e = self.f32(x)
+        if x.kind != "block":
+            return e
+        if x.tshape != x.full:
+            e = f"tl.broadcast_to({e}, {x.full})"
+        return e
+
+    def assign(self, expr: str, **kw) -> V:
+        name = self.fresh()
+        self.line(f"{name} = {expr}")
+        return V(name, **kw)
+
+    def ex(self, e: Expr) -> str:
+        """A pairing expression as Triton code in the compute thread's scope."""
+        tag = e[0]
+        if tag == "c":
+            return repr(e[1])
+        if tag == "core":
+            return f"core{e[1]}"
+        if tag == "v":
+            return self.scal(e[1])
+        if tag == "cmp":
+            return f"({self.ex(e[2])} {CMPI[e[1]]} {self.ex(e[3])})"
+        if tag == "select":
+            return f"tl.where({self.ex(e[1])}, {self.ex(e[2])}, {self.ex(e[3])})"
+        a, b = self.ex(e[1]), self.ex(e[2])
+        return {
+            "arith.addi": f"({a} + {b})", "arith.subi": f"({a} - {b})", "arith.muli": f"({a} * {b})",
+            "arith.floordivsi": f"_floordiv({a}, {b})", "arith.remsi": f"({a} % {b})",
+            "arith.divsi": f"({a} // {b})", "arith.minsi": f"tl.minimum({a}, {b})",
+            "arith.maxsi": f"tl.maximum({a}, {b})", "arith.andi": f"({a} & {b})", "arith.ori": f"({a} | {b})",
+            "arith.xori": f"({a} ^ {b})",
+        }[tag]
+
+    # ------------------------------------------------------------------ memory
+    def _offsets(self, arg: int, indices: tuple[str, ...], rows: int, cols: int) -> tuple[str, str | None]:
+        info = self.args[arg]
+        shape = info["shape"]
+        br, bc = 32 * info["block"][0], 32 * info["block"][1]
+        if (br, bc) != (rows, cols):
+            raise CompileError(f"GPU backend: a {rows}x{cols} CB block moved to or from '{info['name']}' whose "
+                               f"stream blocks are {br}x{bc}")
+        strides = [1] * len(shape)
+        for d in range(len(shape) - 2, -1, -1):
+            strides[d] = strides[d + 1] * shape[d + 1]
+        lead = len(shape) - 2
+        if len(indices) != len(shape):
+            raise CompileError(f"GPU backend: '{info['name']}' indexed with {len(indices)} indices")
+        terms = [f"{indices[d]} * {strides[d]}" for d in range(lead)]
+        terms.append(f"{indices[lead]} * {br * shape[-1]}")
+        terms.append(f"{indices[lead + 1]} * {bc}")
+        base = " + ".join(terms)
+        if math.prod(shape) >= 2**31:
+            base = f"({base}).to(tl.int64)"
+        pr, pc = p2(br), p2(bc)
+        offs = f"tl.arange(0, {pr})[:, None] * {shape[-1]} + tl.arange(0, {pc})[None, :]"
+        masks = []
+        if pr != br:
+            masks.append(f"(tl.arange(0, {pr})[:, None] < {br})")
+        if pc != bc:
+            masks.append(f"(tl.arange(0, {pc})[None, :] < {bc})")
+        return f"a{arg} + {base} + {offs}", (" & ".join(masks) if masks else None)
+
+    def emit_load(self, op: C.CBWaitOp, ld: Load) -> None:
+        t: BlockType = op.result.type
+        r, c = t.dims
+        ptr, mask = self._offsets(ld.arg, tuple(self.ex(e) for e in ld.indices), r, c)
+        extra = f", mask={mask}, other=0.0" if mask else ""
+        dt = self.args[ld.arg]["dtype"]
+        self.vals[op.result] = self.assign(f"tl.load({ptr}{extra})", tshape=(p2(r), p2(c)), real=(r, c),
+                                           dtype=dt, block_dtype=t.dtype, zpad=True)
+        self.stages = max(self.stages, self.args[op.cb.data]["depth"] + 1)
+
+    def emit_store(self, op: Operation, st: Store, value: V, slot_t: BlockType) -> None:
+        r, c = slot_t.dims
+        ptr, mask = self._offsets(st.arg, tuple(self.ex(e) for e in st.indices), r, c)
+        v = self.f32(value)
+        if value.tshape != (p2(r), p2(c)):
+            v = f"tl.broadcast_to({v}, {(p2(r), p2(c))})"
+        if self.args[st.arg]["dtype"] == "bf16":
+            v = f"({v}).to(tl.bfloat16)"
+        extra = f", mask={mask}" if mask else ""
+        guards = [(self.ex(g) if pol else f"({self.ex(g)} == 0)") for g, pol in st.guards]
+        if guards:
+            self.line(f"if {' & '.join(guards)}:")
+            self.ind += 1
+        self.line(f"tl.store({ptr}, {v}{extra})")
+        if guards:
+            self.ind -= 1
+
+    # ------------------------------------------------------------------ entry
+    def run(self) -> GpuSource:
+        compute = [t for t in self.prog.threads if t.kind.data == "compute"][0]
+        gr, gc = self.prog.grid_shape
+        name = "tg_" + self.prog.kernel.data
+        body_ops = list(compute.body.block.ops)
+        vloop = self.virtual_loop(body_ops) if self.virtual else None
+        self.line("pid = tl.program_id(0)")
+        self.line(f"core0 = pid // {gc}")
+        self.line(f"core1 = pid % {gc}")
+        for op in body_ops:
+            if op is vloop:
+                lb, ub, st = (self.get(x).const for x in (op.lb, op.ub, op.step))
+                self.grid1 = len(range(lb, ub, st))
+                iv = self.fresh("t")
+                self.line(f"{iv} = {lb} + tl.program_id(1) * {st}")
+                self.vals[op.body.block.args[0]] = V(iv, kind="int")
+                self.emit_block(op.body.block)
+            else:
+                self.emit_op(op)
+        head = f"@triton.jit\ndef {name}({', '.join(f'a{i}' for i in range(len(self.args)))}):"
+        src = PRELUDE + "\n\n" + head + "\n" + "\n".join(self.lines) + "\n"
+        warps = 8 if self.max_dot >= 128 * 128 else 4
+        return GpuSource(self.prog.kernel.data, src, name, (gr * gc, self.grid1), warps, max(2, min(self.stages, 4)),
+                         self.args)
+
+    def virtual_loop(self, ops: list[Operation]) -> scf.ForOp | None:
+        """The outermost loop, when it carries nothing and everything else at top level is index math."""
+        loops = [op for op in ops if isinstance(op, scf.ForOp)]
+        if len(loops) != 1 or loops[0].iter_args:
+            return None
+        for op in ops:
+            if op is loops[0]:
+                continue
+            if op.name not in ("arith.constant", "tilegrid.core_index") and not op.name.startswith("arith."):
+                return None
+        loop = loops[0]
+        for x in (loop.lb, loop.ub, loop.step):
+            o = x.owner
+            if not isinstance(o, arith.ConstantOp):
+                return None
+        return loop
+
+    # ------------------------------------------------------------------ ops
+    def emit_block(self, block: Block) -> list[V] | None:
+        for op in block.ops:
+            if isinstance(op, (scf.YieldOp, B.YieldOp)):
+                return [self.get(v) for v in op.operands]
+            self.emit_op(op)
+        return None
+
+    def emit_op(self, op: Operation) -> None:
+        if isinstance(op, arith.ConstantOp):
+            v = op.value
+            if isinstance(v, IntegerAttr):
+                x = v.value.data
+                is_bool = getattr(v.type, "width", None) is not None and v.type.width.data == 1
+                self.vals[op.result] = V(None, kind="bool" if is_bool else "int", const=bool(x) if is_bool else int(x))
+            elif isinstance(v, FloatAttr):
+                self.vals[op.result] = V(None, kind="float", const=float(v.value.data))
+            else:
+                raise self.err(op, f"unsupported constant {v}")
+        elif isinstance(op, C.CoreIndexOp):
+            self.vals[op.result] = V(f"core{op.dim.data}", kind="int")
+        elif op.name.startswith("arith."):
+            self.emit_arith(op)
+        elif isinstance(op, scf.ForOp):
+            self.emit_for(op)
+        elif isinstance(op, scf.IfOp):
+            self.emit_if(op)
+        elif isinstance(op, C.CBWaitOp):
+            ld = self.pairing.loads.get(op)
+            if ld is None:
+                raise self.err(op, f"the pop of CB {op.cb.data} ('{self.args[op.cb.data]['name']}') has no paired "
+                                   "push in a data-movement thread")
+            self.emit_load(op, ld)
+        elif isinstance(op, (C.CBPopOp, C.PrintOp)):
+            pass
+        elif isinstance(op, C.CBReserveOp):
+            self.reserved.setdefault(op.cb.data, []).append(op.result)
+        elif isinstance(op, B.StoreOp):
+            self.stored[op.dst] = self.get(op.value)
+        elif isinstance(op, C.CBPushOp):
+            self.emit_push(op)
+        elif isinstance(op, B.FusedOp):
+            for barg, x in zip(op.body.block.args, op.inputs):
+                self.vals[barg] = self.vals[x]
+            ys = self.emit_fused_body(op)
+            for res, y in zip(op.results, ys):
+                self.vals[res] = self.retype(y, res.type)
+        elif isinstance(op, B.MatmulOp):
+            self.emit_matmul(op)
+        else:
+            self.emit_block_op(op)
+
+    def retype(self, y: V, t: BlockType) -> V:
+        return V(y.expr, y.kind, y.const, y.tshape, t.dims, y.dtype, t.dtype, y.zpad, y.deferred)
+
+    def emit_push(self, op: C.CBPushOp) -> None:
+        cb = op.cb.data
+        fifo = self.reserved.get(cb) or []
+        if not fifo:
+            raise self.err(op, f"push of CB {cb} with no reserved block")
+        slot = fifo.pop(0)
+        if not self.args[cb]["output"]:
+            raise self.err(op, f"the compute thread pushes input CB {cb} ('{self.args[cb]['name']}'); the GPU "
+                               "backend supports compute threads that only pop inputs and push outputs")
+        value = self.stored.get(slot)
+        if value is None:
+            raise self.err(op, f"the block pushed to CB {cb} ('{self.args[cb]['name']}') was never stored")
+        for st in self.pairing.stores.get(op, []):
+            self.emit_store(op, st, value, slot.type)
+
+    def emit_arith(self, op: Operation) -> None:
+        name = op.name
+        ins = [self.get(x) for x in op.operands]
+        res = op.results[0]
+        consts = [x.const for x in ins]
+        s = [self.scal(x) for x in op.operands]
+        if name in ("arith.index_cast", "arith.extf", "arith.truncf"):
+            self.vals[res] = ins[0]
+            return
+        if name == "arith.sitofp":
+            if consts[0] is not None:
+                self.vals[res] = V(None, kind="float", const=float(consts[0]))
+            else:
+                self.vals[res] = self.assign(f"{s[0]}.to(tl.float32)", kind="float")
+            return
+        if name == "arith.cmpi":
+            pred = op.predicate.value.data
+            if all(c is not None for c in consts):
+                from tilegrid.gpu.pairing import _CMP_FOLD
+
+                self.vals[res] = V(None, kind="bool", const=bool(_CMP_FOLD[pred](*consts)))
+            else:
+                self.vals[res] = self.assign(f"{s[0]} {CMPI[pred]} {s[1]}", kind="bool")
+            return
+        if name == "arith.select":
+            if consts[0] is not None:
+                self.vals[res] = ins[1] if consts[0] else ins[2]
+            else:
+                kind = ins[1].kind
+                self.vals[res] = self.assign(f"tl.where({s[0]}, {s[1]}, {s[2]})", kind=kind)
+            return
+        if name in _INT_FOLD:
+            if all(c is not None for c in consts):
+                self.vals[res] = V(None, kind=ins[0].kind, const=_INT_FOLD[name](*consts))
+                return
+            if name in ("arith.andi", "arith.ori"):
+                for a, b in ((ins[0], ins[1]), (ins[1], ins[0])):
+                    if isinstance(a.const, bool):
+                        if name == "arith.andi":
+                            self.vals[res] = b if a.const else V(None, kind="bool", const=False)
+                        else:
+                            self.vals[res] = V(None, kind="bool", const=True) if a.const else b
+                        return
+            e = {
+                "arith.addi": f"{s[0]} + {s[1]}", "arith.subi": f"{s[0]} - {s[1]}", "arith.muli": f"{s[0]} * {s[1]}",
+                "arith.floordivsi": f"_floordiv({s[0]}, {s[1]})", "arith.remsi": f"{s[0]} % {s[1]}",
+                "arith.divsi": f"{s[0]} // {s[1]}", "arith.minsi": f"tl.minimum({s[0]}, {s[1]})",
+                "arith.maxsi": f"tl.maximum({s[0]}, {s[1]})", "arith.andi": f"{s[0]} & {s[1]}",
+                "arith.ori": f"{s[0]} | {s[1]}", "arith.xori": f"{s[0]} ^ {s[1]}",
+            }[name]
+            self.vals[res] = self.assign(e, kind=ins[0].kind)
+            return
+        fops = {"arith.addf": "+", "arith.subf": "-", "arith.mulf": "*", "arith.divf": "/"}
+        if name in fops:
+            if all(c is not None for c in consts):
+                self.vals[res] = V(None, kind="float", const=float(eval(f"{consts[0]!r} {fops[name]} {consts[1]!r}")))
+            else:
+                self.vals[res] = self.assign(f"{s[0]} {fops[name]} {s[1]}", kind="float")
+            return
+        if name == "arith.negf":
+            self.vals[res] = V(None, kind="float", const=-consts[0]) if consts[0] is not None else \
+                self.assign(f"-{s[0]}", kind="float")
+            return
+        raise self.err(op, f"the GPU backend does not lower {name}")
+
+    def carried_init(self, x: V) -> str:
+        if x.kind == "block":
+            return self.full_f32(x)
+        if x.const is not None:
+            dt = {"int": "tl.int32", "float": "tl.float32", "bool": "tl.int1"}[x.kind]
+            return f"tl.full((), {flit(x.const) if x.kind == 'float' else repr(x.const)}, {dt})"
+        return x.expr
+
+    def carried_v(self, name: str, like: V, t: Any) -> V:
+        if isinstance(t, BlockType):
+            return V(name, tshape=(p2(t.dims[0]), p2(t.dims[1])), real=t.dims, dtype="f32", block_dtype=t.dtype,
+                     zpad=False)
+        return V(name, kind=like.kind)
+
+    def emit_for(self, op: scf.ForOp) -> None:
+        lb, ub, st = (self.scal(x) for x in (op.lb, op.ub, op.step))
+        iv = self.fresh("i")
+        names = []
+        for x, barg in zip(op.iter_args, op.body.block.args[1:]):
+            xv = self.get(x)
+            n = self.fresh("c")
+            self.line(f"{n} = {self.carried_init(xv)}")
+            names.append(n)
+            self.vals[barg] = self.carried_v(n, xv, barg.type)
+        self.vals[op.body.block.args[0]] = V(iv, kind="int")
+        self.line(f"for {iv} in range({lb}, {ub}, {st}):")
+        self.ind += 1
+        start = len(self.lines)
+        ys = self.emit_block(op.body.block) or []
+        tmps = []
+        for y in ys:
+            t = self.fresh("y")
+            self.line(f"{t} = {self.carried_init(y)}")
+            tmps.append(t)
+        for n, t in zip(names, tmps):
+            self.line(f"{n} = {t}")
+        if len(self.lines) == start:
+            self.line("pass")
+        self.ind -= 1
+        for res, n, barg in zip(op.results, names, op.body.block.args[1:]):
+            self.vals[res] = self.vals[barg]
+
+    def emit_if(self, op: scf.IfOp) -> None:
+        c = self.get(op.cond)
+        has_else = bool(op.false_region.blocks)
+        if c.const is not None:
+            blk = op.true_region.block if c.const else (op.false_region.block if has_else else None)
+            ys = self.emit_block(blk) if blk is not None else []
+            for res, y in zip(op.results, ys or []):
+                self.vals[res] = y
+            return
+        names = [self.fresh("r") for _ in op.results]
+        for i, blk in enumerate([op.true_region.block, op.false_region.block if has_else else None]):
+            if blk is None:
+                continue
+            self.line("if " + c.expr + ":" if i == 0 else "else:")
+            self.ind += 1
+            start = len(self.lines)
+            ys = self.emit_block(blk) or []
+            for n, y in zip(names, ys):
+                self.line(f"{n} = {self.carried_init(y)}")
+            if len(self.lines) == start:
+                self.line("pass")
+            self.ind -= 1
+        for res, n in zip(op.results, names):
+            like = V(None, kind="block") if isinstance(res.type, BlockType) else V(None, kind="int")
+            self.vals[res] = self.carried_v(n, like, res.type)
+
+    # ------------------------------------------------------------------ block math
+    def emit_fused_body(self, op: B.FusedOp) -> list[V]:
+        for inner in op.body.block.ops:
+            if isinstance(inner, B.YieldOp):
+                return [self.get(v) for v in inner.operands]
+            if isinstance(inner, B.BinaryOp) and inner.kind.data == "add" and self.try_dot_acc(inner):
+                continue
+            self.emit_block_op(inner)
+        return []
+
+    def try_dot_acc(self, op: B.BinaryOp) -> bool:
+        """`x + A @ B` with the product used only here: accumulate into the dot."""
+        for mm, other in ((op.rhs, op.lhs), (op.lhs, op.rhs)):
+            v = self.vals.get(mm)
+            if v is None or v.deferred is None or len(list(mm.uses)) != 1:
+                continue
+            if self.vals[other].deferred is not None:
+                continue
+            acc = self.vals[other]
+            if acc.real != v.real and acc.tshape != v.full:
+                pass
+            t: BlockType = op.result.type
+            accs = self.f32(acc)
+            if acc.tshape != v.full:
+                accs = f"tl.broadcast_to({accs}, {v.full})"
+            self.vals[op.result] = self.emit_dot(v, acc=accs, real=t.dims, block_dtype=t.dtype)
+            return True
+        return False
+
+    def emit_matmul(self, op: B.MatmulOp) -> None:
+        t: BlockType = op.result.type
+        lhs, rhs = self.get(op.lhs), self.get(op.rhs)
+        v = V(None, real=t.dims, tshape=(p2(t.dims[0]), p2(t.dims[1])), block_dtype=t.dtype, deferred=(lhs, rhs))
+        uses = list(op.result.uses)
+        self.vals[op.result] = v
+        if not (len(uses) == 1 and isinstance(uses[0].operation, B.FusedOp)
+                and uses[0].operation.parent_block() is op.parent_block()):
+            self.materialize_dot(v)
+
+    def dot_operand(self, x: V, low: bool, inner_dim: int, inner_real: int) -> str:
+        if low:
+            e = x.expr if x.dtype == "bf16" else f"{self.f32(x)}.to(tl.bfloat16)"
+        else:
+            e = self.f32(x)
+        if x.tshape != x.full:
+            e = f"tl.broadcast_to({e}, {x.full})"
+        if p2(inner_real) != inner_real and not x.zpad:
+            idx = f"tl.arange(0, {p2(inner_real)})" + ("[None, :]" if inner_dim == 1 else "[:, None]")
+            e = f"tl.where({idx} < {inner_real}, {e}, 0.0)"
+        return e
+
+    def emit_dot(self, v: V, acc: str | None, real, block_dtype) -> V:
+        lhs, rhs = v.deferred
+        low = "bf16" in (lhs.block_dtype, rhs.block_dtype)
+        k = lhs.real[1]
+        a = self.dot_operand(lhs, low, 1, k)
+        b = self.dot_operand(rhs, low, 0, k)
+        extra = "" if low else ', input_precision="ieee"'
+        acc_s = f", acc={acc}" if acc is not None else ""
+        self.max_dot = max(self.max_dot, v.full[0] * v.full[1])
+        return self.assign(f"tl.dot({a}, {b}{acc_s}, out_dtype=tl.float32{extra})", tshape=v.full, real=real,
+                           dtype="f32", block_dtype=block_dtype, zpad=lhs.zpad and rhs.zpad)
+
+    def materialize_dot(self, v: V) -> None:
+        done = self.emit_dot(v, None, v.real, v.block_dtype)
+        v.expr, v.deferred, v.zpad = done.expr, None, done.zpad
+
+    def emit_block_op(self, op: Operation) -> None:
+        t = op.results[0].type if op.results else None
+        full = (p2(t.dims[0]), p2(t.dims[1])) if isinstance(t, BlockType) else None
+
+        def out(expr: str, tshape, dtype="f32", zpad=False) -> None:
+            self.vals[op.results[0]] = self.assign(expr, tshape=tshape, real=t.dims, dtype=dtype,
+                                                   block_dtype=t.dtype, zpad=zpad)
+
+        def bshape(*xs: V) -> tuple[int, int]:
+            return tuple(max(x.tshape[d] for x in xs) for d in (0, 1))
+
+        if isinstance(op, B.FillOp):
+            out(f"tl.full({full}, {flit(op.value.value.data)}, tl.float32)", full, zpad=op.value.value.data == 0.0)
+        elif isinstance(op, B.IotaOp):
+            if op.dim.data == 0:
+                out(f"tl.arange(0, {full[0]})[:, None].to(tl.float32)", (full[0], 1))
+            else:
+                out(f"tl.arange(0, {full[1]})[None, :].to(tl.float32)", (1, full[1]))
+        elif isinstance(op, B.BroadcastOp):
+            x = self.get(op.x)
+            self.vals[op.results[0]] = V(x.expr, "block", x.const, x.tshape, t.dims, x.dtype, t.dtype, x.zpad)
+        elif isinstance(op, B.UnaryOp):
+            self.emit_unary(op, out)
+        elif isinstance(op, (B.BinaryOp, B.ScalarOp)):
+            if isinstance(op, B.BinaryOp):
+                a, b = self.get(op.lhs), self.get(op.rhs)
+                sa, sb = self.f32(a), self.f32(b)
+                shape = bshape(a, b)
+            else:
+                x = self.get(op.x)
+                s = self.get(op.scalar)
+                sx, ss = self.f32(x), self.f32(s) if s.const is None else flit(float(s.const))
+                sa, sb = (ss, sx) if op.reverse.data else (sx, ss)
+                shape = x.tshape
+            k = op.kind.data
+            ar = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+            cmp = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "eq": "==", "ne": "!="}
+            if k in ar:
+                out(f"{sa} {ar[k]} {sb}", shape)
+            elif k in cmp:
+                out(f"{sa} {cmp[k]} {sb}", shape, dtype="bool")
+            elif k == "max":
+                out(f"tl.maximum({sa}, {sb})", shape)
+            elif k == "min":
+                out(f"tl.minimum({sa}, {sb})", shape)
+            elif k == "mod":  # NumPy's (floored) modulo, as the simulator
+                out(f"{sa} - tl.floor({sa} / {sb}) * {sb}", shape)
+            else:
+                raise self.err(op, f"unsupported binary op {k}")
+        elif isinstance(op, B.WhereOp):
+            c, a, b = self.get(op.cond), self.get(op.a), self.get(op.b)
+            sc = c.expr if c.dtype == "bool" else f"({self.f32(c)} != 0)"
+            out(f"tl.where({sc}, {self.f32(a)}, {self.f32(b)})", bshape(c, a, b))
+        elif isinstance(op, B.ReduceOp):
+            x = self.get(op.x)
+            e = self.full_f32(x)
+            d = 1 if op.dim.data == 1 else 0
+            real = x.real[d]
+            if p2(real) != real:
+                ident = '-float("inf")' if op.kind.data == "max" else "0.0"
+                idx = f"tl.arange(0, {p2(real)})" + ("[None, :]" if d == 1 else "[:, None]")
+                e = f"tl.where({idx} < {real}, {e}, {ident})"
+            fn = "tl.max" if op.kind.data == "max" else "tl.sum"
+            out(f"{fn}({e}, axis={d}, keep_dims=True)", full)
+        elif isinstance(op, B.TransposeOp):
+            x = self.get(op.x)
+            e = x.expr if x.dtype == "bf16" else self.full_f32(x)
+            if x.tshape != x.full:
+                e = f"tl.broadcast_to({e}, {x.full})"
+            out(f"tl.trans({e})", full, dtype="bf16" if x.dtype == "bf16" else "f32", zpad=x.zpad)
+        elif isinstance(op, B.MatmulOp):
+            self.emit_matmul(op)
+        else:
+            raise self.err(op, f"the GPU backend does not lower {op.name}")
+
+    def emit_unary(self, op: B.UnaryOp, out) -> None:
+        x = self.get(op.x)
+        k = op.kind.data
+        if k == "exp":
+            # exp((a - b) * s) -> exp2(a * s' - b * s'): one FMA and the ex2 unit per element
+            src = op.x.owner
+            if isinstance(src, B.ScalarOp) and src.kind.data == "mul":
+                s = self.get(src.scalar)
+                s2 = flit(float(s.const) * LOG2E) if s.const is not None else f"({self.f32(s)} * {LOG2E!r})"
+                inner = src.x.owner
+                if isinstance(inner, B.BinaryOp) and inner.kind.data == "sub":
+                    a, b = self.get(inner.lhs), self.get(inner.rhs)
+                    out(f"tl.exp2({self.f32(a)} * {s2} - {self.f32(b)} * {s2})", x.tshape)
+                    return
+                out(f"tl.exp2({self.f32(self.get(src.x))} * {s2})", x.tshape)
+                return
+            out(f"tl.exp({self.f32(x)})", x.tshape)
+            return
+        e = self.f32(x)
+        table = {
+            "recip": f"1.0 / {e}", "neg": f"-{e}", "sqrt": f"tl.sqrt({e})", "rsqrt": f"tl.rsqrt({e})",
+            "abs": f"tl.abs({e})", "log": f"tl.log({e})", "relu": f"tl.maximum({e}, 0.0)",
+            "sigmoid": f"1.0 / (1.0 + tl.exp(-{e}))", "tanh": f"2.0 / (1.0 + tl.exp(-2.0 * {e})) - 1.0",
+            "copy": e,
+        }
+        if k not in table:
+            raise self.err(op, f"unsupported unary op {k}")
+        out(table[k], x.tshape)
+
+
+def lower_program(prog: C.ProgramOp, pairing: Pairing, virtual: bool = True) -> GpuSource:
+    return Lowering(prog, pairing, virtual).run()
