@@ -18,10 +18,45 @@ def _run_file(path: str, quiet: bool) -> None:
         runpy.run_path(path, run_name="__main__")
 
 
+def cmd_compile_gpu(args: argparse.Namespace) -> int:
+    """`--backend gpu`: compile FILE's kernels to Triton; `--emit triton` prints the source."""
+    from tilegrid import gpu
+    from tilegrid.lang import kernel
+
+    kernel._overrides.update(mode="compile", backend="gpu")
+    gpu.compile_log.clear()
+    try:
+        _run_file(args.file, quiet=True)
+    except TilegridError as e:
+        print(e.render(), file=sys.stderr)
+        return 1
+    except Exception as e:  # the script's own checks may fail on outputs never computed
+        if not gpu.compile_log:
+            print(f"error: {args.file} failed before calling a kernel: {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
+    finally:
+        kernel._overrides.clear()
+    if not gpu.compile_log:
+        print(f"error: {args.file} called no tilegrid kernel", file=sys.stderr)
+        return 1
+    seen = set()
+    for g in gpu.compile_log:
+        if g.source in seen:
+            continue
+        seen.add(g.source)
+        if args.emit == "triton":
+            print(g.source)
+        print(f"# compiled kernel '{g.src.kernel}' to Triton in {g.compile_seconds * 1e3:.1f} ms: grid {g.src.grid}, "
+              f"num_warps {g.src.num_warps}, num_stages {g.src.num_stages}")
+    return 0
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from tilegrid import runner
     from tilegrid.lang import kernel
 
+    if getattr(args, "backend", "sim") == "gpu":
+        return cmd_compile_gpu(args)
     kernel._overrides["mode"] = "compile"
     runner._cache.clear()
     runner.compile_log.clear()
@@ -254,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("file")
     c.add_argument("--dump-ir", action="store_true", help="print the IR after the frontend and after every pass")
     c.add_argument("--report", action="store_true", help="print per-core L1 use")
+    c.add_argument("--backend", default="sim", choices=["sim", "gpu"], help="gpu: compile to Triton (no GPU needed)")
+    c.add_argument("--emit", default=None, choices=["triton"], help="with --backend gpu: print the generated source")
     c.set_defaults(fn=cmd_compile)
     r = sub.add_parser("run", help="run FILE (its kernels run on the simulator)")
     r.add_argument("file")

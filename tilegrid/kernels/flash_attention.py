@@ -216,6 +216,9 @@ def flash_attention(
     vn, _ = _to_numpy(v)
     problem = make_problem(qn, kn, vn, causal, scale, window, mask)
     cfg = config or AttentionConfig()
+    if backend == "gpu" and not (cfg.q_chunk or cfg.kv_chunk):
+        # GPU programs want 128-row Q tiles and 64/128-row K/V tiles (what the H100 benchmark picks).
+        cfg = replace(cfg, q_chunk=4, kv_chunk=2 if problem.head_dim_pad <= 64 else 4)
     dtype = "bf16" if qn.dtype == np.dtype(bfloat16) else "f32"
     args = _arguments(problem, qn, kn, vn, mask, cfg)
     plan = choose_plan(problem, cfg, device, dtype, args)

@@ -175,10 +175,15 @@ class Stream:
 
 
 def _as_array(t: Any) -> np.ndarray:
+    """A NumPy view (or host copy) of a NumPy array or torch tensor; torch bf16 becomes ml_dtypes bf16."""
     if isinstance(t, np.ndarray):
         return t
     if type(t).__module__.startswith("torch"):
-        return t.detach().cpu().numpy() if t.dtype.is_floating_point and str(t.dtype) != "torch.bfloat16" else t
+        if str(t.dtype) == "torch.bfloat16":
+            from ml_dtypes import bfloat16
+
+            return t.detach().float().cpu().numpy().astype(bfloat16)
+        return t.detach().cpu().numpy()
     return np.asarray(t)
 
 
