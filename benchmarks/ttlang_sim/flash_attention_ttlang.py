@@ -51,7 +51,6 @@ import sys
 import time
 
 import numpy as np
-
 from ttl.sim.ttlang_sim import setup_simulator_imports  # noqa: E402
 
 setup_simulator_imports()
@@ -94,6 +93,11 @@ def make_flash_attention(rows: int, cols: int, bq: int, bkv: int, causal: bool, 
         v_dfb = ttl.make_dataflow_buffer_like(v, shape=(bkv, dt), block_count=2)
         m_dfb = ttl.make_dataflow_buffer_like(mask, shape=(bq, bkv), block_count=1)
         o_dfb = ttl.make_dataflow_buffer_like(o, shape=(bq, dt), block_count=2)
+        # Compute-private running state (row max, row sum, unnormalised output):
+        # each KV step waits on the old block and reserves the next one.
+        mx_dfb = ttl.make_dataflow_buffer_like(o, shape=(bq, 1), block_count=2)
+        sm_dfb = ttl.make_dataflow_buffer_like(o, shape=(bq, 1), block_count=2)
+        acc_dfb = ttl.make_dataflow_buffer_like(o, shape=(bq, dt), block_count=2)
 
         @ttl.compute()
         def attend():
@@ -101,39 +105,47 @@ def make_flash_attention(rows: int, cols: int, bq: int, bkv: int, causal: bool, 
             lo, hi = _span(q_chunks, g_rows * g_cols, r * g_cols + c)
             scale_blk = ttl.block.fill(scale, shape=(bq, bkv))
             for qc in range(lo, hi):
-                n_kv = _kv_range(qc, kv_chunks, causal)
-                m_run = ttl.block.fill(NEG_INF, shape=(bq, 1))
-                l_run = ttl.block.fill(0.0, shape=(bq, 1))
-                acc = ttl.block.fill(0.0, shape=(bq, dt))
+                # Running state lives in L1 (DFBs), one block per KV step.
+                with mx_dfb.reserve() as m0:
+                    m0.store(ttl.block.fill(NEG_INF, shape=(bq, 1)))
+                with sm_dfb.reserve() as l0:
+                    l0.store(ttl.block.fill(0.0, shape=(bq, 1)))
+                with acc_dfb.reserve() as a0:
+                    a0.store(ttl.block.fill(0.0, shape=(bq, dt)))
                 with q_dfb.wait() as q_blk:
+                    n_kv = _kv_range(qc, kv_chunks, causal)
                     for j in range(n_kv):
                         with k_dfb.wait() as k_blk:
                             s = (q_blk @ ttl.block.transpose(k_blk)) * scale_blk
                         if causal and j == qc:
                             with m_dfb.wait() as mask_blk:
                                 s = s + mask_blk
-                        m_new = ttl.math.max(
-                            m_run, ttl.math.reduce_max(s, dims=[-1], shape=(bq, 1))
-                        )
-                        p = ttl.math.exp(
-                            s - ttl.block.broadcast(m_new, dims=[-1], shape=(bq, bkv))
-                        )
-                        alpha = ttl.math.exp(m_run - m_new)
-                        l_run = alpha * l_run + ttl.math.reduce_sum(
-                            p, dims=[-1], shape=(bq, 1)
-                        )
-                        with v_dfb.wait() as v_blk:
-                            acc = acc * ttl.block.broadcast(
-                                alpha, dims=[-1], shape=(bq, dt)
-                            ) + (p @ v_blk)
-                        m_run = m_new
+                        with (
+                            mx_dfb.wait() as m_old,
+                            sm_dfb.wait() as l_old,
+                            acc_dfb.wait() as acc_old,
+                            v_dfb.wait() as v_blk,
+                        ):
+                            m_new = ttl.math.max(m_old, ttl.math.reduce_max(s, dims=[-1], shape=(bq, 1)))
+                            p = ttl.math.exp(s - ttl.block.broadcast(m_new, dims=[-1], shape=(bq, bkv)))
+                            alpha = ttl.math.exp(m_old - m_new)
+                            if j + 1 < n_kv:  # the row max is not needed after the last step
+                                with mx_dfb.reserve() as m_nxt:
+                                    m_nxt.store(m_new)
+                            with sm_dfb.reserve() as l_nxt:
+                                l_nxt.store(alpha * l_old + ttl.math.reduce_sum(p, dims=[-1], shape=(bq, 1)))
+                            with acc_dfb.reserve() as acc_nxt:
+                                acc_nxt.store(
+                                    acc_old * ttl.block.broadcast(alpha, dims=[-1], shape=(bq, dt)) + p @ v_blk
+                                )
                         _COUNT["tile_matmuls"] += 2 * bq * bkv * dt
                         _COUNT["kv_chunks"] += 1
-                    inv_l = ttl.block.broadcast(
-                        ttl.math.recip(l_run), dims=[-1], shape=(bq, dt)
-                    )
-                    with o_dfb.reserve() as o_blk:
-                        o_blk.store(acc * inv_l)
+                with (
+                    sm_dfb.wait() as l_fin,
+                    acc_dfb.wait() as acc_fin,
+                    o_dfb.reserve() as o_blk,
+                ):
+                    o_blk.store(acc_fin * ttl.block.broadcast(ttl.math.recip(l_fin), dims=[-1], shape=(bq, dt)))
 
         @ttl.datamovement()
         def read_qk():
@@ -201,14 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--head-dim", type=int, default=64, help="head dim D (multiple of 32)")
     p.add_argument("--grid", default="8x8", help="ROWSxCOLS of nodes (default 8x8)")
     p.add_argument("--bq", type=int, default=1, help="Q chunk in tiles (default 1 = 32 rows)")
-    p.add_argument(
-        "--bkv", type=int, default=0, help="KV chunk in tiles (default: same as --bq)"
-    )
+    p.add_argument("--bkv", type=int, default=0, help="KV chunk in tiles (default: same as --bq)")
     p.add_argument("--causal", action="store_true")
     p.add_argument("--repeat", type=int, default=3, help="timed runs; median reported")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--threads", type=int, default=0, help="torch.set_num_threads(N) (0 = default)"
+        "--threads", type=int, default=1, help="torch.set_num_threads(N); 0 = torch default (default 1: see README)"
     )
     p.add_argument(
         "--no-fp32-promotion",
@@ -232,22 +242,16 @@ def main(argv: list[str] | None = None) -> int:
         from ttl.sim.ttnnsim import set_disable_float32_promotion
 
         set_disable_float32_promotion(True)
-    if args.threads:
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
 
     rng = np.random.default_rng(args.seed)
-    q_np, k_np, v_np = (
-        _bf16_round(rng.standard_normal((S, D), dtype=np.float32)) for _ in range(3)
-    )
+    q_np, k_np, v_np = (_bf16_round(rng.standard_normal((S, D), dtype=np.float32)) for _ in range(3))
     # Additive mask for a diagonal (bq*32 x bkv*32) chunk: 0 on/below, -inf above.
-    mask_np = np.where(
-        np.tri(bq * TILE, bkv * TILE, dtype=bool), 0.0, NEG_INF
-    ).astype(np.float32)
+    mask_np = np.where(np.tri(bq * TILE, bkv * TILE, dtype=bool), 0.0, NEG_INF).astype(np.float32)
 
     def to_dev(x: np.ndarray):
-        return ttnn.from_torch(
-            torch.from_numpy(x), dtype=ttnn.bfloat16, layout=ttnn.TILE_LAYOUT
-        )
+        return ttnn.from_torch(torch.from_numpy(x), dtype=ttnn.bfloat16, layout=ttnn.TILE_LAYOUT)
 
     q, k, v, mask = (to_dev(x) for x in (q_np, k_np, v_np, mask_np))
     op = make_flash_attention(rows, cols, bq, bkv, args.causal, 1.0 / math.sqrt(D))

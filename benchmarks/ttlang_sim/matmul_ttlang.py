@@ -16,8 +16,13 @@ Kernel layout (one ``ttl.operation`` on a ROWS x COLS grid of nodes):
   node's output blocks from DRAM into ``a_dfb``;
 * ``read_b_write_c`` (data-movement thread 1) streams the ``bk x bn`` B blocks
   into ``b_dfb`` and drains finished C blocks from ``c_dfb`` back to DRAM;
-* ``mac`` (compute thread) keeps a running ``bm x bn`` accumulator block,
-  adds ``a_blk @ b_blk`` for every K block, and stores it into ``c_dfb``.
+* ``mac`` (compute thread) adds ``a_blk @ b_blk`` into a running ``bm x bn``
+  sum for every K block and hands the finished block to ``c_dfb``.  With
+  ``--acc dfb`` (default) the running sum round-trips through an L1 dataflow
+  buffer every K step (the last step writes straight into ``c_dfb``), which is
+  what a 16-tile accumulator needs on hardware; with ``--acc dst`` it is a
+  loop-carried block temporary (``acc += a_blk @ b_blk``), i.e. what would be
+  DST-resident on hardware -- the simulator has no DST, so it never objects.
 
 Every DFB has two slots (double buffering).  Timing covers the operation call
 only (``time.perf_counter`` around it); imports, input generation and the
@@ -61,8 +66,13 @@ def _span(total: int, parts: int, i: int) -> tuple[int, int]:
     return lo, lo + base + (1 if i < extra else 0)
 
 
-def make_matmul(rows: int, cols: int, bm: int, bn: int, bk: int):
-    """Build the tt-lang operation for a rows x cols grid and bm/bn/bk-tile blocks."""
+def make_matmul(rows: int, cols: int, bm: int, bn: int, bk: int, acc_mode: str = "dfb"):
+    """Build the tt-lang operation for a rows x cols grid and bm/bn/bk-tile blocks.
+
+    acc_mode "dfb": the running sum lives in an L1 dataflow buffer (acc_dfb),
+    waited on and re-reserved every K step (works for any bm x bn on hardware).
+    acc_mode "dst": the running sum is a loop-carried block temporary.
+    """
 
     @ttl.operation(grid=(rows, cols))
     def tiled_matmul(a, b, c):
@@ -74,21 +84,50 @@ def make_matmul(rows: int, cols: int, bm: int, bn: int, bk: int):
         a_dfb = ttl.make_dataflow_buffer_like(a, shape=(bm, bk), block_count=2)
         b_dfb = ttl.make_dataflow_buffer_like(b, shape=(bk, bn), block_count=2)
         c_dfb = ttl.make_dataflow_buffer_like(c, shape=(bm, bn), block_count=2)
+        if acc_mode == "dfb":
+            acc_dfb = ttl.make_dataflow_buffer_like(c, shape=(bm, bn), block_count=2)
 
-        @ttl.compute()
-        def mac():
-            r, q = ttl.node(dims=2)
-            m_lo, m_hi = _span(m_blocks, g_rows, r)
-            n_lo, n_hi = _span(n_blocks, g_cols, q)
-            for _ in range((m_hi - m_lo) * (n_hi - n_lo)):
-                acc = ttl.block.fill(0.0, shape=(bm, bn))
-                for _ in range(k_blocks):
-                    with a_dfb.wait() as a_blk, b_dfb.wait() as b_blk:
-                        acc += a_blk @ b_blk
-                    _COUNT["tile_matmuls"] += bm * bn * bk
-                    _COUNT["tile_adds"] += bm * bn
-                with c_dfb.reserve() as c_blk:
-                    c_blk.store(acc)
+            @ttl.compute()
+            def mac():
+                r, q = ttl.node(dims=2)
+                m_lo, m_hi = _span(m_blocks, g_rows, r)
+                n_lo, n_hi = _span(n_blocks, g_cols, q)
+                for _ in range((m_hi - m_lo) * (n_hi - n_lo)):
+                    # Partial sums round-trip through L1: the last K step
+                    # writes straight into the output buffer.
+                    with acc_dfb.reserve() as acc0:
+                        acc0.store(ttl.block.fill(0.0, shape=(bm, bn)))
+                    for kk in range(k_blocks):
+                        with (
+                            a_dfb.wait() as a_blk,
+                            b_dfb.wait() as b_blk,
+                            acc_dfb.wait() as acc_old,
+                        ):
+                            dst = c_dfb if kk == k_blocks - 1 else acc_dfb
+                            with dst.reserve() as acc_new:
+                                acc_new.store(acc_old + a_blk @ b_blk)
+                        _COUNT["tile_matmuls"] += bm * bn * bk
+                        _COUNT["tile_adds"] += bm * bn
+
+        else:
+
+            @ttl.compute()
+            def mac():
+                r, q = ttl.node(dims=2)
+                m_lo, m_hi = _span(m_blocks, g_rows, r)
+                n_lo, n_hi = _span(n_blocks, g_cols, q)
+                for _ in range((m_hi - m_lo) * (n_hi - n_lo)):
+                    # Loop-carried temporary: the running sum never leaves
+                    # the compute thread (on hardware: DST registers, which
+                    # only hold bm*bn tiles if bm*bn <= DST capacity).
+                    acc = ttl.block.fill(0.0, shape=(bm, bn))
+                    for _ in range(k_blocks):
+                        with a_dfb.wait() as a_blk, b_dfb.wait() as b_blk:
+                            acc += a_blk @ b_blk
+                        _COUNT["tile_matmuls"] += bm * bn * bk
+                        _COUNT["tile_adds"] += bm * bn
+                    with c_dfb.reserve() as c_blk:
+                        c_blk.store(acc)
 
         @ttl.datamovement()
         def read_a():
@@ -99,9 +138,7 @@ def make_matmul(rows: int, cols: int, bm: int, bn: int, bk: int):
                 for _ in range(n_lo, n_hi):
                     for kk in range(k_blocks):
                         with a_dfb.reserve() as a_blk:
-                            tx = ttl.copy(
-                                a[mi * bm : (mi + 1) * bm, kk * bk : (kk + 1) * bk], a_blk
-                            )
+                            tx = ttl.copy(a[mi * bm : (mi + 1) * bm, kk * bk : (kk + 1) * bk], a_blk)
                             tx.wait()
                         _COUNT["dram_read_tiles"] += bm * bk
 
@@ -114,15 +151,11 @@ def make_matmul(rows: int, cols: int, bm: int, bn: int, bk: int):
                 for ni in range(n_lo, n_hi):
                     for kk in range(k_blocks):
                         with b_dfb.reserve() as b_blk:
-                            tx = ttl.copy(
-                                b[kk * bk : (kk + 1) * bk, ni * bn : (ni + 1) * bn], b_blk
-                            )
+                            tx = ttl.copy(b[kk * bk : (kk + 1) * bk, ni * bn : (ni + 1) * bn], b_blk)
                             tx.wait()
                         _COUNT["dram_read_tiles"] += bk * bn
                     with c_dfb.wait() as c_blk:
-                        tx = ttl.copy(
-                            c_blk, c[mi * bm : (mi + 1) * bm, ni * bn : (ni + 1) * bn]
-                        )
+                        tx = ttl.copy(c_blk, c[mi * bm : (mi + 1) * bm, ni * bn : (ni + 1) * bn])
                         tx.wait()
                     _COUNT["dram_write_tiles"] += bm * bn
 
@@ -148,16 +181,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, help="override N")
     p.add_argument("--k", type=int, help="override K")
     p.add_argument("--grid", default="8x8", help="ROWSxCOLS of nodes (default 8x8)")
+    p.add_argument("--block", default="4,4,4", help="bm,bn,bk block size in tiles (default 4,4,4)")
     p.add_argument(
-        "--block", default="4,4,4", help="bm,bn,bk block size in tiles (default 4,4,4)"
+        "--acc",
+        choices=("dfb", "dst"),
+        default="dfb",
+        help="accumulator: L1 dataflow buffer round trip (default) or loop-carried temporary",
     )
     p.add_argument("--repeat", type=int, default=3, help="timed runs; median reported")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--threads",
         type=int,
-        default=0,
-        help="torch.set_num_threads(N) before running (0 = torch default)",
+        default=1,
+        help="torch.set_num_threads(N); 0 = torch default (default 1: see README)",
     )
     p.add_argument(
         "--no-fp32-promotion",
@@ -179,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         from ttl.sim.ttnnsim import set_disable_float32_promotion
 
         set_disable_float32_promotion(True)
-    if args.threads:
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
 
     rng = np.random.default_rng(args.seed)
@@ -187,13 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     b_np = _bf16_round(rng.standard_normal((K, N), dtype=np.float32))
 
     def to_dev(x: np.ndarray):
-        return ttnn.from_torch(
-            torch.from_numpy(x), dtype=ttnn.bfloat16, layout=ttnn.TILE_LAYOUT
-        )
+        return ttnn.from_torch(torch.from_numpy(x), dtype=ttnn.bfloat16, layout=ttnn.TILE_LAYOUT)
 
     a = to_dev(a_np)
     b = to_dev(b_np)
-    op = make_matmul(rows, cols, bm, bn, bk)
+    op = make_matmul(rows, cols, bm, bn, bk, args.acc)
 
     times = []
     c = None
@@ -216,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         "size": args.size if not (args.m or args.n or args.k) else [M, N, K],
         "grid": f"{rows}x{cols}",
         "block": [bm, bn, bk],
+        "acc": args.acc,
         "wall_s": round(statistics.median(times), 4),
         "min_s": round(min(times), 4),
         "runs_s": [round(t, 4) for t in times],

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=2048)
     p.add_argument("--grid", default="8x8", help="ROWSxCOLS for grid='full'")
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads(N); 0 = torch default")
     p.add_argument(
         "--step",
         default="step_4_multinode_grid_full",
@@ -37,15 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import ttl.sim
-    from ttl.sim.ttlang_sim import setup_simulator_imports
     from ttl.sim.operation import set_default_grid
+    from ttl.sim.ttlang_sim import setup_simulator_imports
 
     tutorials_dir = Path(ttl.sim.__file__).resolve().parent.parent / "tutorials"
 
     setup_simulator_imports()
     import torch
 
-    if args.threads:
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     rows, cols = (int(x) for x in args.grid.lower().split("x"))
     set_default_grid((rows, cols))
@@ -77,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ttnn  # simulator ttnn (shadowed)
 
-    a64, b64, c64 = (
-        ttnn.to_torch(g[n]).double().numpy() for n in ("a", "b", "c")
-    )
+    a64, b64, c64 = (ttnn.to_torch(g[n]).double().numpy() for n in ("a", "b", "c"))
     ref = np.maximum(a64 @ b64 + c64, 0.0)
     out = g["y"].double().numpy()
     times = g["_TIMES"]
