@@ -327,9 +327,19 @@ def _count(p: Problem, cq: int, ck: int, sqp: int, skvp: int, g: int = 1) -> tup
 CHUNKS = [(8, 8), (8, 4), (4, 8), (4, 4), (4, 2), (2, 4), (2, 2), (2, 1), (1, 2), (1, 1)]
 
 
+_plans: dict[tuple, Plan] = {}
+
+
 def choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, args0: list) -> Plan:
     """The largest chunks that fit L1 (checked by compiling) and still give every core work; or,
-    with `autotune`, the chunks the performance model predicts fastest."""
+    with `autotune`, the chunks the performance model predicts fastest. Remembered per problem."""
+    key = (p, cfg, device, dtype)
+    if key not in _plans:
+        _plans[key] = _choose_plan(p, cfg, device, dtype)
+    return _plans[key]
+
+
+def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str) -> Plan:
     if cfg.autotune and not (cfg.q_chunk and cfg.kv_chunk):
         from tilegrid.perf.autotune import autotune_attention
 
