@@ -117,6 +117,15 @@ def test_multicast_is_switched_off_for_causal(rng):
     assert not plan.config.mcast and "multicast" in plan.describe()
 
 
+def test_causal_without_skipping_computes_every_chunk(rng):
+    q, k, v = qkv(rng, 1, 1, 1, 256, 256, 32, "f32")
+    plans = []
+    out = flash_attention(q, k, v, causal=True, plan_out=plans,
+                          config=AttentionConfig(grid=(2, 2), q_chunk=2, kv_chunk=2, skip=False))
+    assert rel_err(out, reference(q, k, v, causal=True)[0]) < TOL["f32"]
+    assert plans[0].kv_steps == 4 * 4
+
+
 def test_causal_balance_pairs_early_and_late_chunks(rng):
     plan = check(rng, 1, 1, 1, 512, 512, 32, causal=True, grid=(1, 4), q_chunk=1, kv_chunk=1)
     assert "causal balance on" in plan.describe()

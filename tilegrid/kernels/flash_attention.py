@@ -68,6 +68,8 @@ class AttentionConfig:
     double_buffer: CBs of 2 slots so data movement overlaps compute (1 slot when off).
     autotune: choose q_chunk / kv_chunk by the performance model's predicted time (tilegrid.perf)
         instead of "largest that fits L1 and gives every core work".
+    skip: skip K/V chunks that a causal / window mask hides wholly (off: compute and mask them,
+        the roadmap's "causal without skipping", for measuring what skipping saves).
     """
 
     q_chunk: int | None = None
@@ -79,6 +81,7 @@ class AttentionConfig:
     gqa_pack: bool = True
     double_buffer: bool = True
     autotune: bool = False
+    skip: bool = True
 
     def group_of(self, p: Problem) -> int:
         """Q heads stacked per work item: a K/V group when packing grouped-query attention."""
@@ -141,16 +144,18 @@ class Plan:
             f"{p.batch} x {p.heads} heads ({p.kv_heads} KV heads"
             + (f", {c.group_of(p)} Q heads per work item" if c.group_of(p) > 1 else "")
             + f") x {p.seq_q_pad // (32 * c.q_chunk)} q chunks = {self.items} work items, {self.kv_steps} K/V chunk steps"
-            + (" (causal: chunks above the diagonal skipped)" if p.causal else ""),
+            + (" (causal: chunks above the diagonal skipped)" if p.causal and c.skip else ""),
             f"accumulators {c.acc_dtype}, K/V multicast {'on' if c.mcast else 'off'}, "
             f"causal balance {'on' if c.balance and p.causal else 'off'}",
         ]
         return "\n".join(lines + self.notes)
 
 
-def kv_range(p: Problem, q0: int, q_rows: int, kv_rows: int, nkv: int) -> tuple[int, int]:
+def kv_range(p: Problem, q0: int, q_rows: int, kv_rows: int, nkv: int, skip: bool = True) -> tuple[int, int]:
     """K/V chunks [lo, hi) that are not wholly masked for queries [q0, q0 + q_rows)."""
     lo, hi = 0, -(-p.seq_kv // kv_rows)
+    if not skip:
+        return lo, hi
     if p.left is not None:
         lo = max(lo, (q0 + p.offset - p.left) // kv_rows)
     if p.right is not None:
@@ -313,12 +318,12 @@ def _unpack(y: np.ndarray, g: int, rows: int) -> np.ndarray:
     return np.ascontiguousarray(x).reshape(b, hg * g, s, d)
 
 
-def _count(p: Problem, cq: int, ck: int, sqp: int, skvp: int, g: int = 1) -> tuple[int, int]:
+def _count(p: Problem, cq: int, ck: int, sqp: int, skvp: int, g: int = 1, skip: bool = True) -> tuple[int, int]:
     """Work items and K/V chunk steps (each step reads one K and one V chunk)."""
     nq, nkv = sqp // (32 * cq), skvp // (32 * ck)
     steps = 0
     for qc in range(nq):
-        lo, hi = kv_range(p, qc * 32 * cq, 32 * cq, 32 * ck, nkv)
+        lo, hi = kv_range(p, qc * 32 * cq, 32 * cq, 32 * ck, nkv, skip)
         steps += hi - lo
     heads = p.heads // g
     return p.batch * heads * nq, p.batch * heads * steps
@@ -367,7 +372,7 @@ def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str) -
         c = replace(cfg, q_chunk=cq, kv_chunk=ck, grid=grid, mcast=mcast)
         sqp, skvp = -(-p.seq_q // (32 * cq)) * 32 * cq, -(-p.seq_kv // (32 * ck)) * 32 * ck
         pp = replace(p, seq_q_pad=sqp, seq_kv_pad=skvp)
-        items, steps = _count(pp, cq, ck, sqp, skvp, c.group_of(pp))
+        items, steps = _count(pp, cq, ck, sqp, skvp, c.group_of(pp), c.skip)
         plan = Plan(pp, c, items, steps, notes=list(notes))
         try:
             compiled = _compile_only(plan, device, dtype)
@@ -425,6 +430,7 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
     has_pad = p.seq_kv_pad != p.seq_kv
     has_mask, skv = p.has_mask, p.seq_kv
     kv_all = -(-p.seq_kv // KR)
+    skip = cfg.skip
     mcast = cfg.mcast
     depth = 2 if cfg.double_buffer else 1
     mask_bf = (G * cq, ck, depth) if has_mask else (1, 1, 1)
@@ -450,9 +456,9 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
         """K/V chunks [lo, hi) not wholly masked for the Q chunk starting at row q0 (see kv_range)."""
         lo = 0
         hi = kv_all
-        if has_left:
+        if has_left and skip:
             lo = max(0, (q0 + off - left) // KR)
-        if has_right:
+        if has_right and skip:
             hi = max(lo, min(kv_all, (q0 + QR - 1 + off + right) // KR + 1))
         return lo, hi
 
