@@ -108,9 +108,6 @@ def test_matmul_on_gpu(mcast, rng):
 
 
 @pytest.mark.skipif(not (HAVE_TORCH and HAVE_TRITON), reason="needs torch and triton (the gpu extra)")
-@pytest.mark.xfail(reason="Triton 3.6's interpreter rejects a scalar in the generated kernel (InterpreterError: only "
-                          "0-dimensional arrays can be converted to Python scalars); open, see docs/gpu.md",
-                   strict=False)
 def test_interpreter_runs_generated_flash_attention():
     """TRITON_INTERPRET=1: the generated kernel runs on the CPU on a small shape."""
     code = """

@@ -20,6 +20,8 @@ is padded; loads fill the padding with zeros, stores and reductions mask it.
 
 from __future__ import annotations
 
+import os
+
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +47,18 @@ def _floordiv(a, b):
     q = a // b
     return tl.where((q * b != a) & ((a < 0) != (b < 0)), q - 1, q)
 '''
+# Under TRITON_INTERPRET=1 scalars derived from tl.program_id are 1-element arrays, which
+# Python's range() rejects; the interpreter runs the kernel body as Python, so a plain helper
+# turns loop bounds into ints there (compiled kernels never see it).
+INTERPRETER_PRELUDE = '''
+
+def _bound(x):
+    return int(x.handle.data.reshape(-1)[0]) if hasattr(x, "handle") else int(x)
+'''
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
 
 
 def p2(n: int) -> int:
@@ -251,7 +265,8 @@ class Lowering:
             else:
                 self.emit_op(op)
         head = f"@triton.jit\ndef {name}({', '.join(f'a{i}' for i in range(len(self.args)))}):"
-        src = PRELUDE + "\n\n" + head + "\n" + "\n".join(self.lines) + "\n"
+        prelude = PRELUDE + (INTERPRETER_PRELUDE if interpreting() else "")
+        src = prelude + "\n\n" + head + "\n" + "\n".join(self.lines) + "\n"
         warps = 8 if self.max_dot >= 128 * 128 else 4
         return GpuSource(self.prog.kernel.data, src, name, (gr * gc, self.grid1), warps, max(2, min(self.stages, 4)),
                          self.args)
@@ -433,6 +448,8 @@ class Lowering:
             names.append(n)
             self.vals[barg] = self.carried_v(n, xv, barg.type)
         self.vals[op.body.block.args[0]] = V(iv, kind="int")
+        if interpreting():
+            lb, ub, st = (f"_bound({x})" for x in (lb, ub, st))
         self.line(f"for {iv} in range({lb}, {ub}, {st}):")
         self.ind += 1
         start = len(self.lines)
