@@ -20,9 +20,8 @@ is padded; loads fill the padding with zeros, stores and reductions mask it.
 
 from __future__ import annotations
 
-import os
-
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
