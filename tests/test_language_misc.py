@@ -1,0 +1,43 @@
+"""Smaller language features: print(block) on the simulator, `if` on core indices, `with` blocks,
+and a kernel called twice reusing its compiled form."""
+
+import numpy as np
+from helpers import assert_close, poisoned, rand
+
+from tilegrid import Program, compute, core_index, pykernel_gen, runner
+
+
+@pykernel_gen(grid=(1, 2), block_factors=[(1, 1), (1, 1)])
+def shout(x, out):
+    @compute()
+    async def comp(x_cb, out_cb):
+        with x_cb.wait() as blk:
+            if core_index(1) == 1:
+                print("core 1 sees", blk)
+                y = blk * 2.0
+            else:
+                y = blk + 1.0
+            with out_cb.reserve() as o:
+                o.store(y)
+
+    return Program(comp)(x, out)
+
+
+def test_print_and_branch_on_core_index(rng, capsys):
+    x = rand(rng, (32, 64))
+    out = poisoned((32, 64))
+    shout(x, out)
+    text = capsys.readouterr().out
+    assert "[core (0, 1) comp] core 1 sees" in text and "[core (0, 0)" not in text
+    x64 = x.astype(np.float64)
+    assert_close(out, np.concatenate([x64[:, :32] + 1, x64[:, 32:] * 2], axis=1), "f32")
+
+
+def test_compiled_once_per_shape_signature(rng):
+    x = rand(rng, (32, 64))
+    shout(x, poisoned((32, 64)))
+    first = runner.last_run["compiled"]
+    shout(rand(rng, (32, 64)), poisoned((32, 64)))
+    assert runner.last_run["compiled"] is first
+    shout(rand(rng, (32, 64), "bf16"), poisoned((32, 64), "bf16"))  # a new signature compiles anew
+    assert runner.last_run["compiled"] is not first
