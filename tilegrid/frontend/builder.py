@@ -1203,5 +1203,3 @@ def build_module(kernel: str, grid: tuple[int, int], args: list[dict], threads: 
     check_semaphores(ops)
     return ModuleOp([C.ProgramOp(kernel, grid, args, ops, semaphores=[s.initial for s in sems])])
 
-
-__all__ = ["build_module", "set_loc", "Callable"]
