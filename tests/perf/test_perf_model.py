@@ -143,3 +143,29 @@ def test_fidelity_and_bfp8_numerics():
     quantum = 2.0 ** (np.floor(np.log2(mx)) - 6)
     assert np.allclose(groups / quantum, np.rint(groups / quantum))  # one shared exponent per 16
     assert np.abs(q - x).max() <= quantum.max() / 2 + 1e-7
+
+
+def _fa(seq=512, heads=8, kv_heads=None, causal=False, **cfg):
+    from tilegrid.device import WORMHOLE
+    from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention
+
+    q = perf.placeholder((1, heads, seq, 64))
+    kv = perf.placeholder((1, kv_heads or heads, seq, 64))
+    with perf.session("HiFi2", timing_only=True, trace=False, exp="approx") as s:
+        flash_attention(q, kv, kv, causal=causal, config=AttentionConfig(q_chunk=2, kv_chunk=2, **cfg),
+                        device=WORMHOLE)
+    return s.last
+
+
+def test_roadmap_effects_small():
+    """The roadmap's optimisations move the model the way their design says (benchmarks/perf_roadmap.py)."""
+    on, off = _fa(), _fa(double_buffer=False)
+    assert on.cycles < off.cycles and on.dram_bytes == off.dram_bytes  # overlap, same traffic
+    mc = _fa(mcast=True)
+    assert mc.dram_bytes < off.dram_bytes / 3 and mc.mcast_bytes > 0  # K/V read once per grid row
+    # seq 1024: 128 Q-chunk items on 80 cores (balancing only helps with more items than cores)
+    noskip, skip = _fa(1024, causal=True, skip=False, balance=False), _fa(1024, causal=True, balance=False)
+    assert skip.cycles < noskip.cycles and skip.flops < 0.6 * noskip.flops  # wholly masked chunks not computed
+    assert _fa(1024, causal=True).cycles < 0.8 * skip.cycles  # balancing pairs early and late Q chunks
+    per_head, packed = _fa(heads=8, kv_heads=2, gqa_pack=False), _fa(heads=8, kv_heads=2, gqa_pack=True)
+    assert packed.flops == per_head.flops and packed.dram_bytes < 0.5 * per_head.dram_bytes  # K/V once per group

@@ -35,9 +35,10 @@ def attention_candidates(device: Device, grid_free: bool) -> list[tuple[int, int
 def autotune_attention(q_shape: tuple[int, ...], kv_shape: tuple[int, ...], *, causal: bool = False,
                        window: Any = None, config: Any = None, device: Device, fidelity: str = "HiFi4",
                        data_format: str | None = None, dtype: Any = None, grid_free: bool = False,
-                       log: Any = print) -> tuple[Any, list[Candidate]]:
+                       exp: str = "accurate", log: Any = print) -> tuple[Any, list[Candidate]]:
     """Predict every (q_chunk, kv_chunk[, grid]) candidate that fits L1 (timing-only runs) and return
-    the fastest as an AttentionConfig, with all candidates weighed."""
+    the fastest as an AttentionConfig, with all candidates weighed. exp: the SFPU exponential the
+    prediction assumes ("accurate", the simulator's numerics, or "approx")."""
     from ml_dtypes import bfloat16
 
     from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention
@@ -57,7 +58,7 @@ def autotune_attention(q_shape: tuple[int, ...], kv_shape: tuple[int, ...], *, c
         g = base.grid or grid
         cfg = replace(base, q_chunk=cq, kv_chunk=ck, grid=g)
         try:
-            with session(fidelity, timing_only=True, data_format=data_format, trace=False) as s:
+            with session(fidelity, timing_only=True, data_format=data_format, exp=exp, trace=False) as s:
                 flash_attention(q, k, v, causal=causal, window=window, config=cfg, device=device)
             r = s.last
             cands.append(Candidate(cq, ck, g, r.seconds, r.bound))
