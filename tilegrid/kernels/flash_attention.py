@@ -329,7 +329,10 @@ def _count(p: Problem, cq: int, ck: int, sqp: int, skvp: int, g: int = 1, skip: 
     return p.batch * heads * nq, p.batch * heads * steps
 
 
-CHUNKS = [(8, 8), (8, 4), (4, 8), (4, 4), (4, 2), (2, 4), (2, 2), (2, 1), (1, 2), (1, 1)]
+# Preference order of (q_chunk, kv_chunk) tiles. (4, 8) first: the performance model's autotuner
+# picks it (or is within 2% of its pick) for WH 8x10 at seq 2048 and 8192, d 64 and 128, causal
+# or not (HiFi4, accurate exp; docs/perf.md "autotuner vs default"); (8, 8) lost 14-17% at 8192.
+CHUNKS = [(4, 8), (8, 8), (8, 4), (4, 4), (4, 2), (2, 4), (2, 2), (2, 1), (1, 2), (1, 1)]
 
 
 _plans: dict[tuple, Plan] = {}

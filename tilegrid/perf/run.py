@@ -46,41 +46,18 @@ def placeholder(shape: tuple[int, ...], dtype: Any = bfloat16) -> np.ndarray:
 
 
 class PerfRuntime(Runtime):
-    """The simulator runtime with DMA details reported to the model (and, in timing-only mode,
-    without data copies)."""
+    """The simulator runtime with every DMA timed by the model (`transferred`), and in timing-only
+    mode without data copies (`copy_data`)."""
 
     model: PerfModel
-    timing: bool = False
 
-    def dma_read(self, core: Core, arg: int, idx: tuple[int, ...], slot: np.ndarray, loc: int) -> int:
-        win = self._window(core, arg, idx, loc)
-        if not self.timing:
-            slot[...] = self.tensors[arg][win]
-        return self.model.handle_dram((core.r, core.c), core.thread, "dram_read", self._bytes(arg, slot), arg, idx)
-
-    def dma_write(self, core: Core, arg: int, src: np.ndarray, idx: tuple[int, ...], loc: int) -> int:
-        info = self.infos[arg]
-        first = self.writers.setdefault((arg, *idx), (core.r, core.c))
-        if first != (core.r, core.c):
-            return super().dma_write(core, arg, src, idx, loc)  # raises the simulator's error
-        win = self._window(core, arg, idx, loc)
-        if not self.timing:
-            self.tensors[arg][win] = round_to(src, info["dtype"])
-        return self.model.handle_dram((core.r, core.c), core.thread, "dram_write", self._bytes(arg, src), arg, idx)
-
-    def dma_mcast(self, core: Core, i: int, src: np.ndarray, target: tuple[int, ...], loc: int) -> int:
-        receivers = self.targets(core, target, loc)
-        for rc in receivers:
-            cb = rc.cbs[i]
-            if cb.reserved <= cb.pushed:
-                return super().dma_mcast(core, i, src, target, loc)  # raises the simulator's race error
-            if not self.timing:
-                dst = cb.slots[cb.pushed % cb.depth]
-                if dst is not src:
-                    dst[...] = src
-        self.epoch += 1
-        return self.model.handle_mcast((core.r, core.c), core.thread, self._bytes(i, src),
-                                       [(rc.r, rc.c) for rc in receivers])
+    def transferred(self, core: Core, kind: str, arg: int, block: np.ndarray, loc: int,
+                    idx: tuple[int, ...] | None = None, receivers: list[Core] | None = None) -> int:
+        super().transferred(core, kind, arg, block, loc, idx, receivers)  # other observers hear it too
+        n = self._bytes(arg, block)
+        if receivers is not None:
+            return self.model.handle_mcast((core.r, core.c), core.thread, n, [(r.r, r.c) for r in receivers])
+        return self.model.handle_dram((core.r, core.c), core.thread, kind, n, arg, idx)
 
     def dma_wait(self, core: Core, handle: int | None) -> None:
         self.model.dma_wait((core.r, core.c), core.thread, handle)
@@ -142,7 +119,7 @@ class Session:
                 arrays.append(round_to(np.asarray(arr, dtype=np.float32), f))
         prog = program_of(compiled.module)
         rt = PerfRuntime(arrays, args, prog.dst_capacity.data, _Tee(model, observer), locs, kernel=config.name)
-        rt.model, rt.timing = model, self.timing_only
+        rt.model, rt.copy_data = model, not self.timing_only
         gr, gc = config.grid
         sems = prog.semaphore_inits
         cores = []
@@ -188,7 +165,7 @@ class _Tee:
     def __init__(self, model: PerfModel, other: Any) -> None:
         self.model, self.other = model, other
         if other is None:
-            self.on_op, self.on_sync, self.on_transfer = model.on_op, model.on_sync, model.on_transfer
+            self.on_op, self.on_sync = model.on_op, model.on_sync
 
     def on_op(self, *a: Any) -> None:
         self.model.on_op(*a)
@@ -199,7 +176,8 @@ class _Tee:
         self.other.on_sync(*a)
 
     def on_transfer(self, *a: Any) -> None:
-        self.other.on_transfer(*a)  # the model hears transfers through PerfRuntime's richer hooks
+        if self.other is not None:  # the model hears transfers through PerfRuntime.transferred
+            self.other.on_transfer(*a)
 
 
 @contextlib.contextmanager

@@ -80,6 +80,7 @@ class Runtime:
     grid: dict[tuple[int, int], Core] = field(default_factory=dict)
     preempt: bool = False
     writers: dict[tuple, tuple[int, int]] = field(default_factory=dict)
+    copy_data: bool = True  # False in the performance model's timing-only mode
 
     def error(self, msg: str, loc: int, note: str | None = None) -> TilegridError:
         return TilegridError(msg, self.locs[loc] if loc >= 0 else None, kernel=self.kernel, note=note)
@@ -155,12 +156,13 @@ class Runtime:
         *lead, i, j = idx
         return (*lead, slice(i * br, (i + 1) * br), slice(j * bc, (j + 1) * bc))
 
-    def dma_read(self, core: Core, arg: int, idx: tuple[int, ...], slot: np.ndarray, loc: int) -> None:
-        slot[...] = self.tensors[arg][self._window(core, arg, idx, loc)]
-        if self.observer:
-            self.observer.on_transfer((core.r, core.c), core.thread, "dram_read", _nbytes(slot, self.infos[arg]), self.locs[loc])
+    def dma_read(self, core: Core, arg: int, idx: tuple[int, ...], slot: np.ndarray, loc: int) -> Any:
+        win = self._window(core, arg, idx, loc)
+        if self.copy_data:
+            slot[...] = self.tensors[arg][win]
+        return self.transferred(core, "dram_read", arg, slot, loc, idx=idx)
 
-    def dma_write(self, core: Core, arg: int, src: np.ndarray, idx: tuple[int, ...], loc: int) -> None:
+    def dma_write(self, core: Core, arg: int, src: np.ndarray, idx: tuple[int, ...], loc: int) -> Any:
         info = self.infos[arg]
         key = (arg, *idx)
         first = self.writers.setdefault(key, (core.r, core.c))
@@ -170,9 +172,19 @@ class Runtime:
                 loc,
                 note="each output block should have one writer; index the output stream with core_index()",
             )
-        self.tensors[arg][self._window(core, arg, idx, loc)] = round_to(src, info["dtype"])
+        win = self._window(core, arg, idx, loc)
+        if self.copy_data:
+            self.tensors[arg][win] = round_to(src, info["dtype"])
+        return self.transferred(core, "dram_write", arg, src, loc, idx=idx)
+
+    def transferred(self, core: Core, kind: str, arg: int, block: np.ndarray, loc: int,
+                    idx: tuple[int, ...] | None = None, receivers: list[Core] | None = None) -> Any:
+        """Every DMA ends here, after its checks and copy; returns the transfer's handle (None:
+        complete). The performance model overrides it to time the transfer."""
         if self.observer:
-            self.observer.on_transfer((core.r, core.c), core.thread, "dram_write", _nbytes(src, info), self.locs[loc])
+            k = kind if receivers is None else f"mcast:{len(receivers)}"
+            self.observer.on_transfer((core.r, core.c), core.thread, k, _nbytes(block, self.infos[arg]), self.locs[loc])
+        return None
 
     def targets(self, core: Core, target: tuple[int, ...], loc: int) -> list[Core]:
         """The cores of a target: () this core, (y, x) one core, (y, x, h, w) a rectangle."""
@@ -187,7 +199,7 @@ class Runtime:
             raise self.error(f"target cores ({y}, {x}) + ({h}, {w}) fall outside the {gr}x{gc} grid", loc)
         return cores  # type: ignore[return-value]
 
-    def dma_mcast(self, core: Core, i: int, src: np.ndarray, target: tuple[int, ...], loc: int) -> None:
+    def dma_mcast(self, core: Core, i: int, src: np.ndarray, target: tuple[int, ...], loc: int) -> Any:
         receivers = self.targets(core, target, loc)
         for rc in receivers:
             cb = rc.cbs[i]
@@ -199,13 +211,12 @@ class Runtime:
                     note="the receiver must reserve its slot and signal the sender (e.g. sem.inc(core=sender)) "
                     "before the sender multicasts; the sender waits for that signal",
                 )
-            dst = cb.slots[cb.pushed % cb.depth]
-            if dst is not src:
-                dst[...] = src
-        if self.observer:
-            nbytes = _nbytes(src, self.infos[i])
-            self.observer.on_transfer((core.r, core.c), core.thread, f"mcast:{len(receivers)}", nbytes, self.locs[loc])
+            if self.copy_data:
+                dst = cb.slots[cb.pushed % cb.depth]
+                if dst is not src:
+                    dst[...] = src
         self.epoch += 1
+        return self.transferred(core, "mcast", i, src, loc, receivers=receivers)
 
     def sem_set(self, core: Core, k: int, value: int, target: tuple[int, ...], loc: int) -> None:
         for c in self.targets(core, target, loc):
