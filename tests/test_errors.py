@@ -378,3 +378,11 @@ def test_kernel_line_and_message_even_without_note(rng, module, kernel, shapes, 
     *inputs, out_shape = shapes
     e = raises(lambda: getattr(module, kernel)(*(rand(rng, s) for s in inputs), out_like(out_shape)))
     check(e, kernel, module, kernel, *words, note=False)
+
+
+@pytest.mark.parametrize("cmd", ["run", "compile"])
+def test_cli_missing_file_is_a_clear_error(cmd, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tilegrid.cli", cmd, str(tmp_path / "nope.py")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "no such file" in proc.stderr and "Traceback" not in proc.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import runpy
 import sys
 
@@ -12,6 +13,8 @@ from tilegrid.errors import TilegridError
 
 
 def _run_file(path: str, quiet: bool) -> None:
+    if not os.path.isfile(path):
+        raise TilegridError(f"no such file: {path}", note="give the path of a Python script that calls tilegrid kernels")
     sys.argv = [path]
     out = io.StringIO()
     with contextlib.redirect_stdout(out) if quiet else contextlib.nullcontext():
