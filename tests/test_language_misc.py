@@ -41,3 +41,22 @@ def test_compiled_once_per_shape_signature(rng):
     assert runner.last_run["compiled"] is first
     shout(rand(rng, (32, 64), "bf16"), poisoned((32, 64), "bf16"))  # a new signature compiles anew
     assert runner.last_run["compiled"] is not first
+
+
+@pykernel_gen(grid=(1, 1), block_factors=[(2, 1), (2, 1)])
+def scaled_by_rows(x, out):
+    @compute()
+    async def comp(x_cb, out_cb):
+        b = x_cb.pop()
+        rows, cols = b.shape  # static: (64, 32)
+        if b.dtype == "f32":
+            out_cb.reserve().store(b * (rows / cols))
+
+    return Program(comp)(x, out)
+
+
+def test_block_shape_and_dtype_are_compile_time_values(rng):
+    x = rand(rng, (64, 32))
+    out = poisoned((64, 32))
+    scaled_by_rows(x, out)
+    assert_close(out, x.astype(np.float64) * 2.0, "f32")

@@ -44,6 +44,7 @@ from tilegrid.lang.ops import Semaphore
 API_FUNCS = {id(getattr(api, n)): n for n in dir(api) if callable(getattr(api, n)) and not n.startswith("_")}
 PY_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
              ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+BLOCK_METHODS = UNARY_METHODS | {"transpose", "rowmax", "rowsum", "colmax", "colsum", "max", "sum", "store"}
 BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Mod: "mod"}
 CMPOPS = {ast.GtE: "ge", ast.Gt: "gt", ast.LtE: "le", ast.Lt: "lt", ast.Eq: "eq", ast.NotEq: "ne"}
 CMPI = {"ge": "sge", "gt": "sgt", "le": "sle", "lt": "slt", "eq": "eq", "ne": "ne"}
@@ -464,6 +465,17 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
             if v is not None and node.attr in UNARY_METHODS | {"maximum", "minimum", "where"}:
                 return ApiFunc(node.attr)
             raise self.error(f"'{obj.__name__}.{node.attr}' cannot be used in a thread", node)
+        if isinstance(obj, Blk):
+            if node.attr == "shape":
+                return obj.type.dims
+            if node.attr == "dtype":
+                return obj.type.dtype
+            if node.attr not in BLOCK_METHODS:
+                raise self.error(
+                    f"a block has no attribute '{node.attr}'",
+                    node,
+                    note="blocks have .shape, .dtype and the methods " + ", ".join(sorted(BLOCK_METHODS)),
+                )
         if isinstance(obj, Blk | CBRef | DMAHandle | SemRef):
             return Method(obj, node.attr)
         raise self.error(f"{self.describe(obj)} has no attribute '{node.attr}'", node)
@@ -855,6 +867,8 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
             return f"a block of the Stream of '{v.stream.name}'"
         if isinstance(v, DMAHandle):
             return "a DMA handle"
+        if isinstance(v, Method):
+            return f"the method .{v.name} (not called)"
         if isinstance(v, tuple):
             return f"the tuple {v!r}"
         return f"the {type(v).__name__} {v!r}"
