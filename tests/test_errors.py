@@ -386,3 +386,19 @@ def test_cli_missing_file_is_a_clear_error(cmd, tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "no such file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_deadlock_with_implicit_data_movement_explains_the_shard(rng):
+    from tilegrid import Program, compute, pykernel_gen
+
+    @pykernel_gen(grid=(1, 1), block_factors=[(1, 1), (1, 1)])
+    def one_block(x, out):
+        @compute()
+        async def comp(x_cb, out_cb):
+            out_cb.reserve().store(x_cb.pop())
+
+        return Program(comp)(x, out)
+
+    with pytest.raises(DeadlockError) as e:
+        one_block(rand(rng, (64, 32)), out_like((64, 32)))  # the shard holds 2 blocks, the kernel moves 1
+    assert "implicit_writer_out" in e.value.render() and "core's own shard" in e.value.render()

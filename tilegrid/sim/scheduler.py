@@ -57,10 +57,16 @@ def deadlock(rt: Runtime, tasks: list[Task]) -> DeadlockError:
     lines = [f"core ({t.core.r}, {t.core.c}) thread '{t.name}': {t.waiting.what} at {t.waiting.loc}" for t in tasks[:12]]
     more = f"\n  ... and {len(tasks) - 12} more" if len(tasks) > 12 else ""
     first = tasks[0].waiting
+    note = ("every pop needs a matching push and every reserve a free slot; check that producer and consumer "
+            "threads move the same number of blocks through each CB")
+    implicit = sorted({t.name for t in tasks if t.name.startswith("implicit_")})
+    if implicit:
+        note = (f"{', '.join(implicit)} move(s) every block of the core's own shard of that tensor (its last two "
+                "dimensions split over the grid, in block_factors blocks); the compute thread must pop / reserve "
+                "exactly that many blocks, or move the data with a @datamovement() thread")
     return DeadlockError(
         "deadlock: no thread on any core can make progress\n  " + "\n  ".join(lines) + more,
         first.loc if first else None,
         kernel=rt.kernel,
-        note="every pop needs a matching push and every reserve a free slot; check that producer and consumer "
-        "threads move the same number of blocks through each CB",
+        note=note,
     )
