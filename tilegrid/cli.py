@@ -225,7 +225,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
         print(plan.describe())
         if plan.l1 is not None:
             print(plan.l1.report())
-        with tqdm(total=plan.kv_steps, unit="kv chunk", desc="simulating", leave=False) as bar:
+        with tqdm(total=plan.kv_steps, unit="kv chunk", desc="simulating", leave=False, disable=not sys.stderr.isatty()) as bar:
             t0 = time.perf_counter()
             out = flash_attention(q, k, v, causal=args.causal, window=window, config=plan.config, device=device,
                                   observer=_Progress(bar), plan_out=plans)
