@@ -236,12 +236,21 @@ def simulate(config: KernelConfig, compiled: Compiled, tensors: Sequence[Any], a
                       config.seed)
     rt.check_finished(cores)
     last_run.update(seconds=time.perf_counter() - t0, compiled=compiled)
+    return write_outputs(tensors, arrays, args)
+
+
+def write_outputs(tensors: Sequence[Any], arrays: Sequence[np.ndarray | None], args: list[dict]) -> Any:
+    """Copy simulated outputs into the caller's arrays / tensors (in their format) and return them.
+    An output with no array (timing-only runs) or a read-only array is returned as it is / anew."""
     outs = []
     for t, arr, info in zip(tensors, arrays, args):
         if not info["output"]:
             continue
+        if arr is None:
+            outs.append(t)
+            continue
         result = arr.astype(NP_DTYPES[info["dtype"]])
-        if isinstance(t, np.ndarray):
+        if isinstance(t, np.ndarray) and t.flags.writeable:
             t[...] = result
             outs.append(t)
         elif type(t).__module__.startswith("torch"):

@@ -246,14 +246,20 @@ def _cb_give(g: Gen, op: Operation) -> None:
     _preempt(g)
 
 
+def _dma(g: Gen, op: Operation, call: str) -> None:
+    """A DMA call: its handle is what the runtime returns in perf mode (the model times the
+    transfer), else None (the functional simulator completes transfers when issued)."""
+    if g.perf:
+        g.line(f"{g.name(op.results[0])} = {call}")
+    else:
+        g.line(call)
+        g.line(f"{g.name(op.results[0])} = None")
+
+
 @rule(C.DMAMcastOp)
 def _dma_mcast(g: Gen, op: C.DMAMcastOp) -> None:
     call = f"rt.dma_mcast(core, {op.cb.data}, {g.name(op.src)}, {_tuple(g, op.target)}, {g.loc(op)})"
-    if g.perf:
-        g.line(f"{g.name(op.result)} = {call}")
-    else:
-        g.line(call)
-        g.line(f"{g.name(op.result)} = None")
+    _dma(g, op, call)
     _preempt(g)
 
 
@@ -277,22 +283,14 @@ def _tuple(g: Gen, vals) -> str:
 @rule(C.DMAReadOp)
 def _dma_read(g: Gen, op: C.DMAReadOp) -> None:
     call = f"rt.dma_read(core, {op.arg.data}, {_tuple(g, op.indices)}, {g.name(op.dst)}, {g.loc(op)})"
-    if g.perf:
-        g.line(f"{g.name(op.result)} = {call}")
-    else:
-        g.line(call)
-        g.line(f"{g.name(op.result)} = None")
+    _dma(g, op, call)
     _preempt(g)
 
 
 @rule(C.DMAWriteOp)
 def _dma_write(g: Gen, op: C.DMAWriteOp) -> None:
     call = f"rt.dma_write(core, {op.arg.data}, {g.name(op.src)}, {_tuple(g, op.indices)}, {g.loc(op)})"
-    if g.perf:
-        g.line(f"{g.name(op.result)} = {call}")
-    else:
-        g.line(call)
-        g.line(f"{g.name(op.result)} = None")
+    _dma(g, op, call)
 
 
 @rule(C.DMAWaitOp)

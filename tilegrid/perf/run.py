@@ -28,8 +28,9 @@ from tilegrid.passes.common import program_of
 from tilegrid.perf.model import Options, PerfModel
 from tilegrid.perf.params import TILE_BYTES, DeviceParams, params_for
 from tilegrid.perf.report import Summary
+from tilegrid.runner import write_outputs
 from tilegrid.sim import scheduler
-from tilegrid.sim.numerics import NP_DTYPES, round_to
+from tilegrid.sim.numerics import round_to
 from tilegrid.sim.runtime import CB, Core, Runtime
 
 
@@ -138,25 +139,7 @@ class Session:
         rt.check_finished(cores)
         self.wall_seconds.append(time.perf_counter() - t0)
         self.results.append(model.finish())
-        outs = []
-        for t, arr, info in zip(tensors, arrays, args):
-            if not info["output"]:
-                continue
-            if arr is None:
-                outs.append(t)
-                continue
-            result = arr.astype(NP_DTYPES[info["dtype"]])
-            if isinstance(t, np.ndarray) and t.flags.writeable:
-                t[...] = result
-                outs.append(t)
-            elif type(t).__module__.startswith("torch"):
-                import torch
-
-                t.copy_(torch.from_numpy(arr).to(t.dtype))
-                outs.append(t)
-            else:
-                outs.append(result)
-        return outs[0] if len(outs) == 1 else tuple(outs)
+        return write_outputs(tensors, arrays, args)
 
 
 class _Tee:
