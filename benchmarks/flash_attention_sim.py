@@ -12,14 +12,11 @@ Run: python benchmarks/flash_attention_sim.py [--seqs 1024 4096] [--ttlang /path
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from ml_dtypes import bfloat16
+from ttlang_sim.launch import run_ttlang_script
 
 from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention, reference
 from tilegrid.sim.observer import Counts
@@ -50,20 +47,12 @@ def run_tilegrid(seq: int, d: int, causal: bool, grid: tuple[int, int], chunks: 
 
 def run_ttlang(python: str, seq: int, d: int, causal: bool, grid: tuple[int, int],
                blocks: tuple[int, int] | None = None) -> dict | None:
-    script = Path(__file__).parent / "ttlang_sim" / "flash_attention_ttlang.py"
-    if not script.exists():
-        return None
-    cmd = [python, str(script), "--seq", str(seq), "--head-dim", str(d), "--grid", f"{grid[0]}x{grid[1]}"]
+    args = ["--seq", str(seq), "--head-dim", str(d), "--grid", f"{grid[0]}x{grid[1]}"]
     if causal:
-        cmd.append("--causal")
+        args.append("--causal")
     if blocks:
-        cmd += ["--bq", str(blocks[0]), "--bkv", str(blocks[1])]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=True).stdout
-        return json.loads(out.strip().splitlines()[-1])
-    except (subprocess.SubprocessError, json.JSONDecodeError, IndexError) as e:
-        print(f"tt-lang-sim run failed ({seq}, {d}, causal={causal}): {e}", file=sys.stderr)
-        return None
+        args += ["--bq", str(blocks[0]), "--bkv", str(blocks[1])]
+    return run_ttlang_script(python, "flash_attention_ttlang.py", args, timeout=1800)
 
 
 def main() -> None:

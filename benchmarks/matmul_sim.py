@@ -13,14 +13,11 @@ Run: python benchmarks/matmul_sim.py [--sizes 1024 2048 4096] [--ttlang /work/tt
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from ml_dtypes import bfloat16
+from ttlang_sim.launch import run_ttlang_script
 
 from tilegrid import runner
 from tilegrid.kernels.matmul import matmul
@@ -60,15 +57,8 @@ def run_tilegrid(n: int, grid: tuple[int, int], mcast: bool, repeats: int, block
 
 
 def run_ttlang(python: str, n: int, grid: tuple[int, int], blocks: tuple[int, int, int]) -> dict | None:
-    script = Path(__file__).parent / "ttlang_sim" / "matmul_ttlang.py"
-    cmd = [python, str(script), "--size", str(n), "--grid", f"{grid[0]}x{grid[1]}", "--block",
-           ",".join(str(x) for x in blocks)]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=True).stdout
-        return json.loads(out.strip().splitlines()[-1])
-    except (subprocess.SubprocessError, json.JSONDecodeError, IndexError) as e:
-        print(f"tt-lang-sim run failed for {n}: {e}", file=sys.stderr)
-        return None
+    args = ["--size", str(n), "--grid", f"{grid[0]}x{grid[1]}", "--block", ",".join(str(x) for x in blocks)]
+    return run_ttlang_script(python, "matmul_ttlang.py", args, timeout=900)
 
 
 def main() -> None:
