@@ -153,6 +153,12 @@ def test_broadcast_shape_mismatch(rng):
     check(e, "broadcast_mismatch", cm, "broadcast_mismatch", "broadcast", "32x64", "64x32")
 
 
+def test_exp_approx_must_be_a_constant_bool(rng):
+    e = raises(lambda: cm.exp_approx_not_constant(rand(rng, (32, 32)), out_like((32, 32))), CompileError)
+    text = check(e, "exp_approx_not_constant", cm, "exp_approx_not_constant", "approx", "True or False")
+    assert "approx=True" in e.note, text
+
+
 def test_block_has_no_such_method(rng):
     e = raises(lambda: cm.no_such_method(rand(rng, (32, 32)), out_like((32, 32))), CompileError)
     text = check(e, "no_such_method", cm, "no_such_method", "'foo'")

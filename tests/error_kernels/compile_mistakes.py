@@ -280,3 +280,14 @@ def unused_value(x, out):
         o.store(blk * 2.0)
 
     return Program(comp)(x, out)
+
+
+@pykernel_gen(grid=(1, 1), block_factors=[(1, 1), (1, 1)])
+def exp_approx_not_constant(x, out):
+    @compute()
+    async def comp(x_cb, out_cb):
+        blk = x_cb.pop()
+        o = out_cb.reserve()
+        o.store(blk.exp(approx=blk))  # ERR[exp_approx_not_constant]
+
+    return Program(comp)(x, out)

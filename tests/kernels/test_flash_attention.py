@@ -126,6 +126,30 @@ def test_causal_without_skipping_computes_every_chunk(rng):
     assert plans[0].kv_steps == 4 * 4
 
 
+@pytest.mark.parametrize("sq,skv,chunks,once", [
+    (256, 256, (2, 2), True),  # equal aligned chunks: one diagonal mask serves every Q chunk
+    (192, 256, (2, 2), True),  # bottom-right offset of 64 = one whole chunk: still aligned
+    (224, 256, (2, 2), False),  # offset 32 cuts chunks: masks per chunk
+    (256, 256, (2, 1), False),  # unequal chunks: several chunks cross the diagonal differently
+])
+def test_causal_diagonal_mask_built_once_when_it_serves_every_chunk(rng, sq, skv, chunks, once):
+    plan = check(rng, 1, 2, 2, sq, skv, 32, dtype="f32", causal=True, grid=(2, 2), q_chunk=chunks[0],
+                 kv_chunk=chunks[1])
+    assert plan.diagonal_once is once
+    assert ("diagonal mask built once" in plan.describe()) is once
+
+
+def test_fast_score_exp_costs_the_approximations_accuracy(rng):
+    q, k, v = qkv(rng, 1, 2, 2, 256, 256, 64, "f32")
+    ref, _ = reference(q, k, v, causal=True)
+    errs = {}
+    for fast in (False, True):
+        cfg = AttentionConfig(grid=(2, 2), q_chunk=2, kv_chunk=2, fast_exp=fast)
+        errs[fast] = rel_err(flash_attention(q, k, v, causal=True, config=cfg), ref)
+    # exact exp: fp32 rounding only; the fast exp's +-3% per weight mostly cancels in softmax's ratio
+    assert errs[False] < 1e-5 and 1e-3 < errs[True] < 4e-2, errs
+
+
 def test_causal_balance_pairs_early_and_late_chunks(rng):
     plan = check(rng, 1, 1, 1, 512, 512, 32, causal=True, grid=(1, 4), q_chunk=1, kv_chunk=1)
     assert "causal balance on" in plan.describe()

@@ -45,21 +45,21 @@ def test_one_tile_matmul_kernel(fidelity, cycles):
 def test_dram_read_of_known_size_and_hops():
     m = PerfModel(P, grid=(8, 8), thread_kinds={"reader": "dm0"})
     h = m.handle_dram((0, 0), "reader", "dram_read", 8 * 2048, None)
-    # issue 40; core port 16384 B / 32 B per cycle = 512; 8 tiles on 8 channels, 2048 B / 24 B per
+    # issue; core port 16384 B / 32 B per cycle = 512; 8 tiles on 8 channels, 2048 B / 24 B per
     # cycle each = 85.3; route: core (0, 0) is NoC (1, 1), the farthest of channels 0-7 is channel 3
-    # at NoC (0, 6): 1 + 5 = 6 hops -> 2 * 5 (NIUs) + 6 * 9 = 64; plus DRAM latency 300.
-    assert m.handles[h] == pytest.approx(40 + 512 + 64 + 300)
+    # at NoC (0, 6): 1 + 5 = 6 hops -> 2 * 5 (NIUs) + 6 * 9 = 64; plus the DRAM latency.
+    assert m.handles[h] == pytest.approx(P.dma_issue_cycles + 512 + 64 + P.dram_latency_cycles)
     m.dma_wait((0, 0), "reader", h)
-    assert m.th((0, 0), "reader").clock == pytest.approx(916)
+    assert m.th((0, 0), "reader").clock == pytest.approx(m.handles[h])
 
 
 def test_multicast_to_a_row_is_one_transfer():
     m = PerfModel(P, grid=(8, 8), thread_kinds={"reader": "dm0"})
     row = [(0, c) for c in range(1, 8)]
     h = m.handle_mcast((0, 0), "reader", 4096, row)
-    # sender port once (4096 / 32 = 128 cycles), each receiver port once; farthest receiver: NoC
+    # issue; sender port once (4096 / 32 = 128 cycles), each receiver port once; farthest receiver: NoC
     # (1, 1) -> (6, 1) is 5 hops on the torus (x = 9 wraps to 2 hops) -> 10 + 45 = 55.
-    assert m.handles[h] == pytest.approx(40 + 128 + 55)
+    assert m.handles[h] == pytest.approx(P.dma_issue_cycles + 128 + 55)
     assert m.ports[((0, 0), 0, "out")].bytes == 4096
     assert m.bytes["mcast_delivered"] == 7 * 4096
 

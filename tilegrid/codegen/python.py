@@ -23,6 +23,7 @@ from tilegrid.passes.common import loc_of, program_of
 
 UNARY = {
     "exp": "np.exp({})",
+    "exp_approx": "exp_approx({})",  # the SFPU's fast approximate exp (tilegrid/sim/numerics.py)
     "recip": "np.float32(1.0) / {}",
     "neg": "-{}",
     "sqrt": "np.sqrt({})",
@@ -97,10 +98,12 @@ class Gen:
     # Performance-model modes (tilegrid/perf): `perf` reports each tile op with a descriptor of
     # its operands and body (for per-op costs) and gives DMAs handles that `dma_wait` reports;
     # `timing` skips the NumPy arithmetic (control flow never depends on data) but keeps every
-    # CB, DMA, semaphore and op report; `fidelity` applies the matrix unit's math fidelity.
+    # CB, DMA, semaphore and op report; `fidelity` applies the matrix unit's math fidelity;
+    # `exp` = "approx" computes every exp with the SFPU's fast approximation.
     perf: bool = False
     timing: bool = False
     fidelity: str | None = None
+    exp: str = "accurate"
 
     def name(self, v: SSAValue) -> str:
         if v not in self.names:
@@ -363,7 +366,8 @@ def _src(v: SSAValue) -> str:
 def _describe(op: Operation) -> str:
     """The operand and body summary the timing model costs a tile op by (see tilegrid/perf/costs.py):
     matmul `M,K,N|h,w|a,b,acc,out`; reduce `kind|x,out`; transpose `x,out`; compute
-    `body|ins|outs|h,w` with body ops L<i>[bcast] F I U:<kind> B:<kind>:<f|s> S:<kind> W P<o>."""
+    `body|ins|outs|h,w|vector` with body ops L<i>[bcast] F I U:<kind> B:<kind>:<f|s> S:<kind> W P<o>
+    and vector `c` (every output a column vector), `r` (row vectors) or `-`."""
     sub = op.subblock_shape or (1, 1)
     hw = f"{sub[0]},{sub[1]}"
     if isinstance(op, T.MatmulOp):
@@ -396,7 +400,9 @@ def _describe(op: Operation) -> str:
             body.append(f"P{o.output.data}")
     ins = ",".join(_src(v) for v in op.ins)
     outs = ",".join(_src(v) for v in op.outs)
-    return f"{' '.join(body)}|{ins}|{outs}|{hw}"
+    dims = [v.type.dims for v in op.outs]
+    vector = "c" if dims and all(c == 1 for _, c in dims) else "r" if dims and all(r == 1 for r, _ in dims) else "-"
+    return f"{' '.join(body)}|{ins}|{outs}|{hw}|{vector}"
 
 
 def _in_slice(src: tuple[int, int], rs: str, cs: str) -> str:
@@ -435,7 +441,8 @@ def _compute(g: Gen, op: T.ComputeOp) -> None:
             g.line(f"{t} = np.arange({start}, {start} + {n}, dtype=np.float32).reshape{shape_expr}")
         elif isinstance(o, T.UnaryOp):
             x = tv[o.x] if o.scale is None else f"({tv[o.x]} * {scalars[o.scale.data]})"
-            g.line(f"{t} = {UNARY[o.kind.data].format(x)}")
+            kind = "exp_approx" if o.kind.data == "exp" and g.exp == "approx" else o.kind.data
+            g.line(f"{t} = {UNARY[kind].format(x)}")
         elif isinstance(o, T.BinaryOp):
             g.line(f"{t} = {BINARY[o.kind.data].format(a=tv[o.lhs], b=tv[o.rhs])}")
         elif isinstance(o, T.ScalarOp):
@@ -519,16 +526,16 @@ def _transpose(g: Gen, op: T.TransposeOp) -> None:
 # ---- module ----------------------------------------------------------------------------------
 
 
-def generate(module: ModuleOp, *, perf: bool = False, timing: bool = False,
-             fidelity: str | None = None) -> tuple[list[ThreadSource], list[str]]:
+def generate(module: ModuleOp, *, perf: bool = False, timing: bool = False, fidelity: str | None = None,
+             exp: str = "accurate") -> tuple[list[ThreadSource], list[str]]:
     """Python source for every thread of the program, and the table of source locations.
 
-    perf / timing / fidelity: the performance model's modes (see `Gen`); timing implies perf."""
+    perf / timing / fidelity / exp: the performance model's modes (see `Gen`); timing implies perf."""
     prog = program_of(module)
     locs: list[str] = []
     out = []
     for th in prog.threads:
-        g = Gen(locs, perf=perf or timing, timing=timing, fidelity=fidelity)
+        g = Gen(locs, perf=perf or timing, timing=timing, fidelity=fidelity, exp=exp)
         g.line("obs = rt.observer is not None")
         g.line("if False:")
         g.line("    yield None")
@@ -543,12 +550,13 @@ def load(sources: list[ThreadSource]) -> list[Callable]:
     """Compile generated sources into generator functions."""
     import numpy as np
 
-    from tilegrid.sim.numerics import fidelity_matmul, round_to
+    from tilegrid.sim.numerics import exp_approx, fidelity_matmul, round_to
     from tilegrid.sim.runtime import alloc
 
     fns = []
     for k, s in enumerate(sources):
-        ns = {"np": np, "math": math, "round_to": round_to, "alloc": alloc, "fidelity_matmul": fidelity_matmul}
+        ns = {"np": np, "math": math, "round_to": round_to, "alloc": alloc, "fidelity_matmul": fidelity_matmul,
+              "exp_approx": exp_approx}
         exec(compile(s.source, f"<tilegrid thread {s.name}>", "exec"), ns)
         fns.append(ns[f"thread_{k}"])
     return fns

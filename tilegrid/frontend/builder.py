@@ -812,9 +812,7 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
                     self.assigned_at.get(name, node),
                     note=f"give '{name}' its final shape before the loop, or use a new name for the {self.shape_str(v)} value",
                 )
-            conv = B.UnaryOp("copy", v.value)
-            conv.results[0].type = t
-            return self.emit(conv).results[0]
+            return self.emit(B.UnaryOp("copy", v.value, t)).results[0]
         if isinstance(v, Idx | FScalar) and v.value.type == t:
             return v.value
         raise self.error(f"'{name}' changes kind inside the loop/branch ({self.describe(v)})", node)

@@ -73,6 +73,16 @@ class CallsMixin:
                 raise self.error(f"missing argument '{names[i]}'", node)
         return out
 
+    def unary_kind(self, name: str, opts: list[Any], node: ast.Call) -> str:
+        """`exp(x, approx=True)` is the SFPU's fast approximate exponential (kind `exp_approx`),
+        whatever the run's exp mode; a plain `exp` follows the run's mode."""
+        if not opts or opts[0] is None:
+            return name
+        if not isinstance(opts[0], bool):
+            raise self.error(f"{name}(approx=...) must be True or False, known when the kernel compiles", node,
+                             note="write approx=True for the fast approximate exponential")
+        return "exp_approx" if opts[0] else name
+
     def call_method(self, m: Method, node: ast.Call) -> Any:
         obj, name = m.obj, m.name
         if isinstance(obj, CBRef):
@@ -91,8 +101,8 @@ class CallsMixin:
             return self.dma_wait(obj)
         assert isinstance(obj, Blk)
         if name in UNARY_METHODS:
-            self.call_args(node, [], 0)
-            return self.unary(name, obj, node)
+            return self.unary(self.unary_kind(name, self.call_args(node, ["approx"] if name == "exp" else [], 0), node),
+                              obj, node)
         if name == "transpose":
             return Blk(self.emit(B.TransposeOp(self.use(obj, node))).results[0])
         if name in ("rowmax", "rowsum", "colmax", "colsum", "max", "sum"):
@@ -145,8 +155,8 @@ class CallsMixin:
             x = self.expect_block(x, node, name)
             return self.reduce(name[3:], 1 if name.startswith("row") else 0, x, acc, node)
         if name in UNARY_METHODS:
-            (x,) = self.call_args(node, ["x"], 1)
-            return self.unary(name, self.expect_block(x, node, name), node)
+            x, *opts = self.call_args(node, ["x", "approx"] if name == "exp" else ["x"], 1)
+            return self.unary(self.unary_kind(name, opts, node), self.expect_block(x, node, name), node)
         if name in ("maximum", "minimum"):
             a, b = self.call_args(node, ["a", "b"], 2)
             return self.block_binary(name[:3], a, b, node)

@@ -26,7 +26,7 @@ from xdsl.utils.exceptions import VerifyException
 
 from tilegrid.ir.core import BlockType
 
-UNARY_KINDS = ("exp", "recip", "neg", "sqrt", "rsqrt", "abs", "log", "relu", "sigmoid", "tanh", "copy")
+UNARY_KINDS = ("exp", "exp_approx", "recip", "neg", "sqrt", "rsqrt", "abs", "log", "relu", "sigmoid", "tanh", "copy")
 BINARY_KINDS = ("add", "sub", "mul", "div", "max", "min", "ge", "gt", "le", "lt", "eq", "ne", "mod")
 REDUCE_KINDS = ("max", "sum")
 
@@ -68,12 +68,15 @@ class UnaryOp(_BlockOp):
     x = operand_def(BlockType)
     result = result_def(BlockType)
 
-    def __init__(self, kind: str, x: SSAValue) -> None:
-        super().__init__(operands=[x], properties={"kind": StringAttr(kind)}, result_types=[x.type])
+    def __init__(self, kind: str, x: SSAValue, result_type: BlockType | None = None) -> None:
+        """`result_type`: another element type (a `copy` converts)."""
+        super().__init__(operands=[x], properties={"kind": StringAttr(kind)}, result_types=[result_type or x.type])
 
     def infer_type(self) -> BlockType:
         if self.kind.data not in UNARY_KINDS:
             raise VerifyException(f"unknown unary kind {self.kind.data}")
+        if self.kind.data == "copy":
+            return BlockType(self.x.type.dims, self.result.type.dtype)
         return self.x.type
 
 

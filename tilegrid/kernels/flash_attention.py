@@ -70,6 +70,9 @@ class AttentionConfig:
         instead of "largest that fits L1 and gives every core work".
     skip: skip K/V chunks that a causal / window mask hides wholly (off: compute and mask them,
         the roadmap's "causal without skipping", for measuring what skipping saves).
+    fast_exp: the scores' exp uses the SFPU's fast approximate exponential
+        (`exp(x, approx=True)`), as tt-metal's SDPA does whatever its exp_approx_mode; the
+        correction factor's exp follows the run's exp mode either way.
     """
 
     q_chunk: int | None = None
@@ -82,6 +85,7 @@ class AttentionConfig:
     double_buffer: bool = True
     autotune: bool = False
     skip: bool = True
+    fast_exp: bool = False
 
     def group_of(self, p: Problem) -> int:
         """Q heads stacked per work item: a K/V group when packing grouped-query attention."""
@@ -134,6 +138,7 @@ class Plan:
     kv_steps: int  # K/V chunk steps over all items (after skipping)
     l1: Any = None
     notes: list[str] = field(default_factory=list)
+    diagonal_once: bool = False  # the causal diagonal mask built once and kept in L1 (see _build_kernel)
 
     def describe(self) -> str:
         p, c = self.problem, self.config
@@ -146,7 +151,8 @@ class Plan:
             + f") x {p.seq_q_pad // (32 * c.q_chunk)} q chunks = {self.items} work items, {self.kv_steps} K/V chunk steps"
             + (" (causal: chunks above the diagonal skipped)" if p.causal and c.skip else ""),
             f"accumulators {c.acc_dtype}, K/V multicast {'on' if c.mcast else 'off'}, "
-            f"causal balance {'on' if c.balance and p.causal else 'off'}",
+            f"causal balance {'on' if c.balance and p.causal else 'off'}"
+            + (", diagonal mask built once" if self.diagonal_once else ""),
         ]
         return "\n".join(lines + self.notes)
 
@@ -376,13 +382,17 @@ def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str) -
         sqp, skvp = -(-p.seq_q // (32 * cq)) * 32 * cq, -(-p.seq_kv // (32 * ck)) * 32 * ck
         pp = replace(p, seq_q_pad=sqp, seq_kv_pad=skvp)
         items, steps = _count(pp, cq, ck, sqp, skvp, c.group_of(pp), c.skip)
-        plan = Plan(pp, c, items, steps, notes=list(notes))
-        try:
-            compiled = _compile_only(plan, device, dtype)
-        except CompileError as e:
-            if "L1" not in e.message:
-                raise
-            last_error = e
+        compiled = None
+        for once in (True, False) if _one_diagonal(pp, cq, ck, c.skip) else (False,):
+            plan = Plan(pp, c, items, steps, notes=list(notes), diagonal_once=once)
+            try:
+                compiled = _compile_only(plan, device, dtype)
+                break
+            except CompileError as e:
+                if "L1" not in e.message:
+                    raise
+                last_error = e
+        if compiled is None:
             continue
         plan.l1 = compiled
         fitting.append(plan)
@@ -391,6 +401,13 @@ def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str) -
     if not fitting:
         raise last_error or TilegridError("flash_attention: no chunk size fits L1")
     return max(fitting, key=lambda pl: (pl.items, pl.config.kv_chunk))
+
+
+def _one_diagonal(p: Problem, cq: int, ck: int, skip: bool) -> bool:
+    """Causal with equal, aligned chunks and nothing else masked: every chunk that crosses the
+    diagonal crosses it the same way, so one mask serves them all."""
+    return (p.right is not None and p.left is None and p.seq_kv_pad == p.seq_kv and skip and cq == ck
+            and (p.offset + p.right) % (32 * ck) == 0)
 
 
 def _compile_only(plan: Plan, device: Device, dtype: str) -> Any:
@@ -435,6 +452,10 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
     kv_all = -(-p.seq_kv // KR)
     skip = cfg.skip
     mcast = cfg.mcast
+    fast_exp = cfg.fast_exp
+    # One diagonal mask (where L1 has room for it): built once on the SFPU and added per diagonal
+    # chunk on the FPU, as tt-metal adds the causal mask tiles its writer generates.
+    one_diagonal = plan.diagonal_once
     depth = 2 if cfg.double_buffer else 1
     mask_bf = (G * cq, ck, depth) if has_mask else (1, 1, 1)
     row_rounds, col_rounds = -(-BH // gr), -(-nq // gc)
@@ -474,6 +495,10 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
 
         @compute()
         async def attention(q_cb, k_cb, v_cb, mask_cb, out_cb, lse_cb):
+            if one_diagonal:
+                # 0 where key <= query, else -inf (exact in bf16)
+                diagonal = where(col_index((QG, KR)) - row_index((QG, KR)) % QR <= 0,
+                                 fill(0.0, shape=(QG, KR), dtype="bf16"), -inf)
             for t in range(rounds):
                 for half in range(halves):
                     valid, bh, qc = work_item(t, half)
@@ -492,7 +517,10 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
                                 S = S + mask_cb.pop()
                             k0 = kc * KR
                             # only chunks that cross a mask boundary pay for masking
-                            if (has_right and k0 + KR - 1 > q0 + off + right) or (
+                            if one_diagonal:
+                                if k0 + KR - 1 > q0 + off + right:
+                                    S = S + diagonal
+                            elif (has_right and k0 + KR - 1 > q0 + off + right) or (
                                 has_left and k0 < q0 + QR - 1 + off - left) or (has_pad and k0 + KR > skv):
                                 rel = col_index((QG, KR)) - row_index((QG, KR)) % QR  # key - query offset
                                 if has_right:
@@ -503,7 +531,7 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
                                     S = where(col_index((QG, KR)) < skv - k0, S, -inf)
                             m_new = rowmax(S, m_old)
                             m_safe = where(m_new == -inf, 0.0, m_new)  # rows masked so far stay at 0
-                            P = ((S - m_safe) * scale).exp()
+                            P = ((S - m_safe) * scale).exp(approx=fast_exp)
                             correction = ((m_old - m_safe) * scale).exp()
                             l_old = rowsum(P, correction * l_old)
                             O_acc = correction * O_acc + P @ V

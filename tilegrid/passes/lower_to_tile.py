@@ -66,7 +66,7 @@ def fused_body(fused: B.FusedOp, n_blocks: int) -> Block:
     # exp(x * s) with x used nowhere else: one SFPU exp with a scale (the softmax scale)
     folded: dict[Operation, B.ScalarOp] = {}
     for o in src.ops:
-        if isinstance(o, B.UnaryOp) and o.kind.data == "exp" and isinstance(o.x.owner, B.ScalarOp):
+        if isinstance(o, B.UnaryOp) and o.kind.data in ("exp", "exp_approx") and isinstance(o.x.owner, B.ScalarOp):
             sc = o.x.owner
             if sc.kind.data == "mul" and len(list(o.x.uses)) == 1 and o.x not in outputs:
                 folded[o] = sc
@@ -79,7 +79,7 @@ def fused_body(fused: B.FusedOp, n_blocks: int) -> Block:
             continue
         if o in folded:
             sc = folded[o]
-            t = add(T.UnaryOp("exp", get(sc.x), scale=args.index(sc.scalar) - n_blocks)).results[0]
+            t = add(T.UnaryOp(o.kind.data, get(sc.x), scale=args.index(sc.scalar) - n_blocks)).results[0]
         elif isinstance(o, B.BroadcastOp):
             t = add(T.LoadOp(args.index(o.x), bcast_kind(o.x.type.dims, shape))).results[0]
         elif isinstance(o, B.UnaryOp) and o.kind.data == "copy":

@@ -31,6 +31,11 @@ SFPU_INSTR = {
     "iota": 2,  # index arithmetic, store
 }
 COMPARE = {"ge", "gt", "le", "lt", "eq", "ne"}
+# Share of a tile's 32 SFPU vectors an op on a vector block must visit. A 32-datum vector is 4
+# rows x 8 alternate columns of one 16x16 face (anchors §3, ISA SFPLOAD.md): column 0 lies in
+# faces 0 and 2, 4 vectors each (tt-metal's `*_tile_first_column`, VectorMode::C: 8 of 32); row 0
+# lies in faces 0 and 1, which VectorMode::R visits whole (16 of 32).
+SFPU_VECTOR_SHARE = {"c": 8 / 32, "r": 16 / 32, "-": 1.0}
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,8 @@ def _finish(ctx: CostContext, unpack: float, fpu: float, sfpu: float, pack: floa
 def unary_sfpu_cycles(ctx: CostContext, kind: str) -> float:
     p = ctx.params
     per_instr = p.sfpu_cycles_per_instr_tile
+    if kind == "exp_approx":
+        return p.sfpu_exp_approx
     if kind == "exp":
         return p.sfpu_exp_approx if ctx.exp == "approx" else p.sfpu_exp_accurate
     if kind in ("recip", "sqrt", "rsqrt"):
@@ -118,7 +125,7 @@ def op_cost(ctx: CostContext, name: str, tiles: int) -> OpCost:
         x, out = parts[0].split(",")
         return _finish(ctx, tiles * ctx.tile_bytes(x) / up, tiles * p.fpu_eltwise_cycles_per_tile, 0,
                        tiles * ctx.tile_bytes(out) / pk, max(1, tiles // 4), kind=kind)
-    # compute: body | ins | outs | h,w ; `tiles` = output tiles
+    # compute: body | ins | outs | h,w | vector ; `tiles` = output tiles
     body = parts[0].split()
     ins = parts[1].split(",") if parts[1] else []
     outs = parts[2].split(",") if parts[2] else []
@@ -145,6 +152,7 @@ def op_cost(ctx: CostContext, name: str, tiles: int) -> OpCost:
             sfpu += SFPU_INSTR["fill"] * per_instr
         elif b == "I":
             sfpu += SFPU_INSTR["iota"] * per_instr
+    sfpu *= SFPU_VECTOR_SHARE[parts[4]]
     pack_bytes = sum(ctx.tile_bytes(outs[int(b[1:])]) for b in body if b.startswith("P"))
     subblocks = max(1, tiles // (h * w))
     return _finish(ctx, tiles * unpack_bytes / up, tiles * fpu, tiles * sfpu, tiles * pack_bytes / pk, subblocks,

@@ -39,7 +39,9 @@ SOURCES: dict[str, str] = {
                                   "ISA SFPLOAD.md); an SFPU op of n instructions per vector costs 32n per tile",
     "sfpu_exp_accurate": "anchors §3: WH accurate bf16 exp 1161 cycles/tile (PR #32968 exp_21f); BH accurate 672 "
                          "(PR #29495)",
-    "sfpu_exp_approx": "anchors §3: fast approx exp WH 70.7, BH 68.6 cycles/tile (tt-llk PR #1190)",
+    "sfpu_exp_approx": "tt-llk PR #1190 'baseline' fast approx exp (exp_tile<true, true> with its default input "
+                       "clamping: 3 SFPLOADMACRO-issued instructions per vector, 96-cycle issue bound): WH 106.7, BH 104.5 "
+                       "cycles/tile. (#1190's 70.7 / 68.6 variant drops the clamp and is only valid for x <= 0.72.)",
     "sfpu_recip": "anchors §3: BH SFPLOADMACRO recip FP32 5 cycles per 32 datums = 160 cycles/tile (tt-llk#834); "
                   "WH unconfirmed, the BH figure is used",
     "unpack_bytes_per_cycle": "anchors §3: per unpacker up to 64 B/cycle (x4), both jointly <= 80 B/cycle "
@@ -54,11 +56,19 @@ SOURCES: dict[str, str] = {
                                         "B/cycle; BH p100a 448 GB/s / 8 channels / 1.35 GHz = 41.5 B/cycle (derived)",
     "l1_bytes": "anchors §4: WH 1464 KiB (dev_mem_map.h), BH 1536 KiB; less 32 KiB firmware reserve (tilegrid Device)",
     "dst_tiles_16bit": "anchors §4: Dst 1024 rows x 16 cols x 16 bit = 16 tiles (ISA Dst.md)",
-    "dram_latency_cycles": "ESTIMATE (no public figure found): GDDR6 read round trip, order of magnitude",
-    "dma_issue_cycles": "ESTIMATE: RISC-V cycles to issue one NoC command (address setup, command buffer writes)",
-    "cb_sync_cycles": "ESTIMATE: RISC-V cycles for one CB reserve/push/wait/pop (a few L1/register accesses)",
-    "op_overhead_cycles": "ESTIMATE: per tile-op invocation on the compute thread (DST acquire/release handshake "
-                          "between math and pack, unpack/math configuration)",
+    "dram_latency_cycles": "derived from tt-metal tests/tt_metal/tt_metal/data_movement/noc_estimator/"
+                           "noc_latencies.yaml [1fc91107] (the data-movement test suite's measurements): one 64 B DRAM "
+                           "transaction (memory: 1, pattern: 0), issue to barrier, 381 cycles WH / 486 BH (arch 3); less "
+                           "this model's issue cost (49), the 64 B transfer (2 / 1) and its one-way NoC leg for a 4-hop "
+                           "route (5 + 4 x 9 + 5 = 46): WH 284, BH 390",
+    "dma_issue_cycles": "tt-metal profile_scripts/compute_perf_model.sh [ad33ecbb]: tt-metal's analytical model "
+                        "run with '--read-issue-latency 49 --write-issue-latency 43', Grayskull measurements of the "
+                        "same baby RISC-V + NIU command path (perf_model.sh); no WH/BH figure is published: 49",
+    "cb_sync_cycles": "lower bound from ISA load latencies (tt-isa-documentation WormholeB0/TensixTile/BabyRISCV "
+                      "[04fca466]: '>= 7' cycles from NoC overlay registers, '>= 8' from L1): a CB call reads the CB's "
+                      "tile counter and its L1 interface state, 7 + 8 = 15",
+    "op_overhead_cycles": "ESTIMATE (no public figure found): per tile-op invocation on the compute thread (DST "
+                          "acquire/release handshake between math and pack, unpack/math configuration)",
 }
 
 
@@ -83,7 +93,7 @@ class DeviceParams:
     fpu_reduce_cycles_per_tile: int = 4
     sfpu_cycles_per_instr_tile: int = 32
     sfpu_exp_accurate: float = 1161.0
-    sfpu_exp_approx: float = 70.7
+    sfpu_exp_approx: float = 106.7
     sfpu_recip: float = 160.0
     unpack_bytes_per_cycle: float = 64.0  # one unpacker
     unpack_joint_bytes_per_cycle: float = 80.0  # both unpackers together
@@ -93,9 +103,9 @@ class DeviceParams:
     noc_niu_cycles: int = 5
     dram_channels: int = 12
     dram_bytes_per_cycle_per_channel: float = 24.0
-    dram_latency_cycles: int = 300
-    dma_issue_cycles: int = 40
-    cb_sync_cycles: int = 4
+    dram_latency_cycles: int = 284
+    dma_issue_cycles: int = 49
+    cb_sync_cycles: int = 15
     op_overhead_cycles: int = 16
 
     # ---- derived -------------------------------------------------------------------------------
@@ -164,7 +174,7 @@ _BH_DRAM = tuple((0 if ch < 4 else 9, (0, 3, 6, 9)[ch % 4]) for ch in range(8))
 BLACKHOLE_P100A = DeviceParams(
     name="blackhole_p100a", arch="blackhole", grid=(10, 11), transpose_grid=False, noc_size=(17, 12),
     tensix_x=_BH_X, tensix_y=_BH_Y, dram_xy=_BH_DRAM, clock_ghz=1.35, l1_bytes=1504 * 1024,
-    sfpu_exp_accurate=672.0, sfpu_exp_approx=68.6, noc_bytes_per_cycle=64.0, dram_channels=8,
+    sfpu_exp_accurate=672.0, sfpu_exp_approx=104.5, dram_latency_cycles=390, noc_bytes_per_cycle=64.0, dram_channels=8,
     dram_bytes_per_cycle_per_channel=448.0 / 8 / 1.35,
 )
 

@@ -84,11 +84,12 @@ class Session:
         return self.results[-1]
 
     def threads_for(self, compiled: Any) -> list[tuple[str, str, Any]]:
-        key = (id(compiled.module), self.timing_only, self.options.fidelity)
+        key = (id(compiled.module), self.timing_only, self.options.fidelity, self.options.exp)
         hit = self._gen_cache.get(key)
         if hit is None:
             fid = None if self.options.fidelity == "HiFi4" else self.options.fidelity  # HiFi4 on bf16: exact
-            sources, locs = generate(compiled.module, perf=True, timing=self.timing_only, fidelity=fid)
+            sources, locs = generate(compiled.module, perf=True, timing=self.timing_only, fidelity=fid,
+                                     exp=self.options.exp)
             hit = self._gen_cache[key] = ([(s.name, s.kind, f) for s, f in zip(sources, load(sources))], locs,
                                           compiled.module)
         return hit[0], hit[1]
