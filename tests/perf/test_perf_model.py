@@ -145,6 +145,20 @@ def test_fidelity_and_bfp8_numerics():
     assert np.abs(q - x).max() <= quantum.max() / 2 + 1e-7
 
 
+def test_bfp8_applies_to_outputs_too():
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((64, 64)).astype(bfloat16)
+    b = rng.standard_normal((64, 64)).astype(bfloat16)
+    plain = np.asarray(matmul(a, b, grid=(1, 1), device=WORMHOLE_N150), np.float32)
+    with perf.session(data_format="bfp8_b", trace=False) as s:
+        out = np.asarray(matmul(a, b, grid=(1, 1), device=WORMHOLE_N150), np.float32)
+    ref = round_bfp8_b(a.astype(np.float32)).astype(np.float64) @ round_bfp8_b(b.astype(np.float32))
+    assert np.array_equal(round_bfp8_b(out), out) and not np.array_equal(round_bfp8_b(plain), plain)
+    assert np.linalg.norm(out - ref) / np.linalg.norm(ref) < 2e-2
+    # 4 tiles out at 1088 B each (bfp8_b), 8 in
+    assert s.last.dram_bytes == (8 + 4) * 1088
+
+
 def _fa(seq=512, heads=8, kv_heads=None, causal=False, **cfg):
     from tilegrid.device import WORMHOLE
     from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention

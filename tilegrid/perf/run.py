@@ -106,7 +106,9 @@ class Session:
                 kinds[name] = f"dm{dm}"
                 dm += 1
         fmt = self.options.data_format
-        formats = [fmt if (fmt and not a["output"] and a["dtype"] == "bf16") else a["dtype"] for a in args]
+        # the kernel's bf16 tensors (inputs and outputs, as tt-metal's dtype= applies to both) are
+        # stored in DRAM and their CBs in the run's data format; L1 intermediates stay as declared
+        formats = [fmt if (fmt and a["dtype"] == "bf16") else a["dtype"] for a in args]
         model = PerfModel(params, self.options, kernel=config.name, grid=tuple(config.grid), infos=args,
                           thread_kinds=kinds, formats=formats)
         arrays = []
@@ -140,6 +142,8 @@ class Session:
         rt.check_finished(cores)
         self.wall_seconds.append(time.perf_counter() - t0)
         self.results.append(model.finish())
+        if not self.timing_only:  # what the packer wrote to the output CBs, in their format
+            arrays = [round_to(arr, f) if info["output"] else arr for arr, info, f in zip(arrays, args, formats)]
         return write_outputs(tensors, arrays, args)
 
 
@@ -171,7 +175,8 @@ def session(fidelity: str = "HiFi4", *, data_format: str | None = None, exp: str
     """Run every kernel launched inside the block under the timing model.
 
     fidelity: LoFi / HiFi2 / HiFi3 / HiFi4 (time, and matmul numerics unless HiFi4 with bf16 data).
-    data_format: None or "bfp8_b": bf16 inputs are stored (and rounded) as bfp8_b in DRAM and CBs.
+    data_format: None or "bfp8_b": bf16 inputs and outputs are stored (and rounded) as bfp8_b in DRAM
+        and in their CBs.
     exp: "accurate" or "approx" SFPU exponential. timing_only: skip arithmetic and data copies.
     params: a DeviceParams to use instead of the one matching each kernel's Device.
     """
