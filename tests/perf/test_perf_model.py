@@ -46,9 +46,12 @@ def test_dram_read_of_known_size_and_hops():
     m = PerfModel(P, grid=(8, 8), thread_kinds={"reader": "dm0"})
     h = m.handle_dram((0, 0), "reader", "dram_read", 8 * 2048, None)
     # issue; core port 16384 B / 32 B per cycle = 512; 8 tiles on 8 channels, 2048 B / 24 B per
-    # cycle each = 85.3; route: core (0, 0) is NoC (1, 1), the farthest of channels 0-7 is channel 3
-    # at NoC (0, 6): 1 + 5 = 6 hops -> 2 * 5 (NIUs) + 6 * 9 = 64; plus the DRAM latency.
-    assert m.handles[h] == pytest.approx(P.dma_issue_cycles + 512 + 64 + P.dram_latency_cycles)
+    # cycle each = 85.3; the data's route on NoC0 (rightwards, then down, wrapping): core (0, 0) is
+    # NoC (1, 1); the farthest of channels 0-7 is channel 7 at NoC (5, 2): right 5 -> 1 is 6 hops
+    # (wrapping at x = 10), down 2 -> 1 is 11 (wrapping at y = 12): 17 hops -> 2 * 5 (NIUs) +
+    # 17 * 9 = 163; plus the DRAM latency. The link into (1, 1) carries all 8 tiles: 512 cycles too.
+    assert m.handles[h] == pytest.approx(P.dma_issue_cycles + 512 + 163 + P.dram_latency_cycles)
+    assert m.links[(0, 1, 0, "S")].bytes == 8 * 2048
     m.dma_wait((0, 0), "reader", h)
     assert m.th((0, 0), "reader").clock == pytest.approx(m.handles[h])
 
@@ -57,11 +60,33 @@ def test_multicast_to_a_row_is_one_transfer():
     m = PerfModel(P, grid=(8, 8), thread_kinds={"reader": "dm0"})
     row = [(0, c) for c in range(1, 8)]
     h = m.handle_mcast((0, 0), "reader", 4096, row)
-    # issue; sender port once (4096 / 32 = 128 cycles), each receiver port once; farthest receiver: NoC
-    # (1, 1) -> (6, 1) is 5 hops on the torus (x = 9 wraps to 2 hops) -> 10 + 45 = 55.
-    assert m.handles[h] == pytest.approx(P.dma_issue_cycles + 128 + 55)
+    # issue; sender port once (4096 / 32 = 128 cycles), each receiver port once, each link of the
+    # tree once; farthest receiver: NoC (1, 1) -> (9, 1) rightwards is 8 hops -> 10 + 72 = 82.
+    assert m.handles[h] == pytest.approx(P.dma_issue_cycles + 128 + 82)
+    assert {k for k in m.links} == {(0, x, 1, "E") for x in range(1, 9)}
+    assert all(c.bytes == 4096 for c in m.links.values())
     assert m.ports[((0, 0), 0, "out")].bytes == 4096
     assert m.bytes["mcast_delivered"] == 7 * 4096
+
+
+def test_noc_routes_are_dimension_ordered_on_a_unidirectional_torus():
+    # NoC0: right, then down; NoC1: up, then left; both wrap (ISA NoC 'Routing Paths')
+    assert P.route((1, 1), (3, 2), 0) == ((0, 1, 1, "E"), (0, 2, 1, "E"), (0, 3, 1, "S"))
+    assert P.route((3, 2), (1, 1), 0)[0] == (0, 3, 2, "E") and len(P.route((3, 2), (1, 1), 0)) == 8 + 11
+    assert P.route((1, 1), (0, 0), 1) == ((1, 1, 1, "N"), (1, 1, 0, "W"))
+
+
+def test_transfers_sharing_a_link_share_its_bandwidth():
+    m = PerfModel(P, grid=(8, 8), thread_kinds={"reader": "dm0"})
+    # core (0, 0) -> (0, 2) crosses NoC links x = 1, 2; core (0, 1) -> (0, 3) crosses x = 2, 3
+    a = m.handle_mcast((0, 0), "reader", 8192, [(0, 2)])
+    b = m.handle_mcast((0, 1), "reader", 8192, [(0, 3)])
+    lat = 2 * P.noc_niu_cycles + 2 * P.noc_hop_cycles
+    assert m.handles[a] == pytest.approx(P.dma_issue_cycles + 8192 / 32 + lat)
+    # link (2, 1) E carries both blocks: the second finishes about one block-time later (the fluid
+    # calendar places capacity per window, so up to the issue time earlier)
+    assert m.links[(0, 2, 1, "E")].bytes == 2 * 8192
+    assert 8192 / 32 - P.dma_issue_cycles <= m.handles[b] - m.handles[a] <= 8192 / 32
 
 
 def test_cb_wait_cannot_finish_before_push():
@@ -105,7 +130,8 @@ def test_dram_read_below_dram_bandwidth():
     r = s.last
     assert r.dram_bytes >= 4096 * 4096 * 2  # the input, plus one output tile per core
     assert 0.5 * 288 < r.dram_gbps <= 288.0
-    assert r.bound == "DRAM"
+    # 64 cores reading every channel on NoC0: the links leaving the DRAM columns saturate first
+    assert r.bound in ("DRAM", "NoC")
 
 
 def test_timing_only_predicts_the_same_and_writes_trace(tmp_path):

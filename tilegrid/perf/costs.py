@@ -5,7 +5,10 @@ double-buffered DST; the FPU and the SFPU are both driven by the math thread, so
 (tt-metal issue #55759: the exp on the math thread serialises with the matmuls). One tile op
 therefore costs
 
-    max(unpack, fpu + sfpu, pack) + op_overhead * subblocks
+    max(unpack, fpu + sfpu, pack) + op_overhead
+
+cycles: the engines' throughput, and once per op the unpack -> math -> pack pipeline's fill and
+drain (an op's first tile must pass all three stages before its last can be packed).
 
 cycles, and each engine's own cycles count as its busy time. Descriptor formats are documented in
 `tilegrid.codegen.python._describe`.
@@ -66,9 +69,9 @@ class CostContext:
         return TILE_BYTES[src]
 
 
-def _finish(ctx: CostContext, unpack: float, fpu: float, sfpu: float, pack: float, subblocks: int,
+def _finish(ctx: CostContext, unpack: float, fpu: float, sfpu: float, pack: float,
             flops: float = 0.0, kind: str = "") -> OpCost:
-    total = max(unpack, fpu + sfpu, pack) + ctx.params.op_overhead_cycles * subblocks
+    total = max(unpack, fpu + sfpu, pack) + ctx.params.op_overhead_cycles
     return OpCost(unpack, fpu, sfpu, pack, total, flops, kind)
 
 
@@ -95,8 +98,8 @@ def op_cost(ctx: CostContext, name: str, tiles: int) -> OpCost:
     up, pk = p.unpack_bytes_per_cycle, p.pack_bytes_per_cycle
     if not desc:  # a plain observer name without descriptor: a coarse cost per tile
         if kind == "matmul":
-            return _finish(ctx, 0, tiles * p.matmul_cycles_per_tile[ctx.fidelity], 0, 0, 1, 2 * 32**3 * tiles, kind)
-        return _finish(ctx, tiles * 2048 / up, tiles * p.fpu_eltwise_cycles_per_tile, 0, tiles * 2048 / pk, 1,
+            return _finish(ctx, 0, tiles * p.matmul_cycles_per_tile[ctx.fidelity], 0, 0, 2 * 32**3 * tiles, kind)
+        return _finish(ctx, tiles * 2048 / up, tiles * p.fpu_eltwise_cycles_per_tile, 0, tiles * 2048 / pk,
                        kind=kind)
     parts = desc.split("|")
     if kind == "matmul":
@@ -113,23 +116,22 @@ def op_cost(ctx: CostContext, name: str, tiles: int) -> OpCost:
             fpu += m * n * p.fpu_eltwise_cycles_per_tile
         unpack = max(bytes_a / up, bytes_b / up, (bytes_a + bytes_b) / p.unpack_joint_bytes_per_cycle)
         pack = m * n * ctx.tile_bytes(out) / pk
-        return _finish(ctx, unpack, fpu, 0, pack, subblocks, 2 * 32**3 * m * k * n, kind)
+        return _finish(ctx, unpack, fpu, 0, pack, 2 * 32**3 * m * k * n, kind)
     if kind == "reduce":
         rkind = parts[0]
         x, out = parts[1].split(",")
         fpu = tiles * p.fpu_reduce_cycles_per_tile * (1 if rkind == "max" else phases)
         # output tiles: one column (row reduce) or row of tiles; at most `tiles`
         return _finish(ctx, tiles * ctx.tile_bytes(x) / up, fpu, 0, max(1, tiles // 4) * ctx.tile_bytes(out) / pk,
-                       max(1, tiles // 8), kind=kind)
+                       kind=kind)
     if kind == "transpose":
         x, out = parts[0].split(",")
         return _finish(ctx, tiles * ctx.tile_bytes(x) / up, tiles * p.fpu_eltwise_cycles_per_tile, 0,
-                       tiles * ctx.tile_bytes(out) / pk, max(1, tiles // 4), kind=kind)
+                       tiles * ctx.tile_bytes(out) / pk, kind=kind)
     # compute: body | ins | outs | h,w | vector ; `tiles` = output tiles
     body = parts[0].split()
     ins = parts[1].split(",") if parts[1] else []
     outs = parts[2].split(",") if parts[2] else []
-    h, w = (int(x) for x in parts[3].split(","))
     loads = [b for b in body if b.startswith("L")]
     unpack_bytes = sum(ctx.tile_bytes(ins[int(b[1:].rstrip("rcs"))]) for b in loads)
     fpu_binaries = [b for b in body if b.startswith("B:") and b.endswith(":f")]
@@ -154,6 +156,4 @@ def op_cost(ctx: CostContext, name: str, tiles: int) -> OpCost:
             sfpu += SFPU_INSTR["iota"] * per_instr
     sfpu *= SFPU_VECTOR_SHARE[parts[4]]
     pack_bytes = sum(ctx.tile_bytes(outs[int(b[1:])]) for b in body if b.startswith("P"))
-    subblocks = max(1, tiles // (h * w))
-    return _finish(ctx, tiles * unpack_bytes / up, tiles * fpu, tiles * sfpu, tiles * pack_bytes / pk, subblocks,
-                   kind=kind)
+    return _finish(ctx, tiles * unpack_bytes / up, tiles * fpu, tiles * sfpu, tiles * pack_bytes / pk, kind=kind)

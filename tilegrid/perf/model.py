@@ -7,12 +7,14 @@
 - Semaphores: a `sem_wait` cannot finish before the updates that satisfied it arrived (issue time
   plus NoC latency to the target core).
 - DMA: issuing costs the data-movement thread `dma_issue_cycles`; the transfer then occupies shared
-  resources (bandwidth calendars): the DRAM channels its tiles are interleaved over, and the NoC
-  ports of the cores it leaves and enters (one NoC per data-movement thread, as tt-metal's reader
-  on NoC0 and writer on NoC1). It completes when the slowest resource is done plus the latency of
-  its route (NIU + hops x 9 cycles, + DRAM latency for reads). `dma_wait` moves the thread's clock
-  to that completion. A multicast occupies the sender's port once for the whole rectangle and
-  each receiver's port once: one transfer per destination rectangle, not one per core.
+  resources (bandwidth calendars): the DRAM channels its tiles are interleaved over, the NoC ports
+  of the cores it leaves and enters, and every NoC link on its routes (one NoC per data-movement
+  thread, as tt-metal's reader on NoC0 and writer on NoC1; each NoC a unidirectional torus with
+  dimension-ordered routes, `params.noc_route`). It completes when the slowest resource is done
+  plus the latency of its route (NIU + hops x 9 cycles, + DRAM latency for reads). `dma_wait`
+  moves the thread's clock to that completion. A multicast occupies the sender's port once, each
+  link of its tree once and each receiver's port once: one transfer per destination rectangle,
+  not one per core.
 
 Bandwidth calendars are fluid: time is cut into windows, each with `rate x window` bytes of
 capacity; a transfer fills windows from its start time on. Reservations can arrive out of time
@@ -26,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tilegrid.perf.costs import CostContext, op_cost
-from tilegrid.perf.params import TILE_BYTES, DeviceParams
+from tilegrid.perf.params import TILE_BYTES, DeviceParams, Link
 
-WINDOW = 256  # cycles per calendar window
+WINDOW = 1024  # cycles per calendar window
 
 
 class Calendar:
@@ -43,8 +45,12 @@ class Calendar:
         """Carry `nbytes` from `start` on; returns when the last byte has passed."""
         self.bytes += nbytes
         rate, cap, used = self.rate, self.cap, self.used
-        remaining = float(nbytes)
         i = int(start // WINDOW)
+        u = used.get(i, 0.0)
+        if cap - u >= nbytes and (WINDOW * (i + 1) - start) * rate >= nbytes:  # fits this window
+            used[i] = u + nbytes
+            return max(start + nbytes / rate, WINDOW * i + (u + nbytes) / rate)
+        remaining = float(nbytes)
         t = start
         while True:
             u = used.get(i, 0.0)
@@ -57,6 +63,30 @@ class Calendar:
                 remaining -= avail
             i += 1
             t = WINDOW * i
+
+
+def reserve_all(uses: list[tuple[Calendar, float]], start: float, scale: float) -> float:
+    """`Calendar.reserve(start, n * scale)` on each (calendar, n), inlined for the common case of a
+    reservation that fits the current window (the timing model's hot loop); the latest end."""
+    i = int(start // WINDOW)
+    room = WINDOW * (i + 1) - start
+    base = WINDOW * i
+    end = 0.0
+    for cal, n in uses:
+        nb = n * scale
+        used, rate = cal.used, cal.rate
+        u = used.get(i, 0.0)
+        if cal.cap - u >= nb and room * rate >= nb:
+            cal.bytes += nb
+            used[i] = u + nb
+            e = start + nb / rate
+            e2 = base + (u + nb) / rate
+            e = e if e > e2 else e2
+        else:
+            e = cal.reserve(start, nb)
+        if e > end:
+            end = e
+    return end
 
 
 @dataclass
@@ -107,6 +137,8 @@ class PerfModel:
         self.sem_t: dict[tuple, float] = defaultdict(float)
         self.dram = [Calendar(p.dram_bytes_per_cycle_per_channel, f"dram{ch}") for ch in range(p.dram_channels)]
         self.ports: dict[tuple, Calendar] = {}
+        self.links: dict[Link, Calendar] = {}
+        self._paths: dict[tuple, tuple[list[tuple[Calendar, float]], float]] = {}
         self.handles: list[float] = []
         self.trace_ev: list[tuple] = []
         self.per_track: dict[tuple, int] = defaultdict(int)
@@ -145,12 +177,41 @@ class PerfModel:
             cal = self.ports[key] = Calendar(self.params.noc_bytes_per_cycle, f"core{core} noc{noc} {direction}")
         return cal
 
+    def link(self, key: Link) -> Calendar:
+        cal = self.links.get(key)
+        if cal is None:
+            noc, x, y, d = key
+            cal = self.links[key] = Calendar(self.params.noc_bytes_per_cycle, f"noc{noc} link ({x},{y}) {d}")
+        return cal
+
     def noc_of(self, t: ThreadState) -> int:
         return int(t.kind[2:]) % 2 if t.kind.startswith("dm") else 0
 
-    def latency(self, a: tuple[int, int], b: tuple[int, int]) -> float:
+    def latency(self, a: tuple[int, int], b: tuple[int, int], noc: int) -> float:
         p = self.params
-        return 2 * p.noc_niu_cycles + p.noc_hop_cycles * p.hops(a, b)
+        return 2 * p.noc_niu_cycles + p.noc_hop_cycles * len(p.route(a, b, noc))
+
+    def _dram_paths(self, here: tuple[int, int], noc: int, kind: str, chans: tuple[int, ...]
+                    ) -> tuple[list[tuple[Calendar, float]], float]:
+        """The DRAM channels and NoC links a transfer occupies, each with the number of channel
+        routes through it (data flows from the channel to the core for reads, the other way for
+        writes), and the latency of its slowest leg (the request's own leg is part of
+        dram_latency_cycles). Cached per pattern."""
+        key = (here, noc, kind, chans)
+        hit = self._paths.get(key)
+        if hit is not None:
+            return hit
+        p = self.params
+        load: dict[Link, int] = defaultdict(int)
+        lat = 0.0
+        for ch in chans:
+            a, b = (p.dram_xy[ch], here) if kind == "dram_read" else (here, p.dram_xy[ch])
+            for lk in p.route(a, b, noc):
+                load[lk] += 1
+            lat = max(lat, self.latency(a, b, noc))
+        uses = [(self.dram[ch], 1.0) for ch in chans] + [(self.link(lk), float(n)) for lk, n in load.items()]
+        self._paths[key] = (uses, lat)
+        return uses, lat
 
     # ---- Observer protocol ----------------------------------------------------------------------
 
@@ -198,7 +259,7 @@ class PerfModel:
             cost = p.dma_issue_cycles if remote else p.cb_sync_cycles
             t.clock += cost
             t.busy += cost
-            arrive = t.clock + (self.latency(p.noc_xy(*core), p.noc_xy(*target)) if remote else 0.0)
+            arrive = t.clock + (self.latency(p.noc_xy(*core), p.noc_xy(*target), self.noc_of(t)) if remote else 0.0)
             key = (target, obj)
             self.sem_t[key] = max(self.sem_t[key], arrive)
         elif event == "sem_wait":
@@ -263,11 +324,10 @@ class PerfModel:
         per_tile = nbytes / ntiles
         here = p.noc_xy(*core)
         direction = "in" if kind == "dram_read" else "out"
-        end = self.port(core, self.noc_of(t), direction).reserve(start, nbytes)
-        lat = 0.0
-        for ch, share in chans:
-            end = max(end, self.dram[ch].reserve(start, share * per_tile))
-            lat = max(lat, self.latency(here, p.dram_xy[ch]))
+        noc = self.noc_of(t)
+        end = self.port(core, noc, direction).reserve(start, nbytes)
+        uses, lat = self._dram_paths(here, noc, kind, tuple(ch for ch, _ in chans))
+        end = max(end, reserve_all(uses, start, chans[0][1] * per_tile))  # every channel's share is equal
         done = end + lat + (p.dram_latency_cycles if kind == "dram_read" else 0)
         self.bytes[kind] += nbytes
         self.transfers += 1
@@ -281,13 +341,19 @@ class PerfModel:
         p = self.params
         start = self._issue(t)
         noc = self.noc_of(t)
-        end = self.port(core, noc, "out").reserve(start, nbytes)
-        here = p.noc_xy(*core)
-        lat = 0.0
-        for rc in receivers:
-            end = max(end, self.port(rc, noc, "in").reserve(start, nbytes))
-            lat = max(lat, self.latency(here, p.noc_xy(*rc)))
-        done = end + lat
+        key = (core, noc, tuple(receivers))
+        hit = self._paths.get(key)
+        if hit is None:  # receivers' ports and the tree's links: each carries the block once
+            here = p.noc_xy(*core)
+            tree: set[Link] = set()
+            for rc in receivers:
+                tree.update(p.route(here, p.noc_xy(*rc), noc))
+            uses = [(self.port(core, noc, "out"), 1.0)] + [(self.port(rc, noc, "in"), 1.0) for rc in receivers]
+            uses += [(self.link(lk), 1.0) for lk in tree]
+            lat = max(self.latency(here, p.noc_xy(*rc), noc) for rc in receivers)
+            hit = self._paths[key] = (uses, lat)
+        uses, lat = hit
+        done = reserve_all(uses, start, nbytes) + lat
         self.bytes["mcast"] += nbytes
         self.bytes["mcast_delivered"] += nbytes * len(receivers)
         self.transfers += 1

@@ -5,7 +5,7 @@ Sources are the public figures collected in `shared/anchors/wormhole.md` (cited 
 only, `shared/anchors/tt_metal_sdpa.md`. No constant here was measured inside SDPA or fitted to
 a point the benchmarks compare against: the SDPA-calibrated figures in the anchors (polaris
 `roofline_sdpa.py`, issue #55760) are deliberately NOT used. Where no public figure exists the
-value is marked ESTIMATE (an order-of-magnitude choice made before any comparison, never tuned).
+value would be marked ESTIMATE (none is, now).
 
 Grid mapping. tilegrid writes grids as (rows, cols); tt-metal writes "x by y" = cols by rows.
 - Wormhole n150, tilegrid (8, 8) = tt-metal 8x8: row r -> NoC y, col c -> NoC x.
@@ -19,6 +19,7 @@ Grid mapping. tilegrid writes grids as (rows, cols); tt-metal writes "x by y" = 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 FIDELITY_PHASES = {"LoFi": 1, "HiFi2": 2, "HiFi3": 3, "HiFi4": 4}
 
@@ -67,8 +68,10 @@ SOURCES: dict[str, str] = {
     "cb_sync_cycles": "lower bound from ISA load latencies (tt-isa-documentation WormholeB0/TensixTile/BabyRISCV "
                       "[04fca466]: '>= 7' cycles from NoC overlay registers, '>= 8' from L1): a CB call reads the CB's "
                       "tile counter and its L1 interface state, 7 + 8 = 15",
-    "op_overhead_cycles": "ESTIMATE (no public figure found): per tile-op invocation on the compute thread (DST "
-                          "acquire/release handshake between math and pack, unpack/math configuration)",
+    "op_overhead_cycles": "per op invocation, the unpack -> math -> pack pipeline's fill: tt-llk issue #316 "
+                          "(BH, tt-metal device profiler, eltwise add, unpacker start to packer end): 178.88 cycles "
+                          "for 1 tile, 4 x 86.06 = 344.24 for 4, i.e. 55.1 per tile + 124 per op (derived). "
+                          "Blackhole's figure, used for Wormhole too (the same Tensix pipeline)",
 }
 
 
@@ -106,7 +109,7 @@ class DeviceParams:
     dram_latency_cycles: int = 284
     dma_issue_cycles: int = 49
     cb_sync_cycles: int = 15
-    op_overhead_cycles: int = 16
+    op_overhead_cycles: int = 124
 
     # ---- derived -------------------------------------------------------------------------------
 
@@ -135,11 +138,9 @@ class DeviceParams:
             return self.tensix_x[r % len(self.tensix_x)], self.tensix_y[c % len(self.tensix_y)]
         return self.tensix_x[c % len(self.tensix_x)], self.tensix_y[r % len(self.tensix_y)]
 
-    def hops(self, a: tuple[int, int], b: tuple[int, int]) -> int:
-        """Dimension-ordered route length on the torus between NoC coordinates a and b."""
-        nx, ny = self.noc_size
-        dx, dy = abs(a[0] - b[0]), abs(a[1] - b[1])
-        return min(dx, nx - dx) + min(dy, ny - dy)
+    def route(self, a: tuple[int, int], b: tuple[int, int], noc: int) -> tuple[Link, ...]:
+        """The links a packet crosses from NoC coordinate a to b (see `noc_route`)."""
+        return noc_route(self.noc_size, a, b, noc)
 
     def describe(self) -> str:
         gr, gc = self.grid
@@ -149,6 +150,35 @@ class DeviceParams:
                 f"x{gr if not self.transpose_grid else gc} (x by y); {how}; {self.clock_ghz} GHz; "
                 f"DRAM {self.dram_channels} ch x {self.dram_bytes_per_cycle_per_channel:.1f} B/cycle = "
                 f"{self.dram_gbps:.0f} GB/s; NoC {self.noc_bytes_per_cycle:.0f} B/cycle per link")
+
+
+Link = tuple[int, int, int, str]  # (noc, x, y, direction leaving router (x, y))
+
+
+@lru_cache(maxsize=65536)
+def noc_route(size: tuple[int, int], a: tuple[int, int], b: tuple[int, int], noc: int) -> tuple[Link, ...]:
+    """Links from NoC coordinate a to b. Each NoC is a unidirectional torus: NoC 0 carries data
+    rightwards and downwards, a packet travelling right, then turning down; NoC 1 upwards, then
+    leftwards (tt-isa-documentation NoC 'Routing Paths', both chips). Read responses take the
+    request's NoC, from the data's source to the reader."""
+    nx, ny = size
+    x, y = a
+    links: list[Link] = []
+    if noc == 0:
+        while x != b[0]:
+            links.append((0, x, y, "E"))
+            x = (x + 1) % nx
+        while y != b[1]:
+            links.append((0, x, y, "S"))
+            y = (y + 1) % ny
+    else:
+        while y != b[1]:
+            links.append((1, x, y, "N"))
+            y = (y - 1) % ny
+        while x != b[0]:
+            links.append((1, x, y, "W"))
+            x = (x - 1) % nx
+    return tuple(links)
 
 
 # Wormhole: 10x12 NoC; DRAM tiles in columns x = 0 and x = 5 (ISA WormholeB0/DRAMTile: 18 DRAM

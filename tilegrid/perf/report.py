@@ -89,7 +89,7 @@ class Summary:
                 b[unit] = min(1.0, b[unit] + max(t.busy, t.dma_busy) / total)
         dram_bytes = m.bytes["dram_read"] + m.bytes["dram_write"]
         port_name, port_util = "", 0.0
-        for cal in m.ports.values():
+        for cal in [*m.ports.values(), *m.links.values()]:  # core NoC ports and mesh links
             u = cal.bytes / (cal.rate * total)
             if u > port_util:
                 port_name, port_util = cal.name, u
@@ -123,7 +123,7 @@ class Summary:
             f"unpack busy max {self.max_busy('unpack'):.1%}, pack busy max {self.max_busy('pack'):.1%}",
             f"DRAM: {self.dram_bytes / 1e6:.1f} MB at {self.dram_gbps:.1f} GB/s = {dram_util:.1%} of "
             f"{self.dram_peak_gbps:.0f} GB/s",
-            f"busiest NoC port: {self.port_util_name or '-'} at {self.port_util_max:.1%}",
+            f"busiest NoC port or link: {self.port_util_name or '-'} at {self.port_util_max:.1%}",
             f"compute thread waiting on CBs/semaphores: mean {_mean(self.compute_wait.values()):.1%}",
         ]
         name, util = max(cands.items(), key=lambda kv: kv[1])
