@@ -118,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.perf:
         from tilegrid import perf
 
-        with perf.session(args.fidelity, data_format=args.data_format) as s:
+        with perf.session(args.fidelity, data_format=args.data_format, exp=args.exp) as s:
             try:
                 _run_file(args.file, quiet=False)
             except TilegridError as e:
@@ -144,7 +144,11 @@ def _perf_flags(p: argparse.ArgumentParser, autotune: bool) -> None:
     p.add_argument("--fidelity", default="HiFi4", choices=["LoFi", "HiFi2", "HiFi3", "HiFi4"],
                    help="math fidelity of the matmuls, for the time and the numerics (with --perf / --autotune)")
     p.add_argument("--data-format", default=None, choices=["bfp8_b", "bfp4_b"],
-                   help="store bf16 inputs in DRAM and CBs in this block-float format (with --perf / --autotune)")
+                   help="store bf16 inputs and outputs in DRAM and CBs in this block-float format (with --perf / "
+                   "--autotune)")
+    p.add_argument("--exp", default="accurate", choices=["accurate", "approx"],
+                   help="the SFPU exponential every plain exp uses, for the time and the numerics (with --perf / "
+                   "--autotune); approx: the fast approximation, within 3.1%%")
     if autotune:
         p.add_argument("--autotune", action="store_true",
                        help="choose q/kv chunks (and the grid when --grid is not given) by predicted time")
@@ -198,7 +202,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
         window = (left, right)
     device = DEVICES[args.device]
     cfg = AttentionConfig(q_chunk=args.q_chunk, kv_chunk=args.kv_chunk, grid=args.grid or device.grid,
-                          mcast=args.mcast, acc_dtype=args.acc_dtype)
+                          mcast=args.mcast, acc_dtype=args.acc_dtype, fast_exp=args.fast_exp)
     if args.autotune:
         from tilegrid.perf.autotune import autotune_attention
 
@@ -206,9 +210,9 @@ def cmd_attention(args: argparse.Namespace) -> int:
             cfg, _ = autotune_attention(q.shape, k.shape, causal=args.causal, window=window,
                                         config=AttentionConfig(q_chunk=args.q_chunk, kv_chunk=args.kv_chunk,
                                                                grid=args.grid, mcast=args.mcast,
-                                                               acc_dtype=args.acc_dtype),
+                                                               acc_dtype=args.acc_dtype, fast_exp=args.fast_exp),
                                         device=device, fidelity=args.fidelity, data_format=args.data_format,
-                                        dtype=dtype, grid_free=args.grid is None)
+                                        dtype=dtype, grid_free=args.grid is None, exp=args.exp)
         except TilegridError as e:
             print(e.render(), file=sys.stderr)
             return 1
@@ -260,7 +264,7 @@ def _attention_perf(args: argparse.Namespace, q, k, v, window, cfg, device) -> i
         plan = choose_plan(make_problem(q, k, v, args.causal, None, window, None), cfg, device, args.dtype, [])
         print(plan.describe())
         t0 = time.perf_counter()
-        with perf.session(args.fidelity, data_format=args.data_format, timing_only=timing_only,
+        with perf.session(args.fidelity, data_format=args.data_format, exp=args.exp, timing_only=timing_only,
                           trace_cores=16) as s:
             out = flash_attention(q, k, v, causal=args.causal, window=window, config=plan.config, device=device)
         seconds = time.perf_counter() - t0
@@ -276,7 +280,7 @@ def _attention_perf(args: argparse.Namespace, q, k, v, window, cfg, device) -> i
         err = float(np.linalg.norm(out64 - ref) / np.linalg.norm(ref))
         ok = not np.isnan(out64).any()
         print(f"relative error vs float64 reference at {args.fidelity}"
-              f"{', ' + args.data_format if args.data_format else ''}: {err:.3e}")
+              f"{', ' + args.data_format if args.data_format else ''}, {args.exp} exp: {err:.3e}")
     summary = s.last
     print(summary.text())
     files = _perf_outputs(summary, args.perf)
@@ -313,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--q-chunk", type=int, default=None, help="tiles of 32 query rows per chunk")
     a.add_argument("--kv-chunk", type=int, default=None, help="tiles of 32 key rows per chunk")
     a.add_argument("--mcast", action="store_true", help="share K/V chunks along grid rows by multicast")
+    a.add_argument("--fast-exp", action="store_true",
+                   help="the scores' exp with the SFPU's fast approximation (as tt-metal's SDPA); the correction "
+                   "factor's follows --exp")
     a.add_argument("--acc-dtype", default="f32", choices=["f32", "bf16"])
     a.add_argument("--dtype", default="bf16", choices=["bf16", "f32"])
     a.add_argument("--seed", type=int, default=0)

@@ -209,3 +209,15 @@ def test_roadmap_effects_small():
     assert _fa(1024, causal=True).cycles < 0.8 * skip.cycles  # balancing pairs early and late Q chunks
     per_head, packed = _fa(heads=8, kv_heads=2, gqa_pack=False), _fa(heads=8, kv_heads=2, gqa_pack=True)
     assert packed.flops == per_head.flops and packed.dram_bytes < 0.5 * per_head.dram_bytes  # K/V once per group
+
+
+def test_cli_attention_perf_with_exp_modes(tmp_path, capsys):
+    from tilegrid.cli import main
+
+    args = ["attention", "--heads", "2", "--seq", "256", "--causal", "--grid", "2x2", "--perf", str(tmp_path)]
+    assert main(args + ["--exp", "approx", "--fast-exp"]) == 0
+    out = capsys.readouterr().out
+    assert "approx exp:" in out and "exp approx" in out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["exp"] == "approx" and summary["cycles"] > 0
+    assert (tmp_path / "trace.json").exists()
