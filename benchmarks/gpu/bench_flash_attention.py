@@ -49,7 +49,7 @@ def tilegrid_programs(b, h, n, d, causal):
     for cq, ck in CHUNKS[d]:
         cfg = F.AttentionConfig(q_chunk=cq, kv_chunk=ck, grid=WORMHOLE.grid)
         try:
-            plan = F.choose_plan(p, cfg, WORMHOLE, "bf16", None)
+            plan = F.choose_plan(p, cfg, WORMHOLE, "bf16", None, backend="gpu")
         except TilegridError as e:  # a chunk that does not fit a Tensix core's L1 is not a tilegrid program
             print(f"  skip chunks {cq}x{ck}: {e.message[:80]}", flush=True)
             continue

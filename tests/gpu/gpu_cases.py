@@ -17,7 +17,7 @@ def fa_program(b=1, h=2, hk=2, sq=256, skv=256, d=64, causal=False, grid=(2, 2),
     k = np.zeros((b, hk, skv, d), dtype)
     p = F.make_problem(q, k, k, causal, None, window, mask)
     cfg = F.AttentionConfig(q_chunk=q_chunk, kv_chunk=kv_chunk, grid=grid, mcast=mcast)
-    plan = F.choose_plan(p, cfg, WORMHOLE, "bf16" if dtype == bfloat16 else "f32", None)
+    plan = F.choose_plan(p, cfg, WORMHOLE, "bf16" if dtype == bfloat16 else "f32", None, backend="gpu")
     args = F._arguments(p, q, k, k.copy(), mask, plan.config)
     return capture(F._build_kernel(plan, WORMHOLE, "deterministic", None), *args), plan
 

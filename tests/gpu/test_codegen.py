@@ -155,3 +155,24 @@ def test_cli_emits_triton_for_every_example(path, capsys):
     out = capsys.readouterr().out
     assert "@triton.jit" in out
     compile(out, str(path), "exec")
+
+
+def test_causal_mask_stays_in_the_loop_on_the_gpu():
+    # Tensix keeps a precomputed diagonal mask in L1; on the GPU it would pin a block in registers
+    _, plan = fa_program(b=1, h=2, hk=2, sq=256, skv=256, d=128, causal=True, q_chunk=4, kv_chunk=4)
+    assert not plan.diagonal_once
+
+
+def test_fast_exp_lowers_to_the_gpus_exp2():
+    from gpu_cases import WORMHOLE
+
+    import tilegrid.kernels.flash_attention as F
+
+    q = np.zeros((1, 2, 128, 64), np.float32)
+    p = F.make_problem(q, q, q, True, None, None, None)
+    plan = F.choose_plan(p, F.AttentionConfig(grid=(1, 2), q_chunk=2, kv_chunk=2, fast_exp=True), WORMHOLE, "f32",
+                         None, backend="gpu")
+    args = F._arguments(p, q, q, q.copy(), None, plan.config)
+    src = capture(F._build_kernel(plan, WORMHOLE, "deterministic", None), *args).source
+    structure(src)
+    assert "tl.exp2(" in src

@@ -232,7 +232,7 @@ def flash_attention(
         cfg = replace(cfg, q_chunk=4, kv_chunk=2 if problem.head_dim_pad <= 64 else 4)
     dtype = "bf16" if qn.dtype == np.dtype(bfloat16) else "f32"
     args = _arguments(problem, qn, kn, vn, mask, cfg)
-    plan = choose_plan(problem, cfg, device, dtype, args)
+    plan = choose_plan(problem, cfg, device, dtype, args, backend)
     if plan_out is not None:
         plan_out.append(plan)
     kernel = _build_kernel(plan, device, schedule, seed)
@@ -344,16 +344,18 @@ CHUNKS = [(4, 8), (8, 8), (8, 4), (4, 4), (4, 2), (2, 4), (2, 2), (2, 1), (1, 2)
 _plans: dict[tuple, Plan] = {}
 
 
-def choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, args0: list) -> Plan:
+def choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, args0: list,
+                backend: str = "sim") -> Plan:
     """The largest chunks that fit L1 (checked by compiling) and still give every core work; or,
-    with `autotune`, the chunks the performance model predicts fastest. Remembered per problem."""
-    key = (p, cfg, device, dtype)
+    with `autotune`, the chunks the performance model predicts fastest. Remembered per problem.
+    On the GPU backend the causal mask stays in the K/V loop (registers, not L1, hold a block)."""
+    key = (p, cfg, device, dtype, backend)
     if key not in _plans:
-        _plans[key] = _choose_plan(p, cfg, device, dtype)
+        _plans[key] = _choose_plan(p, cfg, device, dtype, diagonal_once=backend == "sim")
     return _plans[key]
 
 
-def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str) -> Plan:
+def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, diagonal_once: bool = True) -> Plan:
     if cfg.autotune and not (cfg.q_chunk and cfg.kv_chunk):
         from tilegrid.perf.autotune import autotune_attention
 
@@ -383,7 +385,7 @@ def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str) -
         pp = replace(p, seq_q_pad=sqp, seq_kv_pad=skvp)
         items, steps = _count(pp, cq, ck, sqp, skvp, c.group_of(pp), c.skip)
         compiled = None
-        for once in (True, False) if _one_diagonal(pp, cq, ck, c.skip) else (False,):
+        for once in (True, False) if diagonal_once and _one_diagonal(pp, cq, ck, c.skip) else (False,):
             plan = Plan(pp, c, items, steps, notes=list(notes), diagonal_once=once)
             try:
                 compiled = _compile_only(plan, device, dtype)
