@@ -60,3 +60,28 @@ def test_block_shape_and_dtype_are_compile_time_values(rng):
     out = poisoned((64, 32))
     scaled_by_rows(x, out)
     assert_close(out, x.astype(np.float64) * 2.0, "f32")
+
+
+def _gated(extra: bool):
+    @pykernel_gen(grid=(1, 2), block_factors=[(1, 1), (1, 1)])
+    def gated(x, out):
+        @compute()
+        async def comp(x_cb, out_cb):
+            blk = x_cb.pop()
+            y = blk + 1.0
+            if extra and core_index(1) == 1:  # `extra` False: the run-time test is never compiled
+                y = y * undefined_when_off  # noqa: F821
+            if not extra or core_index(1) == 0:  # `not extra` True: no run-time test either
+                y = y * 2.0
+            out_cb.reserve().store(y)
+
+        return Program(comp)(x, out)
+
+    return gated
+
+
+def test_and_or_short_circuit_on_compile_time_values(rng):
+    x = rand(rng, (32, 64))
+    out = poisoned((32, 64))
+    _gated(False)(x, out)
+    assert_close(out, (x.astype(np.float64) + 1.0) * 2.0, "f32")

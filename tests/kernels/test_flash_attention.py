@@ -126,17 +126,18 @@ def test_causal_without_skipping_computes_every_chunk(rng):
     assert plans[0].kv_steps == 4 * 4
 
 
-@pytest.mark.parametrize("sq,skv,chunks,once", [
-    (256, 256, (2, 2), True),  # equal aligned chunks: one diagonal mask serves every Q chunk
-    (192, 256, (2, 2), True),  # bottom-right offset of 64 = one whole chunk: still aligned
-    (224, 256, (2, 2), False),  # offset 32 cuts chunks: masks per chunk
-    (256, 256, (2, 1), False),  # unequal chunks: several chunks cross the diagonal differently
+@pytest.mark.parametrize("sq,skv,chunks,offsets", [
+    (256, 256, (2, 2), (0,)),  # equal aligned chunks: one mask serves every crossing chunk
+    (192, 256, (2, 2), (0,)),  # bottom-right offset of 64 = one whole chunk: still aligned
+    (224, 256, (2, 2), (-32, 32)),  # offset 32 cuts chunks: two crossing patterns
+    (256, 256, (2, 1), (-32, 0)),  # Q chunk twice the K/V chunk: two K/V chunks cross it
+    (256, 256, (4, 1), ()),  # four patterns: masks computed per chunk instead
 ])
-def test_causal_diagonal_mask_built_once_when_it_serves_every_chunk(rng, sq, skv, chunks, once):
+def test_causal_masks_built_once_when_few_patterns_serve_every_chunk(rng, sq, skv, chunks, offsets):
     plan = check(rng, 1, 2, 2, sq, skv, 32, dtype="f32", causal=True, grid=(2, 2), q_chunk=chunks[0],
                  kv_chunk=chunks[1])
-    assert plan.diagonal_once is once
-    assert ("diagonal mask built once" in plan.describe()) is once
+    assert plan.diagonals == offsets
+    assert ("built once" in plan.describe()) is bool(offsets)
 
 
 def test_fast_score_exp_costs_the_approximations_accuracy(rng):

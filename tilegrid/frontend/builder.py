@@ -541,9 +541,19 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
         raise self.error(f"unsupported unary operator on {self.describe(v)}", node)
 
     def visit_BoolOp(self, node: ast.BoolOp) -> Any:
-        vals = [self.eval(v) for v in node.values]
-        if all(isinstance(v, bool | int) for v in vals):
-            return all(vals) if isinstance(node.op, ast.And) else any(vals)
+        """`and` / `or` short-circuit on compile-time values as Python does (`if DEBUG and x > 0:`
+        emits nothing when DEBUG is False); run-time conditions combine with arith.andi / ori."""
+        is_and = isinstance(node.op, ast.And)
+        vals = []
+        for v in node.values:
+            x = self.eval(v)
+            if isinstance(x, bool | int) and not isinstance(x, Cond):
+                if bool(x) != is_and:  # False in an `and`, True in an `or`: decided
+                    return bool(x)
+                continue  # True in an `and`, False in an `or`: no effect
+            vals.append(x)
+        if not vals:
+            return is_and
         conds = [self.as_cond(v, node) for v in vals]
         op = arith.AndIOp if isinstance(node.op, ast.And) else arith.OrIOp
         acc = conds[0]

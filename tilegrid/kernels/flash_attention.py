@@ -138,7 +138,11 @@ class Plan:
     kv_steps: int  # K/V chunk steps over all items (after skipping)
     l1: Any = None
     notes: list[str] = field(default_factory=list)
-    diagonal_once: bool = False  # the causal diagonal mask built once and kept in L1 (see _build_kernel)
+    diagonals: tuple[int, ...] = ()  # offsets of the causal masks built once and kept in L1 (_build_kernel)
+
+    @property
+    def diagonal_once(self) -> bool:
+        return bool(self.diagonals)
 
     def describe(self) -> str:
         p, c = self.problem, self.config
@@ -152,7 +156,7 @@ class Plan:
             + (" (causal: chunks above the diagonal skipped)" if p.causal and c.skip else ""),
             f"accumulators {c.acc_dtype}, K/V multicast {'on' if c.mcast else 'off'}, "
             f"causal balance {'on' if c.balance and p.causal else 'off'}"
-            + (", diagonal mask built once" if self.diagonal_once else ""),
+            + (f", causal mask{'s' if len(self.diagonals) > 1 else ''} built once" if self.diagonals else ""),
         ]
         return "\n".join(lines + self.notes)
 
@@ -385,8 +389,9 @@ def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, d
         pp = replace(p, seq_q_pad=sqp, seq_kv_pad=skvp)
         items, steps = _count(pp, cq, ck, sqp, skvp, c.group_of(pp), c.skip)
         compiled = None
-        for once in (True, False) if diagonal_once and _one_diagonal(pp, cq, ck, c.skip) else (False,):
-            plan = Plan(pp, c, items, steps, notes=list(notes), diagonal_once=once)
+        offsets = _diagonal_offsets(pp, cq, ck, c.skip) if diagonal_once else ()
+        for diagonals in (offsets, ()) if offsets else ((),):
+            plan = Plan(pp, c, items, steps, notes=list(notes), diagonals=diagonals)
             try:
                 compiled = _compile_only(plan, device, dtype)
                 break
@@ -405,11 +410,18 @@ def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, d
     return max(fitting, key=lambda pl: (pl.items, pl.config.kv_chunk))
 
 
-def _one_diagonal(p: Problem, cq: int, ck: int, skip: bool) -> bool:
-    """Causal with equal, aligned chunks and nothing else masked: every chunk that crosses the
-    diagonal crosses it the same way, so one mask serves them all."""
-    return (p.right is not None and p.left is None and p.seq_kv_pad == p.seq_kv and skip and cq == ck
-            and (p.offset + p.right) % (32 * ck) == 0)
+def _diagonal_offsets(p: Problem, cq: int, ck: int, skip: bool) -> tuple[int, ...]:
+    """With only a causal (right) boundary, the K/V chunks that cross it do so at a few offsets
+    (q0 - k0 + offset + right): one with equal aligned chunks, two when one chunk is twice the
+    other. Those masks are built once; () when there are more, or other masks, or no skipping."""
+    if p.right is None or p.left is not None or p.seq_kv_pad != p.seq_kv or not skip:
+        return ()
+    qr, kr = 32 * cq, 32 * ck
+    found = set()
+    for q0 in range(0, p.seq_q_pad, qr):
+        lo, hi = kv_range(p, q0, qr, kr, -(-p.seq_kv // kr), skip)
+        found.update(q0 - k * kr + p.offset + p.right for k in range(lo, hi) if k * kr + kr - 1 > q0 + p.offset + p.right)
+    return tuple(sorted(found)) if 1 <= len(found) <= 2 else ()
 
 
 def _compile_only(plan: Plan, device: Device, dtype: str) -> Any:
@@ -455,9 +467,12 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
     skip = cfg.skip
     mcast = cfg.mcast
     fast_exp = cfg.fast_exp
-    # One diagonal mask (where L1 has room for it): built once on the SFPU and added per diagonal
-    # chunk on the FPU, as tt-metal adds the causal mask tiles its writer generates.
-    one_diagonal = plan.diagonal_once
+    # The causal masks of the chunks that cross the diagonal (where L1 has room for them): built
+    # once on the SFPU and added per crossing chunk on the FPU, as tt-metal adds the causal mask
+    # tiles its writer generates. d0 (and d1): q0 - k0 + offset + right of the crossing chunks.
+    one_diagonal = bool(plan.diagonals)
+    two_diagonals = len(plan.diagonals) == 2
+    d0, d1 = (plan.diagonals + (0, 0))[:2]
     depth = 2 if cfg.double_buffer else 1
     mask_bf = (G * cq, ck, depth) if has_mask else (1, 1, 1)
     row_rounds, col_rounds = -(-BH // gr), -(-nq // gc)
@@ -498,9 +513,12 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
         @compute()
         async def attention(q_cb, k_cb, v_cb, mask_cb, out_cb, lse_cb):
             if one_diagonal:
-                # 0 where key <= query, else -inf (exact in bf16)
-                diagonal = where(col_index((QG, KR)) - row_index((QG, KR)) % QR <= 0,
+                # 0 where key - query <= d, else -inf (exact in bf16)
+                diagonal = where(col_index((QG, KR)) - row_index((QG, KR)) % QR <= d0,
                                  fill(0.0, shape=(QG, KR), dtype="bf16"), -inf)
+            if two_diagonals:
+                diagonal1 = where(col_index((QG, KR)) - row_index((QG, KR)) % QR <= d1,
+                                  fill(0.0, shape=(QG, KR), dtype="bf16"), -inf)
             for t in range(rounds):
                 for half in range(halves):
                     valid, bh, qc = work_item(t, half)
@@ -521,7 +539,10 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
                             # only chunks that cross a mask boundary pay for masking
                             if one_diagonal:
                                 if k0 + KR - 1 > q0 + off + right:
-                                    S = S + diagonal
+                                    if two_diagonals and q0 - k0 + off + right == d1:
+                                        S = S + diagonal1
+                                    else:
+                                        S = S + diagonal
                             elif (has_right and k0 + KR - 1 > q0 + off + right) or (
                                 has_left and k0 < q0 + QR - 1 + off - left) or (has_pad and k0 + KR > skv):
                                 rel = col_index((QG, KR)) - row_index((QG, KR)) % QR  # key - query offset
