@@ -337,6 +337,19 @@ def test_two_cores_write_the_same_output_block(rng):
                      "same_output_block", "'out'")
 
 
+def test_an_output_without_num_outs_is_named_with_the_fix(rng):
+    x = rand(rng, (32, 32))
+    e = raises(lambda: rm.forgot_num_outs(x, out_like((32, 32)), out_like((32, 32))))
+    text = check(e, "forgot_num_outs", rm, "forgot_num_outs", "'out'", "never popped")
+    assert "num_outs" in e.note, text
+
+
+def test_astype_takes_a_known_format(rng):
+    e = raises(lambda: cm.astype_unknown(rand(rng, (32, 32)), out_like((32, 32))), CompileError)
+    text = check(e, "astype_unknown", cm, "astype_unknown", "'bf16' or 'f32'", "'f16'")
+    assert "astype" in e.note, text
+
+
 def test_more_pushes_than_pops(rng):
     x = rand(rng, (32, 32))
     error_or_warning(lambda: rm.extra_push(x, out_like((32, 32))), "extra_push", rm, "extra_push", "'out'")

@@ -85,3 +85,28 @@ def test_and_or_short_circuit_on_compile_time_values(rng):
     out = poisoned((32, 64))
     _gated(False)(x, out)
     assert_close(out, (x.astype(np.float64) + 1.0) * 2.0, "f32")
+
+
+@pykernel_gen(grid=(1, 1), block_factors=[(2, 2), (2, 2), (2, 1)], num_outs=2)
+def convert_and_sum(x, out, sums):
+    @compute()
+    async def comp(x_cb, out_cb, sums_cb):
+        a = x_cb.pop()
+        b = (a * 3.0).astype("bf16")  # packed (rounded) to bf16 before the add reads it
+        out_cb.reserve().store(b.astype(a.dtype) + 1.0)
+        s = b.rowsum()
+        assert_f32 = s.dtype == "f32"  # sums come back in f32, whatever the input's format
+        sums_cb.reserve().store(s * 1.0 if assert_f32 else -s)
+
+    return Program(comp)(x, out, sums)
+
+
+def test_astype_rounds_and_sums_accumulate_in_f32(rng):
+    from ml_dtypes import bfloat16
+
+    x = rand(rng, (64, 64))
+    out, sums = poisoned((64, 64)), poisoned((64, 32))
+    convert_and_sum(x, out, sums)
+    b = (x.astype(np.float32) * np.float32(3.0)).astype(bfloat16).astype(np.float64)
+    assert np.array_equal(out, (b + 1.0).astype(np.float32))
+    assert np.abs(sums[:, 0] - b.sum(-1)).max() < 1e-4 * np.abs(b).sum(-1).max()

@@ -291,3 +291,13 @@ def exp_approx_not_constant(x, out):
         o.store(blk.exp(approx=blk))  # ERR[exp_approx_not_constant]
 
     return Program(comp)(x, out)
+
+
+@pykernel_gen(grid=(1, 1), block_factors=[(1, 1), (1, 1)])
+def astype_unknown(x, out):
+    @compute()
+    async def comp(x_cb, out_cb):
+        blk = x_cb.pop()
+        out_cb.reserve().store(blk.astype("f16"))  # ERR[astype_unknown]
+
+    return Program(comp)(x, out)

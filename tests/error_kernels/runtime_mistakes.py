@@ -66,3 +66,14 @@ def extra_push(x, out):
         p.store(blk)  # ERR[extra_push]: the push that has no consumer
 
     return Program(comp)(x, out)
+
+
+@pykernel_gen(grid=(1, 1), block_factors=[(1, 1), (1, 1), (1, 1)])  # two outputs, but num_outs left at 1
+def forgot_num_outs(x, out, out2):
+    @compute()
+    async def comp(x_cb, out_cb, out2_cb):
+        blk = x_cb.pop()
+        out_cb.reserve().store(blk.exp())  # ERR[forgot_num_outs]
+        out2_cb.reserve().store(blk)
+
+    return Program(comp)(x, out, out2)

@@ -236,3 +236,19 @@ def test_autotuned_plan(rng):
     out = flash_attention(q, k, v, causal=True, config=AttentionConfig(grid=(1, 2), autotune=True), plan_out=plans)
     assert rel_err(out, reference(q, k, v, causal=True)[0]) < TOL["bf16"]
     assert plans[0].config.q_chunk and plans[0].config.kv_chunk
+
+
+def test_tight_l1_single_buffers_the_per_item_cbs_to_keep_the_causal_mask():
+    # tt-metal's production SDPA shape on Blackhole: 256-row chunks leave no room for the mask
+    # with double-buffered Q / out CBs; one slot each makes room (compile only, no simulation)
+    from ml_dtypes import bfloat16
+
+    from tilegrid.device import BLACKHOLE_P100A
+    from tilegrid.kernels.flash_attention import choose_plan, make_problem
+
+    q = np.zeros((1, 32, 4096, 128), bfloat16)
+    k = np.zeros((1, 8, 4096, 128), bfloat16)
+    cfg = AttentionConfig(q_chunk=8, kv_chunk=8, grid=(8, 8), gqa_pack=False)
+    plan = choose_plan(make_problem(q, k, k, True, None, None, None), cfg, BLACKHOLE_P100A, "bf16", None)
+    assert plan.diagonals == (0,) and plan.item_slots == 1
+    assert "single-buffered" in plan.describe() and plan.l1.used <= plan.l1.budget

@@ -110,3 +110,59 @@ def test_l1_overflow_is_an_error():
         "CB x (2 x 4096 B): 8192 B; CB out (1 x 2048 B): 2048 B"
     )
     assert e.value.note == "use smaller block_factors or a shallower CB depth, or spread the work over more cores"
+
+
+def add_into(dst: str, a: str, b: str) -> str:
+    """`dst = a + b` as a tile.compute (one 32x32 f32 tile each)."""
+    return (f'      "tile.compute"(%{a}, %{b}, %{dst}) <{{operandSegmentSizes = array<i32: 2, 0, 1>, '
+            'subblock = [#builtin.int<1>, #builtin.int<1>]}> ({\n'
+            f'        %{dst}_l0 = "tile.load"() <{{input = #builtin.int<0>, bcast = "none", dst = #builtin.int<0>}}> : () -> !tile.dst\n'
+            f'        %{dst}_l1 = "tile.load"() <{{input = #builtin.int<1>, bcast = "none", dst = #builtin.int<1>}}> : () -> !tile.dst\n'
+            f'        %{dst}_s = "tile.binary"(%{dst}_l0, %{dst}_l1) <{{kind = "add", dst = #builtin.int<0>}}> : (!tile.dst, !tile.dst) -> !tile.dst\n'
+            f'        "tile.pack"(%{dst}_s) <{{output = #builtin.int<0>}}> : (!tile.dst) -> ()\n'
+            f'      }}) : ({F}, {F}, {F}) -> ()')
+
+
+def if_else(result: str, then: list[str], then_yield: str, other: list[str], other_yield: str) -> list[str]:
+    return ['      %c = "arith.constant"() <{value = true}> : () -> i1',
+            f'      %{result} = "scf.if"(%c) ({{', *then, f'        "scf.yield"(%{then_yield}) : ({F}) -> ()',
+            '      }, {', *other, f'        "scf.yield"(%{other_yield}) : ({F}) -> ()', f'      }}) : (i1) -> {F}']
+
+
+# The values an scf.if yields at one result share a buffer. Made in the two branches (`t`, `e`):
+# they never live at once. `m`, read in both branches, lives through the if, so they go after it;
+# `x`, made after the last use of `m`, takes its place (not the if result's, still alive).
+def test_buffers_yielded_by_the_two_branches_of_an_if_share_a_place():
+    body = [alloc("m", 4), *if_else("r", [alloc("t", 6), add_into("t", "m", "m")], "t",
+                                     [alloc("e", 9), add_into("e", "m", "m")], "e"),
+            use("r"), use("m"), alloc("x", 14), use("x"), use("r")]
+    out = run_pass(AllocateL1(), program(thread("\n".join(body)), ARGS))
+    filecheck(out, f"""
+    CHECK: %m = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES}>}}>
+    CHECK: %t = "tilegrid.alloc"() <{{offset = #builtin.int<[[SHARED:[0-9]+]]>}}>
+    CHECK: %e = "tilegrid.alloc"() <{{offset = #builtin.int<[[SHARED]]>}}>
+    CHECK: %x = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES}>}}>
+    """)
+    assert f"int<{CB_BYTES + 4096}>" in out
+
+
+# `S = S + mask` in one branch only: the value from before the if (`s`) dies in that branch at
+# the elementwise add, so the sum is written in place and the if's result has one buffer.
+def test_a_branch_that_updates_a_value_elementwise_writes_it_in_place():
+    body = [alloc("s", 4), use("s"), alloc("k", 5), use("k"),
+            *if_else("r", [alloc("t", 7), add_into("t", "s", "k")], "t", [], "s"), use("r")]
+    out = run_pass(AllocateL1(), program(thread("\n".join(body)), ARGS))
+    filecheck(out, """
+    CHECK: %s = "tilegrid.alloc"() <{offset = #builtin.int<[[S:[0-9]+]]>}>
+    CHECK: %t = "tilegrid.alloc"() <{offset = #builtin.int<[[S]]>}>
+    """)
+
+
+# Not in place when the old value is still read after the if: `t` needs a place of its own.
+def test_no_in_place_update_while_the_old_value_is_still_needed():
+    body = [alloc("s", 4), use("s"), alloc("k", 5), use("k"),
+            *if_else("r", [alloc("t", 7), add_into("t", "s", "k")], "t", [], "s"), use("r"), use("s")]
+    out = run_pass(AllocateL1(), program(thread("\n".join(body)), ARGS))
+    plan = [line for line in out.splitlines() if '"tilegrid.alloc"' in line]
+    offsets = {line.split("%")[1].split(" ")[0]: line.split("#builtin.int<")[1].split(">")[0] for line in plan}
+    assert offsets["t"] != offsets["s"]

@@ -44,7 +44,7 @@ from tilegrid.lang.ops import Semaphore
 API_FUNCS = {id(getattr(api, n)): n for n in dir(api) if callable(getattr(api, n)) and not n.startswith("_")}
 PY_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
              ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
-BLOCK_METHODS = UNARY_METHODS | {"transpose", "rowmax", "rowsum", "colmax", "colsum", "max", "sum", "store"}
+BLOCK_METHODS = UNARY_METHODS | {"transpose", "rowmax", "rowsum", "colmax", "colsum", "max", "sum", "store", "astype"}
 BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Mod: "mod"}
 CMPOPS = {ast.GtE: "ge", ast.Gt: "gt", ast.LtE: "le", ast.Lt: "lt", ast.Eq: "eq", ast.NotEq: "ne"}
 CMPI = {"ge": "sge", "gt": "sgt", "le": "sle", "lt": "slt", "eq": "eq", "ne": "ne"}

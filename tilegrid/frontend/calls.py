@@ -105,6 +105,14 @@ class CallsMixin:
                               obj, node)
         if name == "transpose":
             return Blk(self.emit(B.TransposeOp(self.use(obj, node))).results[0])
+        if name == "astype":
+            (dtype,) = self.call_args(node, ["dtype"], 1)
+            if dtype not in ("bf16", "f32"):
+                raise self.error(f"astype() takes 'bf16' or 'f32' (known when the kernel compiles), got {dtype!r}",
+                                 node, note="e.g. P = S.exp().astype('bf16'), or x.astype(y.dtype)")
+            if dtype == obj.type.dtype:
+                return obj
+            return Blk(self.emit(B.UnaryOp("copy", self.use(obj, node), C.BlockType(obj.type.dims, dtype))).results[0])
         if name in ("rowmax", "rowsum", "colmax", "colsum", "max", "sum"):
             dim, axis = self.call_args(node, ["dim", "axis"], 0)
             d = dim if dim is not None else axis

@@ -221,18 +221,20 @@ class ReduceOp(_BlockOp):
         super().__init__(
             operands=[x],
             properties={"kind": StringAttr(kind), "dim": IntAttr(dim)},
-            result_types=[reduce_result(x.type, dim)],
+            result_types=[reduce_result(kind, x.type, dim)],
         )
 
     def infer_type(self) -> BlockType:
         if self.kind.data not in REDUCE_KINDS:
             raise VerifyException(f"unknown reduce kind {self.kind.data}")
-        return reduce_result(self.x.type, self.dim.data)
+        return reduce_result(self.kind.data, self.x.type, self.dim.data)
 
 
-def reduce_result(t: BlockType, dim: int) -> BlockType:
+def reduce_result(kind: str, t: BlockType, dim: int) -> BlockType:
+    """A max keeps its input's format; a sum accumulates in DST at fp32 and is returned in f32
+    (rounding a sum of bf16 values to bf16 would throw away what the accumulation kept)."""
     r, c = t.dims
-    return BlockType((r, 1) if dim == 1 else (1, c), t.dtype)
+    return BlockType((r, 1) if dim == 1 else (1, c), "f32" if kind == "sum" else t.dtype)
 
 
 @irdl_op_definition

@@ -139,6 +139,7 @@ class Plan:
     l1: Any = None
     notes: list[str] = field(default_factory=list)
     diagonals: tuple[int, ...] = ()  # offsets of the causal masks built once and kept in L1 (_build_kernel)
+    item_slots: int = 2  # slots of the CBs that change once per work item (Q, out, lse)
 
     @property
     def diagonal_once(self) -> bool:
@@ -156,7 +157,8 @@ class Plan:
             + (" (causal: chunks above the diagonal skipped)" if p.causal and c.skip else ""),
             f"accumulators {c.acc_dtype}, K/V multicast {'on' if c.mcast else 'off'}, "
             f"causal balance {'on' if c.balance and p.causal else 'off'}"
-            + (f", causal mask{'s' if len(self.diagonals) > 1 else ''} built once" if self.diagonals else ""),
+            + (f", causal mask{'s' if len(self.diagonals) > 1 else ''} built once" if self.diagonals else "")
+            + (", Q / out CBs single-buffered to make room" if self.item_slots == 1 and c.double_buffer else ""),
         ]
         return "\n".join(lines + self.notes)
 
@@ -390,8 +392,11 @@ def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, d
         items, steps = _count(pp, cq, ck, sqp, skvp, c.group_of(pp), c.skip)
         compiled = None
         offsets = _diagonal_offsets(pp, cq, ck, c.skip) if diagonal_once else ()
-        for diagonals in (offsets, ()) if offsets else ((),):
-            plan = Plan(pp, c, items, steps, notes=list(notes), diagonals=diagonals)
+        # the masks built once, with the per-item CBs single-buffered if that is what makes room
+        # (a work item is many K/V steps long, so one Q slot costs little); else masks per chunk
+        tries = [(offsets, 2), (offsets, 1), ((), 2)] if offsets else [((), 2)]
+        for diagonals, slots in tries:
+            plan = Plan(pp, c, items, steps, notes=list(notes), diagonals=diagonals, item_slots=slots)
             try:
                 compiled = _compile_only(plan, device, dtype)
                 break
@@ -503,8 +508,10 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
             hi = max(lo, min(kv_all, (q0 + QR - 1 + off + right) // KR + 1))
         return lo, hi
 
-    @pykernel_gen(grid=(gr, gc), block_factors=[(G * cq, dt, depth), (ck, dt, depth), (ck, dt, depth), mask_bf,
-                                                 (G * cq, dt, depth), (G * cq, 1, depth)],
+    item_depth = min(depth, plan.item_slots)
+
+    @pykernel_gen(grid=(gr, gc), block_factors=[(G * cq, dt, item_depth), (ck, dt, depth), (ck, dt, depth), mask_bf,
+                                                 (G * cq, dt, item_depth), (G * cq, 1, item_depth)],
                   num_outs=2, device=device, schedule=schedule, seed=seed)
     def flash_attention(q, k, v, mask, out, lse):
         q_s, k_s, v_s, mask_s, out_s, lse_s = Stream(q), Stream(k), Stream(v), Stream(mask), Stream(out), Stream(lse)
@@ -554,7 +561,9 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
                                     S = where(col_index((QG, KR)) < skv - k0, S, -inf)
                             m_new = rowmax(S, m_old)
                             m_safe = where(m_new == -inf, 0.0, m_new)  # rows masked so far stay at 0
-                            P = ((S - m_safe) * scale).exp(approx=fast_exp)
+                            # P in the inputs' format (bf16 halves its L1 and unpack bytes); its row
+                            # sums accumulate in f32 all the same
+                            P = ((S - m_safe) * scale).exp(approx=fast_exp).astype(Q.dtype)
                             correction = ((m_old - m_safe) * scale).exp()
                             l_old = rowsum(P, correction * l_old)
                             O_acc = correction * O_acc + P @ V

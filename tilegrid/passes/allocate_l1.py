@@ -7,11 +7,17 @@ it was defined outside of lives through the whole loop; a buffer carried by a lo
 two places (the old and the new value coexist: ping-pong). Threads run concurrently, so
 each thread gets its own buffer area. The kernel is rejected, with the bytes needed and
 available and the largest buffers, if it does not fit. Afterwards every alloc has `offset`.
+
+The values an `scf.if` yields at one result are coalesced into one buffer, as a register
+allocator coalesces a phi: buffers made in the two branches never live at once; and a value
+from before the `if` that one branch only updates elementwise (`S = S + mask` in a branch)
+shares its buffer with the update, which is written in place (a compute op reads each tile
+of a same-shaped input before it packs that tile of its output).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from xdsl.context import Context
 from xdsl.dialects import scf
@@ -21,6 +27,7 @@ from xdsl.passes import ModulePass
 
 from tilegrid.errors import CompileError
 from tilegrid.ir import core as C
+from tilegrid.ir import tile as T
 from tilegrid.passes.common import loc_of, program_of
 
 TILE_BYTES = {"bf16": 2048, "f32": 4096}
@@ -39,6 +46,7 @@ class Buffer:
     size: int
     carried: bool
     offset: int = 0
+    shared: list[C.AllocOp] = field(default_factory=list)  # coalesced allocs at the same offset
 
     @property
     def label(self) -> str:
@@ -46,7 +54,8 @@ class Buffer:
         where = loc_of(self.op) or "?"
         line = where.rsplit(":", 2)[-2] if ":" in where else where
         r, c = t.dims
-        return f"buffer {r}x{c} {t.dtype} (line {line}){' x2 carried' if self.carried else ''}"
+        more = f" (+{len(self.shared)} coalesced)" if self.shared else ""
+        return f"buffer {r}x{c} {t.dtype} (line {line}){' x2 carried' if self.carried else ''}{more}"
 
 
 @dataclass
@@ -132,7 +141,101 @@ def _buffers(thread: C.ThreadOp) -> list[Buffer]:
                         break
                 end = max(end, last.get(anc, pos.get(user, end)))
         bufs.append(Buffer(o, pos[o], end, block_bytes(o.results[0].type) * (2 if carried else 1), carried))
-    return bufs
+    return _merge(bufs, _coalesce(thread, pos))
+
+
+class _Groups:
+    """Union-find over allocs."""
+
+    def __init__(self) -> None:
+        self.parent: dict[C.AllocOp, C.AllocOp] = {}
+
+    def find(self, a: C.AllocOp) -> C.AllocOp:
+        while self.parent.get(a, a) is not a:
+            a = self.parent[a] = self.parent.get(self.parent[a], self.parent[a])
+        return a
+
+    def union(self, a: C.AllocOp, b: C.AllocOp) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra is not rb:
+            self.parent[rb] = ra
+
+
+def _inside(op: Operation, region) -> bool:
+    while op is not None:
+        if op.parent_region() is region:
+            return True
+        op = op.parent_op()
+    return False
+
+
+def _coalesce(thread: C.ThreadOp, pos: dict[Operation, int]) -> _Groups:
+    """Groups of allocs that share one buffer (see the module docstring)."""
+    groups = _Groups()
+    holder: dict[SSAValue, C.AllocOp] = {}  # an scf.if result -> the alloc that holds it on every path
+
+    def alloc_of(v: SSAValue) -> C.AllocOp | None:
+        return v.owner if isinstance(v.owner, C.AllocOp) else holder.get(v)
+
+    def updated_in_place(outer: C.AllocOp, inner: C.AllocOp, branch, other_yield: Operation, ifop) -> bool:
+        v = outer.results[0]
+        if outer.parent_block() is not ifop.parent_block():
+            return False
+        for u in v.uses:
+            user = u.operation
+            if user is other_yield:
+                continue
+            if _inside(user, branch):
+                if not isinstance(user, T.ComputeOp) or v not in user.ins:
+                    return False
+                if not any(o.type == v.type and alloc_of(o) is not None and groups.find(alloc_of(o)) is groups.find(inner)
+                           for o in user.outs):
+                    return False
+                continue
+            anc = user
+            while anc is not None and anc.parent_block() is not ifop.parent_block():
+                anc = anc.parent_op()
+            if anc is None or pos[anc] >= pos[ifop]:
+                return False
+        return True
+
+    for op in sorted(thread.walk(), key=lambda o: -pos[o]):  # nested ifs before the ifs around them
+        if not isinstance(op, scf.IfOp) or not op.results or not op.false_region.blocks:
+            continue
+        yt, ye = op.true_region.block.last_op, op.false_region.block.last_op
+        for k, res in enumerate(op.results):
+            if not isinstance(res.type, C.BlockType):
+                continue
+            a, b = alloc_of(yt.operands[k]), alloc_of(ye.operands[k])
+            if a is None or b is None or a.results[0].type != b.results[0].type:
+                continue
+            in_a, in_b = _inside(a, op.true_region), _inside(b, op.false_region)
+            ok = in_a and in_b
+            if in_a and not in_b:
+                ok = updated_in_place(b, a, op.true_region, ye, op)
+            elif in_b and not in_a:
+                ok = updated_in_place(a, b, op.false_region, yt, op)
+            if ok:
+                groups.union(a, b)
+                holder[res] = groups.find(a)
+    return groups
+
+
+def _merge(bufs: list[Buffer], groups: _Groups) -> list[Buffer]:
+    """One buffer per group: the union of the live ranges, the largest size."""
+    by_root: dict[C.AllocOp, Buffer] = {}
+    out = []
+    for b in bufs:
+        root = groups.find(b.op)
+        m = by_root.get(root)
+        if m is None:
+            by_root[root] = b
+            out.append(b)
+            continue
+        m.start, m.end = min(m.start, b.start), max(m.end, b.end)
+        m.size, m.carried = max(m.size, b.size), m.carried or b.carried
+        m.shared.append(b.op)
+    return out
 
 
 def _first_fit(bufs: list[Buffer]) -> int:
@@ -193,4 +296,5 @@ class AllocateL1(ModulePass):
             thread = b.op
             while not isinstance(thread, C.ThreadOp):
                 thread = thread.parent_op()
-            b.op.properties["offset"] = IntAttr(area_start[thread.thread_name.data] + b.offset)
+            for a in [b.op, *b.shared]:
+                a.properties["offset"] = IntAttr(area_start[thread.thread_name.data] + b.offset)

@@ -112,6 +112,8 @@ class FuseElementwise(ModulePass):
                     done.append(g)
                 g.ops.append(o)
                 owner[o] = g
+                if isinstance(o, B.UnaryOp) and o.kind.data == "copy" and o.results[0].type != o.x.type:
+                    close(g)  # a conversion is packed (rounded) to its format before anything reads it
                 continue
             for v in o.operands:
                 g2 = owner.get(v.owner)  # type: ignore[arg-type]

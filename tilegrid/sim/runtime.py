@@ -244,15 +244,19 @@ class Runtime:
     def check_finished(self, cores: list[Core]) -> None:
         """After every thread ended: no CB may hold blocks that were pushed but never popped."""
         for core in cores:
-            for cb in core.cbs:
+            for cb, info in zip(core.cbs, self.infos):
                 if cb.pushed > cb.waited:
+                    note = ("every pushed block needs a consumer; an implicitly drained output takes exactly the "
+                            "blocks of the core's own shard")
+                    if not info.get("output", True):
+                        note = (f"'{cb.name}' is an input of the kernel (the last num_outs arguments are its "
+                                "outputs): if it is an output, pass num_outs= to @pykernel_gen")
                     raise TilegridError(
                         f"core ({core.r}, {core.c}): {cb.pushed - cb.waited} block(s) pushed to CB '{cb.name}' were "
                         f"never popped ({cb.pushed} pushed, {cb.waited} popped); the last push is here",
                         self.locs[cb.last_push] if cb.last_push >= 0 else None,
                         kernel=self.kernel,
-                        note="every pushed block needs a consumer; an implicitly drained output takes exactly the "
-                        "blocks of the core's own shard",
+                        note=note,
                     )
 
     # ---- compute --------------------------------------------------------------------------
