@@ -657,9 +657,9 @@ class Lowering:
             "recip": f"1.0 / {e}", "neg": f"-{e}", "sqrt": f"tl.sqrt({e})", "rsqrt": f"tl.rsqrt({e})",
             "abs": f"tl.abs({e})", "log": f"tl.log({e})", "relu": f"tl.maximum({e}, 0.0)",
             "sigmoid": f"1.0 / (1.0 + tl.exp(-{e}))", "tanh": f"2.0 / (1.0 + tl.exp(-2.0 * {e})) - 1.0",
-            # astype: a conversion to bf16 rounds, as the simulator's pack does
-            "copy": f"{e}.to(tl.bfloat16).to(tl.float32)" if (op.results[0].type.dtype, op.x.type.dtype) == ("bf16", "f32")
-            else e,
+            # astype: values stay fp32 in registers; a bf16 block is rounded where it meets the
+            # tensor cores (tl.dot operands are bf16), not on every use (an extra pass per tile)
+            "copy": e,
         }
         if k not in table:
             raise self.err(op, f"unsupported unary op {k}")

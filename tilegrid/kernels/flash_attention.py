@@ -233,10 +233,9 @@ def flash_attention(
     vn, _ = _to_numpy(v)
     problem = make_problem(qn, kn, vn, causal, scale, window, mask)
     cfg = config or AttentionConfig()
-    if backend == "gpu" and not (cfg.q_chunk or cfg.kv_chunk):
-        # GPU programs want 128-row Q tiles and 64/128-row K/V tiles (what the H100 benchmark picks).
-        cfg = replace(cfg, q_chunk=4, kv_chunk=2 if problem.head_dim_pad <= 64 else 4)
     dtype = "bf16" if qn.dtype == np.dtype(bfloat16) else "f32"
+    if backend == "gpu" and not (cfg.q_chunk or cfg.kv_chunk):
+        cfg = replace(cfg, **gpu_chunks(problem, cfg, dtype))
     args = _arguments(problem, qn, kn, vn, mask, cfg)
     plan = choose_plan(problem, cfg, device, dtype, args, backend)
     if plan_out is not None:
@@ -354,14 +353,28 @@ def choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, ar
                 backend: str = "sim") -> Plan:
     """The largest chunks that fit L1 (checked by compiling) and still give every core work; or,
     with `autotune`, the chunks the performance model predicts fastest. Remembered per problem.
-    On the GPU backend the causal mask stays in the K/V loop (registers, not L1, hold a block)."""
+    On the GPU backend Tensix L1 does not bind the plan, and the causal mask stays in the K/V loop
+    (registers, not L1, would hold a precomputed block)."""
     key = (p, cfg, device, dtype, backend)
     if key not in _plans:
-        _plans[key] = _choose_plan(p, cfg, device, dtype, diagonal_once=backend == "sim")
+        _plans[key] = _choose_plan(p, cfg, device, dtype, tensix=backend == "sim")
     return _plans[key]
 
 
-def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, diagonal_once: bool = True) -> Plan:
+def gpu_chunks(p: Problem, cfg: AttentionConfig, dtype: str) -> dict[str, int]:
+    """Chunks for the GPU backend, where one program's blocks live in registers and shared memory:
+    bf16 128-row Q blocks (GQA-packed heads included) and 64 / 128-row K/V blocks, what the H100
+    benchmark picks; f32 blocks take twice the bytes, so half the rows (32 for head_dim > 128)."""
+    g = cfg.group_of(p)
+    d = p.head_dim_pad
+    if dtype == "bf16":
+        q_rows, kv_tiles = 128, 2 if d <= 64 else 4
+    else:
+        q_rows, kv_tiles = 64 if d <= 128 else 32, 2 if d <= 64 else 1
+    return {"q_chunk": max(1, q_rows // 32 // g), "kv_chunk": kv_tiles}
+
+
+def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, tensix: bool = True) -> Plan:
     if cfg.autotune and not (cfg.q_chunk and cfg.kv_chunk):
         from tilegrid.perf.autotune import autotune_attention
 
@@ -391,7 +404,7 @@ def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, d
         pp = replace(p, seq_q_pad=sqp, seq_kv_pad=skvp)
         items, steps = _count(pp, cq, ck, sqp, skvp, c.group_of(pp), c.skip)
         compiled = None
-        offsets = _diagonal_offsets(pp, cq, ck, c.skip) if diagonal_once else ()
+        offsets = _diagonal_offsets(pp, cq, ck, c.skip) if tensix else ()
         # the masks built once, with the per-item CBs single-buffered if that is what makes room
         # (a work item is many K/V steps long, so one Q slot costs little); else masks per chunk
         tries = [(offsets, 2), (offsets, 1), ((), 2)] if offsets else [((), 2)]
@@ -404,9 +417,12 @@ def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, d
                 if "L1" not in e.message:
                     raise
                 last_error = e
+                if not tensix:  # the GPU backend: registers and shared memory, not L1
+                    compiled = False
+                    break
         if compiled is None:
             continue
-        plan.l1 = compiled
+        plan.l1 = compiled or None
         fitting.append(plan)
         if items >= ncores or (cfg.q_chunk and cfg.kv_chunk):
             return plan
