@@ -221,3 +221,20 @@ def test_cli_attention_perf_with_exp_modes(tmp_path, capsys):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["exp"] == "approx" and summary["cycles"] > 0
     assert (tmp_path / "trace.json").exists()
+
+
+def test_autotune_inside_a_session_tunes_for_its_settings():
+    from tilegrid.device import WORMHOLE
+    from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention
+    from tilegrid.perf.autotune import autotune_attention
+
+    q = perf.placeholder((1, 8, 1024, 128))
+    picks = {}
+    for fid, exp in (("HiFi4", "accurate"), ("HiFi2", "approx")):
+        plans = []
+        with perf.session(fid, exp=exp, timing_only=True, trace=False):
+            flash_attention(q, q, q, config=AttentionConfig(autotune=True), device=WORMHOLE, plan_out=plans)
+        want, _ = autotune_attention(q.shape, q.shape, device=WORMHOLE, fidelity=fid, exp=exp, log=None,
+                                     config=AttentionConfig())
+        picks[fid] = (plans[0].config.q_chunk, plans[0].config.kv_chunk)
+        assert picks[fid] == (want.q_chunk, want.kv_chunk)

@@ -67,7 +67,8 @@ class AttentionConfig:
         (not once per Q head).
     double_buffer: CBs of 2 slots so data movement overlaps compute (1 slot when off).
     autotune: choose q_chunk / kv_chunk by the performance model's predicted time (tilegrid.perf)
-        instead of "largest that fits L1 and gives every core work".
+        instead of "largest that fits L1 and gives every core work"; inside a perf session, for
+        that session's fidelity, exp mode and data format (else HiFi4, accurate exp).
     skip: skip K/V chunks that a causal / window mask hides wholly (off: compute and mask them,
         the roadmap's "causal without skipping", for measuring what skipping saves).
     fast_exp: the scores' exp uses the SFPU's fast approximate exponential
@@ -355,10 +356,19 @@ def choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, ar
     with `autotune`, the chunks the performance model predicts fastest. Remembered per problem.
     On the GPU backend Tensix L1 does not bind the plan, and the causal mask stays in the K/V loop
     (registers, not L1, would hold a precomputed block)."""
-    key = (p, cfg, device, dtype, backend)
+    key = (p, cfg, device, dtype, backend, _tuning_options() if cfg.autotune else None)
     if key not in _plans:
         _plans[key] = _choose_plan(p, cfg, device, dtype, tensix=backend == "sim")
     return _plans[key]
+
+
+def _tuning_options() -> tuple[str, str, str | None]:
+    """What `autotune=True` tunes for: the running performance session's fidelity, exp mode and
+    data format, or (outside one) HiFi4 with the accurate exp, the simulator's own numerics."""
+    from tilegrid.perf.run import active_options
+
+    o = active_options()
+    return (o.fidelity, o.exp, o.data_format) if o else ("HiFi4", "accurate", None)
 
 
 def gpu_chunks(p: Problem, cfg: AttentionConfig, dtype: str) -> dict[str, int]:
@@ -380,8 +390,10 @@ def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, t
 
         q_shape = (p.batch, p.heads, p.seq_q, p.head_dim)
         kv_shape = (p.batch, p.kv_heads, p.seq_kv, p.head_dim)
+        fidelity, exp, data_format = _tuning_options()
         tuned, _ = autotune_attention(q_shape, kv_shape, causal=p.causal, window=p.window, config=replace(cfg, autotune=False),
-                                      device=device, dtype=bfloat16 if dtype == "bf16" else np.float32, log=lambda *a: None)
+                                      device=device, dtype=bfloat16 if dtype == "bf16" else np.float32, log=lambda *a: None,
+                                      fidelity=fidelity, exp=exp, data_format=data_format)
         cfg = replace(cfg, q_chunk=tuned.q_chunk, kv_chunk=tuned.kv_chunk, grid=tuned.grid, autotune=False)
     grid = cfg.grid or device.grid
     if grid[0] > device.grid[0] or grid[1] > device.grid[1]:

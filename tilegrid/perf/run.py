@@ -182,11 +182,20 @@ def session(fidelity: str = "HiFi4", *, data_format: str | None = None, exp: str
     """
     from tilegrid import runner
 
+    global _active
     s = Session(Options(fidelity=fidelity, exp=exp, data_format=data_format, trace=trace, trace_cores=trace_cores),
                 timing_only=timing_only, params=params, forward=forward)
-    saved = runner.simulate
-    runner.simulate = s.simulate
+    saved, saved_active = runner.simulate, _active
+    runner.simulate, _active = s.simulate, s
     try:
         yield s
     finally:
-        runner.simulate = saved
+        runner.simulate, _active = saved, saved_active
+
+
+_active: Session | None = None
+
+
+def active_options() -> Options | None:
+    """The options of the innermost running session (what a kernel launched now is modelled with)."""
+    return _active.options if _active is not None else None
