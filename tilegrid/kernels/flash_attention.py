@@ -342,8 +342,8 @@ def _count(p: Problem, cq: int, ck: int, sqp: int, skvp: int, g: int = 1, skip: 
 
 
 # Preference order of (q_chunk, kv_chunk) tiles. (4, 8) first: the performance model's autotuner
-# picks it (or is within 2% of its pick) for WH 8x10 at seq 2048 and 8192, d 64 and 128, causal
-# or not (HiFi4, accurate exp; docs/perf.md "autotuner vs default"); (8, 8) lost 14-17% at 8192.
+# picks it, or is within 7% of it, for WH 8x10 at seq 2048 and 8192, d 64 and 128, causal or not
+# (HiFi4, accurate exp: the simulator's numerics; docs/perf.md "autotuner vs default").
 CHUNKS = [(4, 8), (8, 8), (8, 4), (4, 4), (4, 2), (2, 4), (2, 2), (2, 1), (1, 2), (1, 1)]
 
 
