@@ -21,6 +21,29 @@ def _run_file(path: str, quiet: bool) -> None:
         runpy.run_path(path, run_name="__main__")
 
 
+def _compile_file(path: str, log: list) -> bool:
+    """Run the script with its kernels in compile mode (the caller set the overrides): False, with
+    the reason printed, when it fails or compiles no kernel. The script's own checks may fail on
+    outputs never computed; that is fine once a kernel compiled."""
+    from tilegrid.lang import kernel
+
+    try:
+        _run_file(path, quiet=True)
+    except TilegridError as e:
+        print(e.render(), file=sys.stderr)
+        return False
+    except Exception as e:
+        if not log:
+            print(f"error: {path} failed before calling a kernel: {type(e).__name__}: {e}", file=sys.stderr)
+            return False
+    finally:
+        kernel._overrides.clear()
+    if not log:
+        print(f"error: {path} called no tilegrid kernel", file=sys.stderr)
+        return False
+    return True
+
+
 def cmd_compile_gpu(args: argparse.Namespace) -> int:
     """`--backend gpu`: compile FILE's kernels to Triton; `--emit triton` prints the source."""
     from tilegrid import gpu
@@ -28,19 +51,7 @@ def cmd_compile_gpu(args: argparse.Namespace) -> int:
 
     kernel._overrides.update(mode="compile", backend="gpu")
     gpu.compile_log.clear()
-    try:
-        _run_file(args.file, quiet=True)
-    except TilegridError as e:
-        print(e.render(), file=sys.stderr)
-        return 1
-    except Exception as e:  # the script's own checks may fail on outputs never computed
-        if not gpu.compile_log:
-            print(f"error: {args.file} failed before calling a kernel: {type(e).__name__}: {e}", file=sys.stderr)
-            return 1
-    finally:
-        kernel._overrides.clear()
-    if not gpu.compile_log:
-        print(f"error: {args.file} called no tilegrid kernel", file=sys.stderr)
+    if not _compile_file(args.file, gpu.compile_log):
         return 1
     seen = set()
     for g in gpu.compile_log:
@@ -64,27 +75,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
     runner._cache.clear()
     runner.compile_log.clear()
     dumps: list[tuple[str, str]] = []
+    orig = runner.compile_threads
     if args.dump_ir:
-        orig = runner.compile_threads
 
         def compile_with_dump(*a, **k):
             return orig(*a, **k, dump=lambda stage, text: dumps.append((stage, text)))
 
         runner.compile_threads = compile_with_dump
     try:
-        _run_file(args.file, quiet=True)
-    except TilegridError as e:
-        print(e.render(), file=sys.stderr)
-        return 1
-    except Exception as e:  # the script's own checks may fail on unsimulated (NaN) outputs
-        if not runner.compile_log:
-            print(f"error: {args.file} failed before calling a kernel: {type(e).__name__}: {e}", file=sys.stderr)
+        if not _compile_file(args.file, runner.compile_log):
             return 1
     finally:
-        kernel._overrides.clear()
-    if not runner.compile_log:
-        print(f"error: {args.file} called no tilegrid kernel", file=sys.stderr)
-        return 1
+        runner.compile_threads = orig
     for stage, text in dumps:
         print(f"// ----- IR after {stage} -----")
         print(text)

@@ -415,32 +415,38 @@ def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, t
         sqp, skvp = -(-p.seq_q // (32 * cq)) * 32 * cq, -(-p.seq_kv // (32 * ck)) * 32 * ck
         pp = replace(p, seq_q_pad=sqp, seq_kv_pad=skvp)
         items, steps = _count(pp, cq, ck, sqp, skvp, c.group_of(pp), c.skip)
-        compiled = None
-        offsets = _diagonal_offsets(pp, cq, ck, c.skip) if tensix else ()
-        # the masks built once, with the per-item CBs single-buffered if that is what makes room
-        # (a work item is many K/V steps long, so one Q slot costs little); else masks per chunk
-        tries = [(offsets, 2), (offsets, 1), ((), 2)] if offsets else [((), 2)]
-        for diagonals, slots in tries:
-            plan = Plan(pp, c, items, steps, notes=list(notes), diagonals=diagonals, item_slots=slots)
-            try:
-                compiled = _compile_only(plan, device, dtype)
-                break
-            except CompileError as e:
-                if "L1" not in e.message:
-                    raise
-                last_error = e
-                if not tensix:  # the GPU backend: registers and shared memory, not L1
-                    compiled = False
-                    break
-        if compiled is None:
-            continue
-        plan.l1 = compiled or None
+        if tensix:
+            plan, error = _fit_l1(Plan(pp, c, items, steps, notes=list(notes)), device, dtype)
+            if plan is None:
+                last_error = error
+                continue
+        else:  # the GPU backend: registers and shared memory hold the blocks, not Tensix L1
+            plan = Plan(pp, c, items, steps, notes=list(notes))
         fitting.append(plan)
         if items >= ncores or (cfg.q_chunk and cfg.kv_chunk):
             return plan
     if not fitting:
         raise last_error or TilegridError("flash_attention: no chunk size fits L1")
     return max(fitting, key=lambda pl: (pl.items, pl.config.kv_chunk))
+
+
+def _fit_l1(plan: Plan, device: Device, dtype: str) -> tuple[Plan | None, CompileError | None]:
+    """The plan with its L1 report if it fits: with the causal masks built once (the per-item CBs
+    single-buffered if that is what makes room: a work item is many K/V steps long, so one Q slot
+    costs little), else with masks per chunk; (None, the L1 error) if nothing fits."""
+    cfg = plan.config
+    offsets = _diagonal_offsets(plan.problem, cfg.q_chunk, cfg.kv_chunk, cfg.skip)
+    error = None
+    for diagonals, slots in [(offsets, 2), (offsets, 1), ((), 2)] if offsets else [((), 2)]:
+        candidate = replace(plan, diagonals=diagonals, item_slots=slots, notes=list(plan.notes))
+        try:
+            candidate.l1 = _compile_only(candidate, device, dtype)
+            return candidate, None
+        except CompileError as e:
+            if "L1" not in e.message:
+                raise
+            error = e
+    return None, error
 
 
 def _diagonal_offsets(p: Problem, cq: int, ck: int, skip: bool) -> tuple[int, ...]:
@@ -536,6 +542,15 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
             hi = max(lo, min(kv_all, (q0 + QR - 1 + off + right) // KR + 1))
         return lo, hi
 
+    def key_minus_query():
+        """Each score's key position minus its query's, within a chunk pair (the rows of a
+        GQA-packed block repeat per head)."""
+        return col_index((QG, KR)) - row_index((QG, KR)) % QR
+
+    def causal_mask(d):
+        """0 where key - query <= d, else -inf (exact in bf16): added to a chunk the diagonal crosses."""
+        return where(key_minus_query() <= d, fill(0.0, shape=(QG, KR), dtype="bf16"), -inf)
+
     item_depth = min(depth, plan.item_slots)
 
     @pykernel_gen(grid=(gr, gc), block_factors=[(G * cq, dt, item_depth), (ck, dt, depth), (ck, dt, depth), mask_bf,
@@ -548,12 +563,9 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
         @compute()
         async def attention(q_cb, k_cb, v_cb, mask_cb, out_cb, lse_cb):
             if one_diagonal:
-                # 0 where key - query <= d, else -inf (exact in bf16)
-                diagonal = where(col_index((QG, KR)) - row_index((QG, KR)) % QR <= d0,
-                                 fill(0.0, shape=(QG, KR), dtype="bf16"), -inf)
+                diagonal = causal_mask(d0)
             if two_diagonals:
-                diagonal1 = where(col_index((QG, KR)) - row_index((QG, KR)) % QR <= d1,
-                                  fill(0.0, shape=(QG, KR), dtype="bf16"), -inf)
+                diagonal1 = causal_mask(d1)
             for t in range(rounds):
                 for half in range(halves):
                     valid, bh, qc = work_item(t, half)
@@ -580,7 +592,7 @@ def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -
                                         S = S + diagonal
                             elif (has_right and k0 + KR - 1 > q0 + off + right) or (
                                 has_left and k0 < q0 + QR - 1 + off - left) or (has_pad and k0 + KR > skv):
-                                rel = col_index((QG, KR)) - row_index((QG, KR)) % QR  # key - query offset
+                                rel = key_minus_query()
                                 if has_right:
                                     S = where(rel <= q0 - k0 + off + right, S, -inf)
                                 if has_left:

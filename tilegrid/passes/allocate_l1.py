@@ -119,6 +119,13 @@ def _aliases(v: SSAValue) -> list[SSAValue]:
     return out
 
 
+def _ancestor_in(op: Operation, block) -> Operation | None:
+    """`op` or the op around it that sits in `block` (None if `op` is not inside it)."""
+    while op is not None and op.parent_block() is not block:
+        op = op.parent_op()
+    return op
+
+
 def _buffers(thread: C.ThreadOp) -> list[Buffer]:
     pos, last = _positions(thread)
     bufs = []
@@ -133,12 +140,7 @@ def _buffers(thread: C.ThreadOp) -> list[Buffer]:
                 user = u.operation
                 if isinstance(user, scf.YieldOp):
                     carried = carried or isinstance(user.parent_op(), scf.ForOp)
-                # Climb to the ancestor of the use that sits in the alloc's own block.
-                anc = user
-                while anc.parent_block() is not home and anc.parent_op() is not None:
-                    anc = anc.parent_op()
-                    if anc is thread:
-                        break
+                anc = _ancestor_in(user, home) or thread
                 end = max(end, last.get(anc, pos.get(user, end)))
         bufs.append(Buffer(o, pos[o], end, block_bytes(o.results[0].type) * (2 if carried else 1), carried))
     return _merge(bufs, _coalesce(thread, pos))
@@ -151,8 +153,8 @@ class _Groups:
         self.parent: dict[C.AllocOp, C.AllocOp] = {}
 
     def find(self, a: C.AllocOp) -> C.AllocOp:
-        while self.parent.get(a, a) is not a:
-            a = self.parent[a] = self.parent.get(self.parent[a], self.parent[a])
+        while a in self.parent:
+            a = self.parent[a]
         return a
 
     def union(self, a: C.AllocOp, b: C.AllocOp) -> None:
@@ -192,9 +194,7 @@ def _coalesce(thread: C.ThreadOp, pos: dict[Operation, int]) -> _Groups:
                            for o in user.outs):
                     return False
                 continue
-            anc = user
-            while anc is not None and anc.parent_block() is not ifop.parent_block():
-                anc = anc.parent_op()
+            anc = _ancestor_in(user, ifop.parent_block())
             if anc is None or pos[anc] >= pos[ifop]:
                 return False
         return True

@@ -66,27 +66,8 @@ class Calendar:
 
 
 def reserve_all(uses: list[tuple[Calendar, float]], start: float, scale: float) -> float:
-    """`Calendar.reserve(start, n * scale)` on each (calendar, n), inlined for the common case of a
-    reservation that fits the current window (the timing model's hot loop); the latest end."""
-    i = int(start // WINDOW)
-    room = WINDOW * (i + 1) - start
-    base = WINDOW * i
-    end = 0.0
-    for cal, n in uses:
-        nb = n * scale
-        used, rate = cal.used, cal.rate
-        u = used.get(i, 0.0)
-        if cal.cap - u >= nb and room * rate >= nb:
-            cal.bytes += nb
-            used[i] = u + nb
-            e = start + nb / rate
-            e2 = base + (u + nb) / rate
-            e = e if e > e2 else e2
-        else:
-            e = cal.reserve(start, nb)
-        if e > end:
-            end = e
-    return end
+    """`Calendar.reserve(start, n * scale)` on each (calendar, n); the latest end."""
+    return max(cal.reserve(start, n * scale) for cal, n in uses)
 
 
 @dataclass
