@@ -39,3 +39,33 @@ def shards(a: np.ndarray, grid: tuple[int, int]):
     for r in range(gr):
         for c in range(gc):
             yield r, c, a[..., r * R:(r + 1) * R, c * C:(c + 1) * C]
+
+
+def tile_matmul(m: int = 1, k: int = 1, n: int = 1, acc: bool = False):
+    """A `tile.matmul` of CB slots (cb0 @ cb1 -> cb2, bf16) as the simulator reports it to observers."""
+    from tilegrid.ir import core as C
+    from tilegrid.ir import tile as T
+
+    a = C.CBWaitOp(0, C.BlockType((32 * m, 32 * k), "bf16"))
+    b = C.CBWaitOp(1, C.BlockType((32 * k, 32 * n), "bf16"))
+    out = C.CBReserveOp(2, C.BlockType((32 * m, 32 * n), "bf16"))
+    op = T.MatmulOp(a.result, b.result, out.result, acc=out.result if acc else None)
+    op.properties["subblock"] = T.subblock_attr(1, 1)
+    return op
+
+
+def tile_unary(name: str, out: tuple[int, int] = (32, 32)):
+    """A `tile.compute` loading cb0 (bf16), applying op-table entry `name`, packing into cb1 of shape `out`."""
+    from xdsl.ir import Block, Region
+
+    from tilegrid.ir import core as C
+    from tilegrid.ir import tile as T
+
+    x = C.CBWaitOp(0, C.BlockType(out, "bf16"))
+    o = C.CBReserveOp(1, C.BlockType(out, "bf16"))
+    load = T.LoadOp(0)
+    u = T.OPS[name](load.results[0])
+    body = Block([load, u, T.PackOp(u.results[0], 0)])
+    op = T.ComputeOp([x.result], [], [o.result], Region(body))
+    op.properties["subblock"] = T.subblock_attr(1, 1)
+    return op

@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 from helpers import assert_close, poisoned, rand
 
-from tilegrid import WORMHOLE, Program, TilegridError, compute, pykernel_gen, runner
+from tilegrid import WORMHOLE, Program, TilegridError, compute, ir, pykernel_gen
 from tilegrid.ir import tile as T
 from tilegrid.passes.common import program_of
+from tilegrid.targets import compile_kernel
+from tilegrid.targets.compile import parse_compiled
+from tilegrid.targets.sim import run_compiled
 
 
 @pytest.mark.parametrize("fp32_acc,double_buffer,capacity", [(True, True, 4), (False, True, 8), (True, False, 8),
@@ -38,7 +41,7 @@ def test_subblocks_fit_every_mode(fp32_acc, double_buffer, rng):
     make(fp32_acc, double_buffer)(x, out)
     x64 = x.astype(np.float64)
     assert_close(out, (x64 * 2 + np.exp(x64)) * x64 - x64.max(1, keepdims=True), "f32")
-    compiled = runner.last_run["compiled"]
+    compiled = compile_kernel(make(fp32_acc, double_buffer), x, out).compiled
     cap = program_of(compiled.module).dst_capacity.data
     for op in compiled.module.walk():
         if isinstance(op, T.ComputeOp):
@@ -52,15 +55,12 @@ def test_subblocks_fit_every_mode(fp32_acc, double_buffer, rng):
 
 def test_simulator_rejects_a_subblock_larger_than_dst(rng):
     x = rand(rng, (256, 256))
-    make(True, True)(x, poisoned((256, 256)))
-    compiled = runner.last_run["compiled"]
-    text = runner.ir.to_text(compiled.module)
+    compiled = compile_kernel(make(True, True), x, poisoned((256, 256))).compiled
+    text = ir.to_text(compiled.module)
     # Hand-edit the tile IR: give the reduce a subblock of 8 tiles, twice the DST's 4.
     bad = re.sub(r'("tile.reduce"\(.*?subblock = )\[#builtin.int<\d+>, #builtin.int<\d+>\]',
                  r'\1[#builtin.int<8>, #builtin.int<1>]', text, count=1)
     assert bad != text
-    broken = runner.from_text(bad)
-    args = program_of(broken.module).arg_infos()
-    cfg = make(True, True).config
+    broken = parse_compiled(bad)
     with pytest.raises(TilegridError, match="Insufficient DST capacity: 8 tiles needed, 4 available"):
-        runner.simulate(cfg, broken, [x, poisoned((256, 256))], args)
+        run_compiled(broken, [x, poisoned((256, 256))], make(True, True).config)

@@ -3,14 +3,15 @@ simulator's numerics and the timing model's cost, checked against float64 exp.""
 
 import numpy as np
 import pytest
-from helpers import poisoned, rand
+from helpers import poisoned, rand, tile_unary
 
-from tilegrid import Program, compute, exp, perf, pykernel_gen, runner
+from tilegrid import Program, compute, exp, perf, pykernel_gen
 from tilegrid.device import WORMHOLE_N150
 from tilegrid.ir import to_text
+from tilegrid.numerics import exp_approx
 from tilegrid.perf.costs import CostContext, op_cost
 from tilegrid.perf.params import WORMHOLE_N150 as P
-from tilegrid.sim.numerics import exp_approx
+from tilegrid.targets import compile_kernel
 
 APPROX_REL = 0.0313  # the linear 2^f ~ 1 + f, centred: +-3.12% (and 2^-8 steps of the exponent)
 
@@ -52,8 +53,7 @@ def test_kernel_runs_the_approximation(rng, form):
     ref = np.exp(x.astype(np.float64) * 0.5)
     rel = np.abs(out / ref - 1)
     assert rel.max() < APPROX_REL and rel.max() > 0.01
-    _kernel(form)(x, out, mode="compile")
-    assert 'kind = "exp_approx"' in to_text(runner.compile_log[-1].module)
+    assert '"tile.exp_approx"' in to_text(compile_kernel(_kernel(form), x, out).compiled.module)
 
 
 def test_plain_exp_follows_the_runs_exp_mode(rng):
@@ -70,13 +70,13 @@ def test_plain_exp_follows_the_runs_exp_mode(rng):
 def test_cost_of_the_approximation_and_of_column_vectors():
     accurate = CostContext(P, "HiFi4", exp="accurate", cb_formats=("bf16", "bf16"))
     # load one tile, exp, pack: SFPU cycles are the published per-tile figure, whatever the mode
-    full = op_cost(accurate, "compute|L0 U:exp_approx P0|cb0|cb1|1,1|-", 1)
+    full = op_cost(accurate, tile_unary("exp_approx"), 1)
     assert full.sfpu == P.sfpu_exp_approx
-    assert op_cost(accurate, "compute|L0 U:exp P0|cb0|cb1|1,1|-", 1).sfpu == P.sfpu_exp_accurate
+    assert op_cost(accurate, tile_unary("exp"), 1).sfpu == P.sfpu_exp_accurate
     # a column vector needs column 0 only: 8 of a tile's 32 SFPU vectors (faces 0 and 2)
-    col = op_cost(accurate, "compute|L0 U:exp_approx P0|cb0|cb1|1,1|c", 1)
+    col = op_cost(accurate, tile_unary("exp_approx", (32, 1)), 1)
     assert col.sfpu == pytest.approx(P.sfpu_exp_approx / 4)
-    row = op_cost(accurate, "compute|L0 U:exp_approx P0|cb0|cb1|1,1|r", 1)
+    row = op_cost(accurate, tile_unary("exp_approx", (1, 32)), 1)
     assert row.sfpu == pytest.approx(P.sfpu_exp_approx / 2)
 
 

@@ -1,4 +1,4 @@
-"""The final tile IR text alone runs a kernel: `runner.from_text(text)` simulates bit-for-bit like
+"""The final tile IR text alone runs a kernel: `parse_compiled(text)` simulates bit-for-bit like
 the normal compile-and-run, and matches a float64 reference."""
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 from helpers import assert_close, poisoned, rand
 
-from tilegrid import Program, compute, core_index, ir, pykernel_gen, runner
+from tilegrid import Program, compute, core_index, ir, pykernel_gen
+from tilegrid.targets import compile_kernel
+from tilegrid.targets.compile import parse_compiled
+from tilegrid.targets.sim import run_compiled
 
 
 def load_example(name: str):
@@ -55,25 +58,16 @@ CASES = {"flash_attention_looped": flash_attention, "branch_per_core_column": br
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_from_text_runs_like_the_compiled_kernel(monkeypatch, rng, case):
+def test_from_text_runs_like_the_compiled_kernel(rng, case):
     kernel, tensors, ref, dtype = CASES[case](rng)
-    compiled_calls = []
-    compile_threads = runner.compile_threads
-
-    def spy(config, threads, args, streams, dump=None, **kwargs):
-        compiled = compile_threads(config, threads, args, streams, dump, **kwargs)
-        compiled_calls.append((config, args, compiled))
-        return compiled
-
-    monkeypatch.setattr(runner, "compile_threads", spy)
     kernel(*tensors)
     expected = tensors[-1].copy()
-    (config, args, compiled), = compiled_calls
+    compiled = compile_kernel(kernel, *tensors).compiled
 
-    fresh = runner.from_text(ir.to_text(compiled.module))
-    assert fresh.program.arg_infos() == args  # the text carries the argument descriptions
+    fresh = parse_compiled(ir.to_text(compiled.module))
+    assert fresh.args == compiled.args  # the text carries the argument descriptions
     out = poisoned(expected.shape, dtype)
-    runner.simulate(config, fresh, [*tensors[:-1], out], fresh.program.arg_infos())
+    run_compiled(fresh, [*tensors[:-1], out], kernel.config)
 
     assert out.tobytes() == expected.tobytes()
     assert_close(out, ref, dtype)

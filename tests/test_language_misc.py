@@ -4,7 +4,8 @@ and a kernel called twice reusing its compiled form."""
 import numpy as np
 from helpers import assert_close, poisoned, rand
 
-from tilegrid import Program, compute, core_index, pykernel_gen, runner
+from tilegrid import Program, compute, core_index, pykernel_gen
+from tilegrid.targets import compile_kernel
 
 
 @pykernel_gen(grid=(1, 2), block_factors=[(1, 1), (1, 1)])
@@ -35,12 +36,10 @@ def test_print_and_branch_on_core_index(rng, capsys):
 
 def test_compiled_once_per_shape_signature(rng):
     x = rand(rng, (32, 64))
-    shout(x, poisoned((32, 64)))
-    first = runner.last_run["compiled"]
-    shout(rand(rng, (32, 64)), poisoned((32, 64)))
-    assert runner.last_run["compiled"] is first
-    shout(rand(rng, (32, 64), "bf16"), poisoned((32, 64), "bf16"))  # a new signature compiles anew
-    assert runner.last_run["compiled"] is not first
+    first = compile_kernel(shout, x, poisoned((32, 64)))
+    assert compile_kernel(shout, rand(rng, (32, 64)), poisoned((32, 64))) is first
+    second = compile_kernel(shout, rand(rng, (32, 64), "bf16"), poisoned((32, 64), "bf16"))
+    assert second is not first  # a new signature compiles anew
 
 
 @pykernel_gen(grid=(1, 1), block_factors=[(2, 1), (2, 1)])

@@ -8,7 +8,9 @@ import io
 import os
 import runpy
 import sys
+from typing import Any
 
+from tilegrid import context
 from tilegrid.errors import TilegridError
 
 
@@ -21,14 +23,13 @@ def _run_file(path: str, quiet: bool) -> None:
         runpy.run_path(path, run_name="__main__")
 
 
-def _compile_file(path: str, log: list) -> bool:
-    """Run the script with its kernels in compile mode (the caller set the overrides): False, with
-    the reason printed, when it fails or compiles no kernel. The script's own checks may fail on
-    outputs never computed; that is fine once a kernel compiled."""
-    from tilegrid.lang import kernel
-
+def _compile_file(path: str, log: list, **ctx: Any) -> bool:
+    """Run the script with its kernels compiled, not run (into `log`): False, with the reason
+    printed, when it fails or compiles no kernel. The script's own checks may fail on outputs never
+    computed; that is fine once a kernel compiled."""
     try:
-        _run_file(path, quiet=True)
+        with context.use(mode="compile", log=log, **ctx):
+            _run_file(path, quiet=True)
     except TilegridError as e:
         print(e.render(), file=sys.stderr)
         return False
@@ -36,8 +37,6 @@ def _compile_file(path: str, log: list) -> bool:
         if not log:
             print(f"error: {path} failed before calling a kernel: {type(e).__name__}: {e}", file=sys.stderr)
             return False
-    finally:
-        kernel._overrides.clear()
     if not log:
         print(f"error: {path} called no tilegrid kernel", file=sys.stderr)
         return False
@@ -46,15 +45,11 @@ def _compile_file(path: str, log: list) -> bool:
 
 def cmd_compile_gpu(args: argparse.Namespace) -> int:
     """`--backend gpu`: compile FILE's kernels to Triton; `--emit triton` prints the source."""
-    from tilegrid import gpu
-    from tilegrid.lang import kernel
-
-    kernel._overrides.update(mode="compile", backend="gpu")
-    gpu.compile_log.clear()
-    if not _compile_file(args.file, gpu.compile_log):
+    log: list = []
+    if not _compile_file(args.file, log, target="gpu"):
         return 1
     seen = set()
-    for g in gpu.compile_log:
+    for g in log:
         if g.source in seen:
             continue
         seen.add(g.source)
@@ -66,35 +61,21 @@ def cmd_compile_gpu(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from tilegrid import runner
-    from tilegrid.lang import kernel
-
     if getattr(args, "backend", "sim") == "gpu":
         return cmd_compile_gpu(args)
-    kernel._overrides["mode"] = "compile"
-    runner._cache.clear()
-    runner.compile_log.clear()
+    log: list = []
     dumps: list[tuple[str, str]] = []
-    orig = runner.compile_threads
-    if args.dump_ir:
-
-        def compile_with_dump(*a, **k):
-            return orig(*a, **k, dump=lambda stage, text: dumps.append((stage, text)))
-
-        runner.compile_threads = compile_with_dump
-    try:
-        if not _compile_file(args.file, runner.compile_log):
-            return 1
-    finally:
-        runner.compile_threads = orig
+    dump = (lambda stage, text: dumps.append((stage, text))) if args.dump_ir else None
+    if not _compile_file(args.file, log, target="sim", dump=dump):
+        return 1
     for stage, text in dumps:
         print(f"// ----- IR after {stage} -----")
         print(text)
-    for c in runner.compile_log:
-        prog = c.program
-        gr, gc = prog.grid_shape
-        print(f"compiled kernel '{prog.kernel.data}' for a {gr}x{gc} grid in {c.compile_seconds * 1e3:.1f} ms "
-              f"({len(c.sources)} threads)")
+    for p in log:
+        c = p.compiled
+        gr, gc = c.program.grid_shape
+        print(f"compiled kernel '{c.name}' for a {gr}x{gc} grid in {c.compile_seconds * 1e3:.1f} ms "
+              f"({len(p.sources)} threads)")
         if args.report:
             print(c.l1.report())
     return 0
@@ -163,10 +144,10 @@ class _Progress:
         self.bar = bar
 
     def on_op(self, core, thread, op, tiles, loc) -> None:
-        if op == "matmul":
+        if op.name == "tile.matmul":
             self.bar.update(0.5)
 
-    def on_transfer(self, core, thread, kind, nbytes, loc) -> None:
+    def on_transfer(self, core, thread, kind, nbytes, loc, **detail) -> None:
         pass
 
     def on_sync(self, core, thread, event, obj, where) -> None:
@@ -206,7 +187,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
     cfg = AttentionConfig(q_chunk=args.q_chunk, kv_chunk=args.kv_chunk, grid=args.grid or device.grid,
                           mcast=args.mcast, acc_dtype=args.acc_dtype, fast_exp=args.fast_exp)
     if args.autotune:
-        from tilegrid.perf.autotune import autotune_attention
+        from tilegrid.kernels.autotune import autotune_attention
 
         try:
             cfg, _ = autotune_attention(q.shape, k.shape, causal=args.causal, window=window,

@@ -30,7 +30,7 @@ import triton_fa2  # noqa: E402
 
 from tilegrid.device import WORMHOLE  # noqa: E402
 from tilegrid.errors import TilegridError  # noqa: E402
-from tilegrid.gpu import capture  # noqa: E402
+from tilegrid.targets.gpu import capture  # noqa: E402
 from tilegrid.kernels import flash_attention as F  # noqa: E402
 
 CHUNKS = {64: [(4, 4), (4, 2)], 128: [(4, 2), (4, 4)]}  # (q_chunk, kv_chunk) tiles of 32 rows

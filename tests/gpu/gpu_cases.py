@@ -6,9 +6,9 @@ import numpy as np
 from ml_dtypes import bfloat16
 
 from tilegrid.device import WORMHOLE
-from tilegrid.gpu import capture
 from tilegrid.kernels import flash_attention as F
 from tilegrid.kernels import matmul as MM
+from tilegrid.targets.gpu import capture
 
 
 def fa_program(b=1, h=2, hk=2, sq=256, skv=256, d=64, causal=False, grid=(2, 2), mcast=False, window=None,

@@ -8,8 +8,8 @@ import pytest
 from gpu_cases import fa_program, matmul_program
 
 from tilegrid import Program, TilegridError, compute, core_index, datamovement, dma, pykernel_gen
-from tilegrid.gpu import capture
 from tilegrid.lang import Stream
+from tilegrid.targets.gpu import capture
 
 FA_CASES = [
     dict(b=1, h=1, hk=1, sq=64, skv=64, d=32, grid=(1, 1)),
@@ -139,7 +139,7 @@ def test_gpu_backend_imports_torch_and_triton_lazily():
     import subprocess
     import sys
 
-    code = ("import sys, tilegrid.gpu, tilegrid.gpu.lower, tilegrid.gpu.pairing; "
+    code = ("import sys, tilegrid.targets.gpu, tilegrid.targets.gpu.lower, tilegrid.targets.gpu.pairing; "
             "assert 'torch' not in sys.modules and 'triton' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -14,13 +14,15 @@ from xdsl.dialects.builtin import FloatAttr, IntAttr, ModuleOp, f32
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.parser import Parser
 
-from tilegrid import Program, compute, core_index, ir, pykernel_gen, runner
+from tilegrid import Program, compute, context, core_index, ir, pykernel_gen
 from tilegrid.ir import block as B
 from tilegrid.ir import core as C
 from tilegrid.ir import tile as T
 from tilegrid.ir.block import BLOCK
 from tilegrid.ir.core import TILEGRID
 from tilegrid.ir.tile import TILE
+from tilegrid.ops import OPS, OpDef
+from tilegrid.targets import compile_kernel
 
 BF = C.BlockType((32, 32), "bf16")
 F = C.BlockType((32, 32), "f32")
@@ -84,7 +86,7 @@ class Body:
 
     def compute(self, body: Callable[[Block], None], ins=(), scalars=(), outs=None, subblock=None) -> None:
         """A tile.compute whose region `body` fills; one f32 output buffer unless `outs` is given."""
-        blk = Block()
+        blk = Block(arg_types=[f32] * len(scalars))
         body(blk)
         op = T.ComputeOp(list(ins), list(scalars), outs if outs is not None else [self.buf()], Region(blk))
         if subblock:
@@ -108,14 +110,14 @@ def _pack_twice(blk: Block) -> None:
 
 def _fused(b: Body) -> None:
     body = Block(arg_types=[BF, f32])
-    neg = B.UnaryOp("neg", body.args[0])
+    neg = B.op("neg")(body.args[0])
     body.add_ops([neg, B.YieldOp([neg.result])])
     b.add(B.FusedOp([b.blk(), b.scalar()], [BF], Region(body)))
 
 
 def _fused_two_outputs(b: Body) -> None:
     body = Block(arg_types=[BF])
-    e = B.UnaryOp("exp", body.args[0])
+    e = B.op("exp")(body.args[0])
     body.add_ops([e, B.YieldOp([e.result, body.args[0]])])
     b.add(B.FusedOp([b.blk()], [BF, BF], Region(body)))
 
@@ -124,16 +126,49 @@ def _tile_body_ops(blk: Block) -> None:
     x = tile(blk, T.LoadOp(0, "col"))
     one = tile(blk, T.FillOp(1.0))
     i = tile(blk, T.IotaOp(1))
-    e = tile(blk, T.UnaryOp("exp", x))
-    m = tile(blk, T.BinaryOp("mul", e, one))
-    s = tile(blk, T.ScalarOp("sub", m, 0, True))
-    tile(blk, T.PackOp(tile(blk, T.WhereOp(i, s, m)), 0))
+    e = tile(blk, T.OPS["exp"](x, blk.args[0]))
+    m = tile(blk, T.OPS["mul"](e, one))
+    s = tile(blk, T.OPS["sub"](blk.args[0], m))
+    tile(blk, T.PackOp(tile(blk, T.OPS["where"](i, s, m)), 0))
 
 
 def _tile_body_with_slots(blk: Block) -> None:
     a = tile(blk, T.LoadOp(0, "none"), dst=0)
     b = tile(blk, T.LoadOp(1, "row"), dst=1)
-    tile(blk, T.PackOp(tile(blk, T.BinaryOp("max", a, b), dst=0), 0))
+    tile(blk, T.PackOp(tile(blk, T.OPS["max"](a, b), dst=0), 0))
+
+
+PARAMS = {int: 3, float: 0.25}
+
+
+def _block_table_op(d: OpDef) -> Callable[[Body], None]:
+    """block.<name> of an op-table entry: blocks (a binary op's second operand a scalar), its parameters."""
+    def case(b: Body) -> None:
+        if d.arity == 1:
+            if d.scalable:
+                b.add(B.op(d.name)(b.blk(F), b.scalar()))
+            else:
+                b.add(B.op(d.name)(b.blk(F), **{p.name: PARAMS[p.kind] for p in d.params}))
+        elif d.arity == 2:
+            b.add(B.op(d.name)(b.blk(BF), b.scalar()))
+        else:
+            b.add(B.op(d.name)(b.blk(F), b.blk(F, 1), b.blk(F, 2), F))
+    return case
+
+
+def _tile_table_op(d: OpDef) -> Callable[[Body], None]:
+    """tile.<name> of an op-table entry inside a tile.compute (a binary op's second operand a scalar)."""
+    def body(blk: Block) -> None:
+        x = tile(blk, T.LoadOp(0))
+        if d.arity == 1:
+            params = {} if d.scalable else {p.name: PARAMS[p.kind] for p in d.params}
+            y = tile(blk, T.OPS[d.name](x, **params))
+        elif d.arity == 2:
+            y = tile(blk, T.OPS[d.name](x, blk.args[0]))
+        else:
+            y = tile(blk, T.OPS[d.name](x, x, x))
+        tile(blk, T.PackOp(y, 0))
+    return lambda b: b.compute(body, [b.blk()], [b.scalar()])
 
 
 def _matmul_acc_subblock(b: Body) -> None:
@@ -166,16 +201,17 @@ CASES: dict[str, Callable[[Body], None]] = {
     "tilegrid.print": lambda b: b.add(C.PrintOp(b.blk(), "x")),
     "tilegrid.alloc": lambda b: b.buf(COL),
     "tilegrid.alloc offset": _alloc_with_offset,
-    "block.unary": lambda b: b.add(B.UnaryOp("exp", b.blk())),
-    "block.binary": lambda b: b.add(B.BinaryOp("add", b.blk(BF), b.blk(F, 1))),
-    "block.scalar": lambda b: b.add(B.ScalarOp("div", b.blk(), b.scalar(), reverse=True)),
+    "block.add two blocks": lambda b: b.add(B.op("add")(b.blk(BF), b.blk(F, 1))),
+    "block.div scalar first": lambda b: b.add(B.op("div")(b.scalar(), b.blk())),
+    "block.copy": lambda b: b.add(B.CopyOp(b.blk(F), BF)),
     "block.broadcast": lambda b: b.add(B.BroadcastOp(b.blk(COL), WIDE)),
     "block.fill -inf": lambda b: b.add(B.FillOp(float("-inf"), COL)),
     "block.fill nan": lambda b: b.add(B.FillOp(float("nan"), F)),
     "block.iota": lambda b: b.add(B.IotaOp(1, WIDE)),
-    "block.where": lambda b: b.add(B.WhereOp(b.blk(F), b.blk(F, 1), b.blk(F, 2), F)),
     "block.reduce": lambda b: b.add(B.ReduceOp("max", 0, b.blk(WIDE))),
+    "block.reduce acc": lambda b: b.add(B.ReduceOp("sum", 1, b.blk(WIDE), b.blk(COL, 1))),
     "block.matmul": lambda b: b.add(B.MatmulOp(b.blk(WIDE), b.blk(C.BlockType((64, 32), "bf16"), 1))),
+    "block.matmul acc": lambda b: b.add(B.MatmulOp(b.blk(WIDE), b.blk(C.BlockType((64, 32), "bf16"), 1), b.blk(F, 2))),
     "block.transpose": lambda b: b.add(B.TransposeOp(b.blk(WIDE))),
     "block.store": lambda b: b.add(B.StoreOp(b.add(C.CBReserveOp(1, BF)), b.blk(F))),
     "block.fused + block.yield": _fused,
@@ -187,7 +223,10 @@ CASES: dict[str, Callable[[Body], None]] = {
     "tile.matmul acc subblock": _matmul_acc_subblock,
     "tile.matmul transpose_b": lambda b: b.add(T.MatmulOp(b.blk(), b.blk(cb=1), b.buf(), transpose_b=True)),
     "tile.reduce": lambda b: b.add(T.ReduceOp("sum", 1, b.blk(WIDE), b.buf(COL))),
+    "tile.reduce acc": lambda b: b.add(T.ReduceOp("sum", 1, b.blk(WIDE), b.buf(COL), acc=b.buf(COL))),
     "tile.transpose": lambda b: b.add(T.TransposeOp(b.blk(WIDE), b.buf(C.BlockType((64, 32), "f32")))),
+    **{f"block.{d.name} (table)": _block_table_op(d) for d in OPS.values()},
+    **{f"tile.compute {d.name} (table)": _tile_table_op(d) for d in OPS.values()},
 }
 
 ARGS = [
@@ -232,8 +271,8 @@ def test_every_op_has_a_case():
 
 # ---- the IR after every pipeline stage of real kernels ----------------------------------------
 
-STAGES = ["frontend", "infer-shapes", "implicit-data-movement", "fuse-elementwise", "lower-to-tile",
-          "allocate-dst", "allocate-l1"]
+STAGES = ["frontend", "infer-shapes", "implicit-data-movement", "fold-exp-scale", "fuse-accumulate",
+          "fuse-elementwise", "lower-to-tile", "allocate-dst", "update-in-place", "allocate-l1"]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -280,23 +319,18 @@ KERNELS = {
 }
 
 
-def compile_stages(monkeypatch, kernel, tensors) -> list[tuple[str, str]]:
+def compile_stages(kernel, tensors) -> list[tuple[str, str]]:
     """Compile `kernel` (no simulation), recording the IR text after the frontend and every pass."""
     stages: list[tuple[str, str]] = []
-    compile_threads = runner.compile_threads
-
-    def record(*args, **kwargs):
-        return compile_threads(*args, **kwargs, dump=lambda stage, text: stages.append((stage, text)))
-
-    monkeypatch.setattr(runner, "compile_threads", record)
-    kernel(*tensors, mode="compile")
+    with context.use(dump=lambda stage, text: stages.append((stage, text))):
+        compile_kernel(kernel, *tensors)
     return stages
 
 
 @pytest.mark.parametrize("name", KERNELS)
-def test_every_stage_roundtrips(monkeypatch, name):
+def test_every_stage_roundtrips(name):
     kernel, tensors = KERNELS[name]()
-    stages = compile_stages(monkeypatch, kernel, tensors)
+    stages = compile_stages(kernel, tensors)
     assert [s for s, _ in stages] == STAGES
     for stage, text in stages:
         module = ir.parse(text)

@@ -35,25 +35,35 @@ def assert_rejected(text: str, message: str) -> None:
 BAD_OPS = {
     "binary shapes do not broadcast": (
         [wait("a", "32x64xf32"), wait("b", "64x32xf32", 1),
-         '    %y = "block.binary"(%a, %b) <{kind = "add"}> : (!tilegrid.block<32x64xf32>, !tilegrid.block<64x32xf32>) '
+         '    %y = "block.add"(%a, %b) : (!tilegrid.block<32x64xf32>, !tilegrid.block<64x32xf32>) '
          "-> !tilegrid.block<32x64xf32>"],
-        "block.binary: shapes !tilegrid.block<32x64xf32> and !tilegrid.block<64x32xf32> do not broadcast",
+        "block.add: shapes !tilegrid.block<32x64xf32> and !tilegrid.block<64x32xf32> do not broadcast",
     ),
-    "binary unknown kind": (
+    "binary of two scalars": (
+        ['    %s = "arith.constant"() <{value = 2.000000e+00 : f32}> : () -> f32',
+         '    %y = "block.mul"(%s, %s) : (f32, f32) -> !tilegrid.block<32x32xf32>'],
+        "block.mul: at least one operand must be a block",
+    ),
+    "power without its exponent": (
         [wait("a", "32x32xf32"),
-         '    %y = "block.binary"(%a, %a) <{kind = "pow"}> : (!tilegrid.block<32x32xf32>, !tilegrid.block<32x32xf32>) '
+         '    %y = "block.pow"(%a) : (!tilegrid.block<32x32xf32>) -> !tilegrid.block<32x32xf32>'],
+        "property 'n' expected in operation 'block.pow'",
+    ),
+    "clamp with an integer bound": (
+        [wait("a", "32x32xf32"),
+         '    %y = "block.clamp"(%a) <{lo = #builtin.int<0>, hi = 1.0 : f32}> : (!tilegrid.block<32x32xf32>) '
          "-> !tilegrid.block<32x32xf32>"],
-        "unknown binary kind pow",
-    ),
-    "unary unknown kind": (
-        [wait("a", "32x32xf32"),
-         '    %y = "block.unary"(%a) <{kind = "erf"}> : (!tilegrid.block<32x32xf32>) -> !tilegrid.block<32x32xf32>'],
-        "unknown unary kind erf",
+        "#builtin.int<0> should be of base attribute float",
     ),
     "unary result type": (
         [wait("a", "32x32xf32"),
-         '    %y = "block.unary"(%a) <{kind = "exp"}> : (!tilegrid.block<32x32xf32>) -> !tilegrid.block<32x32xbf16>'],
-        "block.unary: result type !tilegrid.block<32x32xbf16> does not match inferred !tilegrid.block<32x32xf32>",
+         '    %y = "block.exp"(%a) : (!tilegrid.block<32x32xf32>) -> !tilegrid.block<32x32xbf16>'],
+        "block.exp: result type !tilegrid.block<32x32xbf16> does not match inferred !tilegrid.block<32x32xf32>",
+    ),
+    "tile op parameter": (
+        ['    %l = "tile.fill"() <{value = 1.0 : f32}> : () -> !tile.dst',
+         '    %y = "tile.pow"(%l) <{n = 2.0 : f32}> : (!tile.dst) -> !tile.dst'],
+        "2.000000e+00 : f32 should be of base attribute builtin.int",
     ),
     "broadcast not a row or column": (
         [wait("a", "32x64xf32"),
@@ -64,7 +74,7 @@ BAD_OPS = {
         [wait("a", "32x32xf32"),
          '    %y = "block.reduce"(%a) <{kind = "min", dim = #builtin.int<1>}> : (!tilegrid.block<32x32xf32>) '
          "-> !tilegrid.block<32x1xf32>"],
-        "unknown reduce kind min",
+        "block.reduce: kind must be one of ('max', 'sum'), got 'min'",
     ),
     "matmul inner dimensions": (
         [wait("a", "32x64xbf16"), wait("b", "32x32xbf16", 1),
@@ -139,27 +149,21 @@ def test_block_type_constructor_checks():
         BlockType((48, 32), "f32")
 
 
-# block.where documents "operands of equal shape" (after infer-shapes) and is widened like
-# block.binary, but its verifier only returns its own result type: operands that cannot broadcast
-# to the result are accepted.
-def test_where_operands_must_broadcast_to_result():
+# block.where's operands (after infer-shapes: of its result's shape) must broadcast to one shape.
+def test_where_operands_must_broadcast():
     module = ir.parse(thread("\n".join([
         wait("c", "32x64xf32"), wait("a", "64x32xf32", 1),
         '    %y = "block.where"(%c, %a, %a) : (!tilegrid.block<32x64xf32>, !tilegrid.block<64x32xf32>, '
         "!tilegrid.block<64x32xf32>) -> !tilegrid.block<32x32xf32>",
     ])))
-    with pytest.raises(VerifyException, match="block.where"):
+    with pytest.raises(VerifyException, match="block.where: shapes"):
         module.verify()
 
 
-# block.scalar's kind is a binary kind (codegen looks it up in the binary table), but unlike
-# block.binary its verifier does not check it.
-def test_scalar_unknown_kind_is_rejected():
-    module = ir.parse(thread("\n".join([
-        wait("a", "32x32xf32"),
-        '    %s = "arith.constant"() <{value = 2.000000e+00 : f32}> : () -> f32',
-        '    %y = "block.scalar"(%a, %s) <{kind = "pow", reverse = #builtin.int<0>}> : (!tilegrid.block<32x32xf32>, f32) '
-        "-> !tilegrid.block<32x32xf32>",
-    ])))
-    with pytest.raises(VerifyException, match="pow"):
-        module.verify()
+# Elementwise ops are the op table's entries: a name that is not one is not an op of the dialect.
+def test_an_op_not_in_the_table_does_not_parse():
+    with pytest.raises(Exception, match="block.frobnicate"):
+        ir.parse(thread("\n".join([
+            wait("a", "32x32xf32"),
+            '    %y = "block.frobnicate"(%a) : (!tilegrid.block<32x32xf32>) -> !tilegrid.block<32x32xf32>',
+        ])))

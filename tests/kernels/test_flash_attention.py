@@ -238,9 +238,10 @@ def test_autotuned_plan(rng):
     assert plans[0].config.q_chunk and plans[0].config.kv_chunk
 
 
-def test_tight_l1_single_buffers_the_per_item_cbs_to_keep_the_causal_mask():
-    # tt-metal's production SDPA shape on Blackhole: 256-row chunks leave no room for the mask
-    # with double-buffered Q / out CBs; one slot each makes room (compile only, no simulation)
+def test_production_chunks_keep_the_causal_mask_in_l1():
+    # tt-metal's production SDPA shape on Blackhole: 256-row chunks, head_dim 128. With the
+    # accumulators updated in place there is room for the causal mask built once and for
+    # double-buffered Q / out CBs (compile only, no simulation)
     from ml_dtypes import bfloat16
 
     from tilegrid.device import BLACKHOLE_P100A
@@ -250,5 +251,5 @@ def test_tight_l1_single_buffers_the_per_item_cbs_to_keep_the_causal_mask():
     k = np.zeros((1, 8, 4096, 128), bfloat16)
     cfg = AttentionConfig(q_chunk=8, kv_chunk=8, grid=(8, 8), gqa_pack=False)
     plan = choose_plan(make_problem(q, k, k, True, None, None, None), cfg, BLACKHOLE_P100A, "bf16", None)
-    assert plan.diagonals == (0,) and plan.item_slots == 1
-    assert "single-buffered" in plan.describe() and plan.l1.used <= plan.l1.budget
+    assert plan.diagonals == (0,) and plan.item_slots == 2
+    assert plan.l1.used <= plan.l1.budget

@@ -23,7 +23,7 @@ def unary_compute(t: str) -> str:
       %o = "tilegrid.alloc"() : () -> {t}
       "tile.compute"(%x, %o) <{{operandSegmentSizes = array<i32: 1, 0, 1>}}> ({{
         %l = "tile.load"() <{{input = #builtin.int<0>, bcast = "none"}}> : () -> !tile.dst
-        %e = "tile.unary"(%l) <{{kind = "exp"}}> : (!tile.dst) -> !tile.dst
+        %e = "tile.exp"(%l) : (!tile.dst) -> !tile.dst
         "tile.pack"(%e) <{{output = #builtin.int<0>}}> : (!tile.dst) -> ()
       }}) {{loc = "k.py:9:13"}} : ({t}, {t}) -> ()"""
 
@@ -36,7 +36,7 @@ def binary_compute(t: str) -> str:
       "tile.compute"(%x, %x, %o) <{{operandSegmentSizes = array<i32: 2, 0, 1>}}> ({{
         %a = "tile.load"() <{{input = #builtin.int<0>, bcast = "none"}}> : () -> !tile.dst
         %b = "tile.load"() <{{input = #builtin.int<1>, bcast = "none"}}> : () -> !tile.dst
-        %s = "tile.binary"(%a, %b) <{{kind = "add"}}> : (!tile.dst, !tile.dst) -> !tile.dst
+        %s = "tile.add"(%a, %b) : (!tile.dst, !tile.dst) -> !tile.dst
         "tile.pack"(%s) <{{output = #builtin.int<0>}}> : (!tile.dst) -> ()
       }}) {{loc = "k.py:9:13"}} : ({t}, {t}, {t}) -> ()"""
 
@@ -50,20 +50,20 @@ def test_slot_assignment_reuses_dying_operands():
       %o = "tilegrid.alloc"() : () -> {block(32, 32)}
       "tile.compute"(%x, %y, %o) <{{operandSegmentSizes = array<i32: 2, 0, 1>}}> ({{
         %lx = "tile.load"() <{{input = #builtin.int<0>, bcast = "none"}}> : () -> !tile.dst
-        %e = "tile.unary"(%lx) <{{kind = "exp"}}> : (!tile.dst) -> !tile.dst
-        %m = "tile.binary"(%e, %lx) <{{kind = "mul"}}> : (!tile.dst, !tile.dst) -> !tile.dst
+        %e = "tile.exp"(%lx) : (!tile.dst) -> !tile.dst
+        %m = "tile.mul"(%e, %lx) : (!tile.dst, !tile.dst) -> !tile.dst
         %ly = "tile.load"() <{{input = #builtin.int<1>, bcast = "none"}}> : () -> !tile.dst
-        %s = "tile.binary"(%m, %ly) <{{kind = "add"}}> : (!tile.dst, !tile.dst) -> !tile.dst
+        %s = "tile.add"(%m, %ly) : (!tile.dst, !tile.dst) -> !tile.dst
         "tile.pack"(%s) <{{output = #builtin.int<0>}}> : (!tile.dst) -> ()
       }}) : ({block(32, 32)}, {block(32, 32)}, {block(32, 32)}) -> ()
     """))
     filecheck(out, """
     CHECK:      "tile.compute"{{.*}}subblock = [#builtin.int<1>, #builtin.int<1>]
     CHECK-NEXT: %[[LX:.*]] = "tile.load"() <{input = #builtin.int<0>, bcast = "none", dst = #builtin.int<0>}>
-    CHECK-NEXT: %[[E:.*]] = "tile.unary"(%[[LX]]) <{kind = "exp", dst = #builtin.int<1>}>
-    CHECK-NEXT: %[[M:.*]] = "tile.binary"(%[[E]], %[[LX]]) <{kind = "mul", dst = #builtin.int<0>}>
+    CHECK-NEXT: %[[E:.*]] = "tile.exp"(%[[LX]]) <{dst = #builtin.int<1>}>
+    CHECK-NEXT: %[[M:.*]] = "tile.mul"(%[[E]], %[[LX]]) <{dst = #builtin.int<0>}>
     CHECK-NEXT: %[[LY:.*]] = "tile.load"() <{input = #builtin.int<1>, bcast = "none", dst = #builtin.int<1>}>
-    CHECK-NEXT: %[[S:.*]] = "tile.binary"(%[[M]], %[[LY]]) <{kind = "add", dst = #builtin.int<0>}>
+    CHECK-NEXT: %[[S:.*]] = "tile.add"(%[[M]], %[[LY]]) <{dst = #builtin.int<0>}>
     CHECK-NEXT: "tile.pack"(%[[S]]) <{output = #builtin.int<0>}>
     """)
 

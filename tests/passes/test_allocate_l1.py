@@ -118,7 +118,7 @@ def add_into(dst: str, a: str, b: str) -> str:
             'subblock = [#builtin.int<1>, #builtin.int<1>]}> ({\n'
             f'        %{dst}_l0 = "tile.load"() <{{input = #builtin.int<0>, bcast = "none", dst = #builtin.int<0>}}> : () -> !tile.dst\n'
             f'        %{dst}_l1 = "tile.load"() <{{input = #builtin.int<1>, bcast = "none", dst = #builtin.int<1>}}> : () -> !tile.dst\n'
-            f'        %{dst}_s = "tile.binary"(%{dst}_l0, %{dst}_l1) <{{kind = "add", dst = #builtin.int<0>}}> : (!tile.dst, !tile.dst) -> !tile.dst\n'
+            f'        %{dst}_s = "tile.add"(%{dst}_l0, %{dst}_l1) <{{dst = #builtin.int<0>}}> : (!tile.dst, !tile.dst) -> !tile.dst\n'
             f'        "tile.pack"(%{dst}_s) <{{output = #builtin.int<0>}}> : (!tile.dst) -> ()\n'
             f'      }}) : ({F}, {F}, {F}) -> ()')
 

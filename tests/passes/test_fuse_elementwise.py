@@ -20,9 +20,9 @@ def test_chain_fuses():
       %x = "tilegrid.cb_wait"() <{{cb = #builtin.int<0>}}> : () -> {F}
       %y = "tilegrid.cb_wait"() <{{cb = #builtin.int<1>}}> : () -> {F}
       %s = "arith.constant"() <{{value = 2.000000e+00 : f32}}> : () -> f32
-      %a = "block.scalar"(%x, %s) <{{kind = "mul", reverse = #builtin.int<0>}}> {{loc = "k.py:6:13"}} : ({F}, f32) -> {F}
-      %b = "block.binary"(%a, %y) <{{kind = "add"}}> {{loc = "k.py:7:13"}} : ({F}, {F}) -> {F}
-      %c = "block.unary"(%b) <{{kind = "exp"}}> {{loc = "k.py:8:13"}} : ({F}) -> {F}
+      %a = "block.mul"(%x, %s) {{loc = "k.py:6:13"}} : ({F}, f32) -> {F}
+      %b = "block.add"(%a, %y) {{loc = "k.py:7:13"}} : ({F}, {F}) -> {F}
+      %c = "block.exp"(%b) {{loc = "k.py:8:13"}} : ({F}) -> {F}
       "tilegrid.print"(%c) <{{label = "c"}}> : ({F}) -> ()
     """))
     filecheck(out, """
@@ -31,9 +31,9 @@ def test_chain_fuses():
     CHECK-NEXT: %[[S:.*]] = "arith.constant"()
     CHECK-NEXT: %[[F:.*]] = "block.fused"(%[[X]], %[[Y]], %[[S]]) ({
     CHECK-NEXT: ^bb{{[0-9]+}}(%[[BX:.*]]: !tilegrid.block<32x32xf32>, %[[BY:.*]]: !tilegrid.block<32x32xf32>, %[[BS:.*]]: f32):
-    CHECK-NEXT: %[[A:.*]] = "block.scalar"(%[[BX]], %[[BS]]) <{kind = "mul", reverse = #builtin.int<0>}>
-    CHECK-NEXT: %[[B:.*]] = "block.binary"(%[[A]], %[[BY]]) <{kind = "add"}>
-    CHECK-NEXT: %[[C:.*]] = "block.unary"(%[[B]]) <{kind = "exp"}>
+    CHECK-NEXT: %[[A:.*]] = "block.mul"(%[[BX]], %[[BS]])
+    CHECK-NEXT: %[[B:.*]] = "block.add"(%[[A]], %[[BY]])
+    CHECK-NEXT: %[[C:.*]] = "block.exp"(%[[B]])
     CHECK-NEXT: "block.yield"(%[[C]])
     CHECK-NEXT: }) {loc = "k.py:8:13"} : (!tilegrid.block<32x32xf32>, !tilegrid.block<32x32xf32>, f32) -> !tilegrid.block<32x32xf32>
     CHECK-NEXT: "tilegrid.print"(%[[F]])
@@ -44,8 +44,8 @@ def test_chain_fuses():
 def test_values_used_outside_are_yielded():
     out = run_pass(FuseElementwise(), compute(f"""
       %x = "tilegrid.cb_wait"() <{{cb = #builtin.int<0>}}> : () -> {F}
-      %a = "block.unary"(%x) <{{kind = "exp"}}> : ({F}) -> {F}
-      %b = "block.unary"(%a) <{{kind = "neg"}}> : ({F}) -> {F}
+      %a = "block.exp"(%x) : ({F}) -> {F}
+      %b = "block.neg"(%a) : ({F}) -> {F}
       "tilegrid.print"(%a) <{{label = "a"}}> : ({F}) -> ()
       "tilegrid.print"(%b) <{{label = "b"}}> : ({F}) -> ()
     """))
@@ -63,19 +63,19 @@ def test_values_used_outside_are_yielded():
 def test_cb_op_closes_group():
     out = run_pass(FuseElementwise(), compute(f"""
       %x = "tilegrid.cb_wait"() <{{cb = #builtin.int<0>}}> : () -> {F}
-      %a = "block.unary"(%x) <{{kind = "exp"}}> : ({F}) -> {F}
+      %a = "block.exp"(%x) : ({F}) -> {F}
       "tilegrid.cb_pop"() <{{cb = #builtin.int<0>}}> : () -> ()
-      %b = "block.unary"(%a) <{{kind = "neg"}}> : ({F}) -> {F}
+      %b = "block.neg"(%a) : ({F}) -> {F}
       "tilegrid.print"(%b) <{{label = "b"}}> : ({F}) -> ()
     """))
     filecheck(out, """
     CHECK:      %[[FA:.*]] = "block.fused"(%[[X:.*]]) ({
-    CHECK:      "block.unary"({{.*}}) <{kind = "exp"}>
+    CHECK:      "block.exp"({{.*}})
     CHECK-NEXT: "block.yield"
     CHECK-NEXT: })
     CHECK-NEXT: "tilegrid.cb_pop"() <{cb = #builtin.int<0>}>
     CHECK-NEXT: %[[FB:.*]] = "block.fused"(%[[FA]]) ({
-    CHECK:      "block.unary"({{.*}}) <{kind = "neg"}>
+    CHECK:      "block.neg"({{.*}})
     CHECK:      "tilegrid.print"(%[[FB]])
     """)
 
@@ -87,25 +87,25 @@ def test_different_shapes_make_separate_groups():
     out = run_pass(FuseElementwise(), compute(f"""
       %x = "tilegrid.cb_wait"() <{{cb = #builtin.int<0>}}> : () -> {F}
       %c = "tilegrid.cb_wait"() <{{cb = #builtin.int<1>}}> : () -> {COL}
-      %c1 = "block.unary"(%c) <{{kind = "exp"}}> : ({COL}) -> {COL}
-      %x1 = "block.unary"(%x) <{{kind = "neg"}}> : ({F}) -> {F}
-      %c2 = "block.unary"(%c1) <{{kind = "recip"}}> : ({COL}) -> {COL}
+      %c1 = "block.exp"(%c) : ({COL}) -> {COL}
+      %x1 = "block.neg"(%x) : ({F}) -> {F}
+      %c2 = "block.recip"(%c1) : ({COL}) -> {COL}
       %bc = "block.broadcast"(%c2) : ({COL}) -> {F}
-      %y = "block.binary"(%x1, %bc) <{{kind = "mul"}}> : ({F}, {F}) -> {F}
+      %y = "block.mul"(%x1, %bc) : ({F}, {F}) -> {F}
       "tilegrid.print"(%y) <{{label = "y"}}> : ({F}) -> ()
     """))
     filecheck(out, """
     CHECK:      %[[X:.*]] = "tilegrid.cb_wait"() <{cb = #builtin.int<0>}>
     CHECK-NEXT: %[[C:.*]] = "tilegrid.cb_wait"() <{cb = #builtin.int<1>}>
     CHECK-NEXT: %[[COL:.*]] = "block.fused"(%[[C]]) ({
-    CHECK:      "block.unary"({{.*}}) <{kind = "exp"}>
-    CHECK-NEXT: "block.unary"({{.*}}) <{kind = "recip"}>
+    CHECK:      "block.exp"({{.*}})
+    CHECK-NEXT: "block.recip"({{.*}})
     CHECK-NEXT: "block.yield"
     CHECK-NEXT: }) : (!tilegrid.block<32x1xf32>) -> !tilegrid.block<32x1xf32>
     CHECK-NEXT: %[[Y:.*]] = "block.fused"(%[[X]], %[[COL]]) ({
-    CHECK:      "block.unary"({{.*}}) <{kind = "neg"}>
+    CHECK:      "block.neg"({{.*}})
     CHECK-NEXT: "block.broadcast"
-    CHECK-NEXT: "block.binary"({{.*}}) <{kind = "mul"}>
+    CHECK-NEXT: "block.mul"({{.*}})
     CHECK-NEXT: "block.yield"
     CHECK-NEXT: })
     CHECK-NEXT: "tilegrid.print"(%[[Y]])
@@ -117,18 +117,18 @@ def test_different_shapes_make_separate_groups():
 def test_matmul_closes_only_groups_it_uses():
     out = run_pass(FuseElementwise(), compute(f"""
       %x = "tilegrid.cb_wait"() <{{cb = #builtin.int<0>}}> : () -> {F}
-      %a = "block.unary"(%x) <{{kind = "exp"}}> : ({F}) -> {F}
+      %a = "block.exp"(%x) : ({F}) -> {F}
       %m = "block.matmul"(%x, %x) : ({F}, {F}) -> {F}
-      %b = "block.unary"(%a) <{{kind = "neg"}}> : ({F}) -> {F}
+      %b = "block.neg"(%a) : ({F}) -> {F}
       %m2 = "block.matmul"(%b, %m) : ({F}, {F}) -> {F}
-      %c = "block.unary"(%m2) <{{kind = "exp"}}> : ({F}) -> {F}
+      %c = "block.exp"(%m2) : ({F}) -> {F}
       "tilegrid.print"(%c) <{{label = "c"}}> : ({F}) -> ()
     """))
     filecheck(out, """
     CHECK:      %[[M:.*]] = "block.matmul"
     CHECK-NEXT: %[[AB:.*]] = "block.fused"(%[[X:.*]]) ({
-    CHECK:      "block.unary"({{.*}}) <{kind = "exp"}>
-    CHECK-NEXT: "block.unary"({{.*}}) <{kind = "neg"}>
+    CHECK:      "block.exp"({{.*}})
+    CHECK-NEXT: "block.neg"({{.*}})
     CHECK-NEXT: "block.yield"
     CHECK-NEXT: })
     CHECK-NEXT: %[[M2:.*]] = "block.matmul"(%[[AB]], %[[M]])
@@ -140,33 +140,33 @@ def test_matmul_closes_only_groups_it_uses():
 def test_loop_closes_groups_and_body_fuses_separately():
     out = run_pass(FuseElementwise(), compute(f"""
       %x = "tilegrid.cb_wait"() <{{cb = #builtin.int<0>}}> : () -> {F}
-      %a = "block.unary"(%x) <{{kind = "exp"}}> : ({F}) -> {F}
+      %a = "block.exp"(%x) : ({F}) -> {F}
       %lb = "arith.constant"() <{{value = 0 : index}}> : () -> index
       %ub = "arith.constant"() <{{value = 2 : index}}> : () -> index
       %st = "arith.constant"() <{{value = 1 : index}}> : () -> index
       %r = "scf.for"(%lb, %ub, %st, %x) ({{
       ^bb0(%i: index, %acc: {F}):
-        %n = "block.unary"(%acc) <{{kind = "neg"}}> : ({F}) -> {F}
-        %e = "block.unary"(%n) <{{kind = "exp"}}> : ({F}) -> {F}
+        %n = "block.neg"(%acc) : ({F}) -> {F}
+        %e = "block.exp"(%n) : ({F}) -> {F}
         "scf.yield"(%e) : ({F}) -> ()
       }}) : (index, index, index, {F}) -> {F}
-      %b = "block.binary"(%a, %r) <{{kind = "add"}}> : ({F}, {F}) -> {F}
+      %b = "block.add"(%a, %r) : ({F}, {F}) -> {F}
       "tilegrid.print"(%b) <{{label = "b"}}> : ({F}) -> ()
     """))
     filecheck(out, """
     CHECK:      %[[A:.*]] = "block.fused"(%[[X:.*]]) ({
-    CHECK:      "block.unary"({{.*}}) <{kind = "exp"}>
+    CHECK:      "block.exp"({{.*}})
     CHECK:      %[[R:.*]] = "scf.for"
     CHECK-NEXT: ^bb{{[0-9]+}}(%{{.*}}: index, %[[ACC:.*]]: !tilegrid.block<32x32xf32>):
     CHECK-NEXT: %[[E:.*]] = "block.fused"(%[[ACC]]) ({
-    CHECK:      "block.unary"({{.*}}) <{kind = "neg"}>
-    CHECK-NEXT: "block.unary"({{.*}}) <{kind = "exp"}>
+    CHECK:      "block.neg"({{.*}})
+    CHECK-NEXT: "block.exp"({{.*}})
     CHECK-NEXT: "block.yield"
     CHECK-NEXT: })
     CHECK-NEXT: "scf.yield"(%[[E]])
     CHECK:      "block.fused"(%[[A]], %[[R]]) ({
     CHECK-NEXT: ^bb
-    CHECK-NEXT: "block.binary"
+    CHECK-NEXT: "block.add"
     CHECK-NEXT: "block.yield"
     """)
 
@@ -176,9 +176,9 @@ def test_loop_closes_groups_and_body_fuses_separately():
 _NEEDS_3 = f"""
       %x = "tilegrid.cb_wait"() <{{cb = #builtin.int<0>}}> : () -> {F}
       %y = "tilegrid.cb_wait"() <{{cb = #builtin.int<1>}}> : () -> {F}
-      %a = "block.binary"(%x, %y) <{{kind = "add"}}> : ({F}, {F}) -> {F}
-      %b = "block.binary"(%x, %y) <{{kind = "mul"}}> : ({F}, {F}) -> {F}
-      %c = "block.binary"(%a, %b) <{{kind = "add"}}> : ({F}, {F}) -> {F}
+      %a = "block.add"(%x, %y) : ({F}, {F}) -> {F}
+      %b = "block.mul"(%x, %y) : ({F}, {F}) -> {F}
+      %c = "block.add"(%a, %b) : ({F}, {F}) -> {F}
       "tilegrid.print"(%c) <{{label = "c"}}> : ({F}) -> ()
     """
 
@@ -188,9 +188,9 @@ def test_group_within_capacity_stays_whole():
     filecheck(out, """
     CHECK:      "block.fused"(%[[X:.*]], %[[Y:.*]]) ({
     CHECK-NEXT: ^bb
-    CHECK-NEXT: "block.binary"({{.*}}) <{kind = "add"}>
-    CHECK-NEXT: "block.binary"({{.*}}) <{kind = "mul"}>
-    CHECK-NEXT: "block.binary"({{.*}}) <{kind = "add"}>
+    CHECK-NEXT: "block.add"({{.*}})
+    CHECK-NEXT: "block.mul"({{.*}})
+    CHECK-NEXT: "block.add"({{.*}})
     CHECK-NEXT: "block.yield"
     CHECK-NOT:  "block.fused"
     """)
@@ -204,13 +204,13 @@ def test_group_splits_at_dst_capacity():
     CHECK-NEXT: %[[Y:.*]] = "tilegrid.cb_wait"() <{cb = #builtin.int<1>}>
     CHECK-NEXT: %[[A:.*]] = "block.fused"(%[[X]], %[[Y]]) ({
     CHECK-NEXT: ^bb
-    CHECK-NEXT: "block.binary"({{.*}}) <{kind = "add"}>
+    CHECK-NEXT: "block.add"({{.*}})
     CHECK-NEXT: "block.yield"
     CHECK-NEXT: })
     CHECK-NEXT: %[[C:.*]] = "block.fused"(%[[X]], %[[Y]], %[[A]]) ({
     CHECK-NEXT: ^bb
-    CHECK-NEXT: "block.binary"({{.*}}) <{kind = "mul"}>
-    CHECK-NEXT: "block.binary"({{.*}}) <{kind = "add"}>
+    CHECK-NEXT: "block.mul"({{.*}})
+    CHECK-NEXT: "block.add"({{.*}})
     CHECK-NEXT: "block.yield"
     CHECK-NEXT: })
     CHECK-NEXT: "tilegrid.print"(%[[C]])
@@ -223,21 +223,21 @@ def test_capacity_one_splits_before_binary():
     out = run_pass(FuseElementwise(), compute(f"""
       %x = "tilegrid.cb_wait"() <{{cb = #builtin.int<0>}}> : () -> {F}
       %y = "tilegrid.cb_wait"() <{{cb = #builtin.int<1>}}> : () -> {F}
-      %e = "block.unary"(%x) <{{kind = "exp"}}> : ({F}) -> {F}
-      %n = "block.unary"(%e) <{{kind = "neg"}}> : ({F}) -> {F}
-      %s = "block.binary"(%n, %y) <{{kind = "add"}}> : ({F}, {F}) -> {F}
+      %e = "block.exp"(%x) : ({F}) -> {F}
+      %n = "block.neg"(%e) : ({F}) -> {F}
+      %s = "block.add"(%n, %y) : ({F}, {F}) -> {F}
       "tilegrid.print"(%s) <{{label = "s"}}> : ({F}) -> ()
     """, dst_capacity=1))
     filecheck(out, """
     CHECK:      %[[N:.*]] = "block.fused"(%[[X:.*]]) ({
     CHECK-NEXT: ^bb
-    CHECK-NEXT: "block.unary"({{.*}}) <{kind = "exp"}>
-    CHECK-NEXT: "block.unary"({{.*}}) <{kind = "neg"}>
+    CHECK-NEXT: "block.exp"({{.*}})
+    CHECK-NEXT: "block.neg"({{.*}})
     CHECK-NEXT: "block.yield"
     CHECK-NEXT: })
     CHECK-NEXT: "block.fused"(%[[N]], %[[Y:.*]]) ({
     CHECK-NEXT: ^bb
-    CHECK-NEXT: "block.binary"({{.*}}) <{kind = "add"}>
+    CHECK-NEXT: "block.add"({{.*}})
     CHECK-NEXT: "block.yield"
     """)
 
@@ -247,8 +247,8 @@ def test_capacity_one_splits_before_binary():
 def test_unused_values_are_dropped():
     out = run_pass(FuseElementwise(), compute(f"""
       %x = "tilegrid.cb_wait"() <{{cb = #builtin.int<0>}}> : () -> {F}
-      %a = "block.unary"(%x) <{{kind = "exp"}}> : ({F}) -> {F}
-      %b = "block.unary"(%a) <{{kind = "neg"}}> : ({F}) -> {F}
+      %a = "block.exp"(%x) : ({F}) -> {F}
+      %b = "block.neg"(%a) : ({F}) -> {F}
       %m = "block.matmul"(%x, %x) : ({F}, {F}) -> {F}
       "tilegrid.print"(%x) <{{label = "x"}}> : ({F}) -> ()
     """))

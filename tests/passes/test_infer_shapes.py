@@ -17,13 +17,13 @@ def test_column_operand_is_broadcast():
     out = run_pass(InferShapes(), compute("""
       %x = "tilegrid.cb_wait"() <{cb = #builtin.int<0>}> : () -> !tilegrid.block<32x64xf32>
       %c = "tilegrid.cb_wait"() <{cb = #builtin.int<1>}> : () -> !tilegrid.block<32x1xbf16>
-      %y = "block.binary"(%x, %c) <{kind = "sub"}> {loc = "k.py:7:9"} : (!tilegrid.block<32x64xf32>, !tilegrid.block<32x1xbf16>) -> !tilegrid.block<32x64xf32>
+      %y = "block.sub"(%x, %c) {loc = "k.py:7:9"} : (!tilegrid.block<32x64xf32>, !tilegrid.block<32x1xbf16>) -> !tilegrid.block<32x64xf32>
     """))
     filecheck(out, """
     CHECK:      %[[X:.*]] = "tilegrid.cb_wait"() <{cb = #builtin.int<0>}>
     CHECK-NEXT: %[[C:.*]] = "tilegrid.cb_wait"() <{cb = #builtin.int<1>}>
     CHECK-NEXT: %[[B:.*]] = "block.broadcast"(%[[C]]) {loc = "k.py:7:9"} : (!tilegrid.block<32x1xbf16>) -> !tilegrid.block<32x64xbf16>
-    CHECK-NEXT: "block.binary"(%[[X]], %[[B]]) <{kind = "sub"}> {loc = "k.py:7:9"} : (!tilegrid.block<32x64xf32>, !tilegrid.block<32x64xbf16>) -> !tilegrid.block<32x64xf32>
+    CHECK-NEXT: "block.sub"(%[[X]], %[[B]]) {loc = "k.py:7:9"} : (!tilegrid.block<32x64xf32>, !tilegrid.block<32x64xbf16>) -> !tilegrid.block<32x64xf32>
     """)
 
 
@@ -32,13 +32,13 @@ def test_row_operand_is_broadcast():
     out = run_pass(InferShapes(), compute("""
       %r = "tilegrid.cb_wait"() <{cb = #builtin.int<0>}> : () -> !tilegrid.block<1x64xf32>
       %x = "tilegrid.cb_wait"() <{cb = #builtin.int<1>}> : () -> !tilegrid.block<32x64xf32>
-      %y = "block.binary"(%r, %x) <{kind = "mul"}> : (!tilegrid.block<1x64xf32>, !tilegrid.block<32x64xf32>) -> !tilegrid.block<32x64xf32>
+      %y = "block.mul"(%r, %x) : (!tilegrid.block<1x64xf32>, !tilegrid.block<32x64xf32>) -> !tilegrid.block<32x64xf32>
     """))
     filecheck(out, """
     CHECK:      %[[R:.*]] = "tilegrid.cb_wait"() <{cb = #builtin.int<0>}>
     CHECK-NEXT: %[[X:.*]] = "tilegrid.cb_wait"() <{cb = #builtin.int<1>}>
     CHECK-NEXT: %[[B:.*]] = "block.broadcast"(%[[R]]) : (!tilegrid.block<1x64xf32>) -> !tilegrid.block<32x64xf32>
-    CHECK-NEXT: "block.binary"(%[[B]], %[[X]]) <{kind = "mul"}> : (!tilegrid.block<32x64xf32>, !tilegrid.block<32x64xf32>)
+    CHECK-NEXT: "block.mul"(%[[B]], %[[X]]) : (!tilegrid.block<32x64xf32>, !tilegrid.block<32x64xf32>)
     """)
 
 
@@ -47,14 +47,14 @@ def test_column_and_row_are_both_broadcast():
     out = run_pass(InferShapes(), compute("""
       %c = "tilegrid.cb_wait"() <{cb = #builtin.int<0>}> : () -> !tilegrid.block<32x1xf32>
       %r = "tilegrid.cb_wait"() <{cb = #builtin.int<1>}> : () -> !tilegrid.block<1x64xf32>
-      %y = "block.binary"(%c, %r) <{kind = "add"}> : (!tilegrid.block<32x1xf32>, !tilegrid.block<1x64xf32>) -> !tilegrid.block<32x64xf32>
+      %y = "block.add"(%c, %r) : (!tilegrid.block<32x1xf32>, !tilegrid.block<1x64xf32>) -> !tilegrid.block<32x64xf32>
     """))
     filecheck(out, """
     CHECK:      %[[C:.*]] = "tilegrid.cb_wait"() <{cb = #builtin.int<0>}>
     CHECK-NEXT: %[[R:.*]] = "tilegrid.cb_wait"() <{cb = #builtin.int<1>}>
     CHECK-NEXT: %[[BC:.*]] = "block.broadcast"(%[[C]]) : (!tilegrid.block<32x1xf32>) -> !tilegrid.block<32x64xf32>
     CHECK-NEXT: %[[BR:.*]] = "block.broadcast"(%[[R]]) : (!tilegrid.block<1x64xf32>) -> !tilegrid.block<32x64xf32>
-    CHECK-NEXT: "block.binary"(%[[BC]], %[[BR]]) <{kind = "add"}>
+    CHECK-NEXT: "block.add"(%[[BC]], %[[BR]])
     """)
 
 
@@ -83,13 +83,13 @@ def test_equal_shapes_unchanged():
       %st = "arith.constant"() <{value = 1 : index}> : () -> index
       "scf.for"(%lb, %ub, %st) ({
       ^bb0(%i: index):
-        %y = "block.binary"(%x, %x) <{kind = "add"}> : (!tilegrid.block<32x1xf32>, !tilegrid.block<32x1xf32>) -> !tilegrid.block<32x1xf32>
+        %y = "block.add"(%x, %x) : (!tilegrid.block<32x1xf32>, !tilegrid.block<32x1xf32>) -> !tilegrid.block<32x1xf32>
         "scf.yield"() : () -> ()
       }) : (index, index, index) -> ()
     """))
     filecheck(out, """
     CHECK-NOT: block.broadcast
-    CHECK:     "block.binary"(%[[X:.*]], %[[X]]) <{kind = "add"}> : (!tilegrid.block<32x1xf32>, !tilegrid.block<32x1xf32>)
+    CHECK:     "block.add"(%[[X:.*]], %[[X]]) : (!tilegrid.block<32x1xf32>, !tilegrid.block<32x1xf32>)
     CHECK-NOT: block.broadcast
     """)
 
@@ -100,10 +100,10 @@ def test_shapes_that_do_not_broadcast_are_an_error():
         apply_pass(InferShapes(), compute("""
       %a = "tilegrid.cb_wait"() <{cb = #builtin.int<0>}> : () -> !tilegrid.block<32x64xf32>
       %b = "tilegrid.cb_wait"() <{cb = #builtin.int<1>}> : () -> !tilegrid.block<64x32xf32>
-      %y = "block.binary"(%a, %b) <{kind = "add"}> {loc = "k.py:7:9"} : (!tilegrid.block<32x64xf32>, !tilegrid.block<64x32xf32>) -> !tilegrid.block<32x64xf32>
+      %y = "block.add"(%a, %b) {loc = "k.py:7:9"} : (!tilegrid.block<32x64xf32>, !tilegrid.block<64x32xf32>) -> !tilegrid.block<32x64xf32>
     """))
     assert e.value.message == (
-        "block.binary: shapes !tilegrid.block<32x64xf32> and !tilegrid.block<64x32xf32> do not broadcast"
+        "block.add: shapes !tilegrid.block<32x64xf32> and !tilegrid.block<64x32xf32> do not broadcast"
     )
     assert str(e.value.loc) == "k.py:7:9"
 

@@ -19,7 +19,8 @@ def compute(body: str) -> str:
 
 # block.fused -> one alloc per result + tile.compute(ins, scalars, outs). Each input is loaded into
 # DST at its first use (a broadcast [M,1] input as a `col` load), each result is packed right
-# after it is computed, scalars are read by index; users of the results now read the buffers.
+# after it is computed, scalars are the body's block arguments; users of the results now read
+# the buffers.
 def test_fused_becomes_compute():
     out = run_pass(LowerToTile(), compute(f"""
       %x = "tilegrid.cb_wait"() <{{cb = #builtin.int<0>}}> : () -> {F}
@@ -28,9 +29,9 @@ def test_fused_becomes_compute():
       %f:2 = "block.fused"(%x, %c, %s) ({{
       ^bb0(%bx: {F}, %bc: {COL}, %bs: f32):
         %b = "block.broadcast"(%bc) : ({COL}) -> {F}
-        %m = "block.binary"(%bx, %b) <{{kind = "sub"}}> : ({F}, {F}) -> {F}
-        %e = "block.unary"(%m) <{{kind = "exp"}}> : ({F}) -> {F}
-        %t = "block.scalar"(%e, %bs) <{{kind = "mul", reverse = #builtin.int<1>}}> : ({F}, f32) -> {F}
+        %m = "block.sub"(%bx, %b) : ({F}, {F}) -> {F}
+        %e = "block.exp"(%m) : ({F}) -> {F}
+        %t = "block.mul"(%bs, %e) : (f32, {F}) -> {F}
         "block.yield"(%e, %t) : ({F}, {F}) -> ()
       }}) {{loc = "k.py:9:13"}} : ({F}, {COL}, f32) -> ({F}, {F})
       "tilegrid.print"(%f#0) <{{label = "e"}}> : ({F}) -> ()
@@ -43,12 +44,13 @@ def test_fused_becomes_compute():
     CHECK-NEXT: %[[E:.*]] = "tilegrid.alloc"() {loc = "k.py:9:13"} : () -> !tilegrid.block<32x32xf32>
     CHECK-NEXT: %[[T:.*]] = "tilegrid.alloc"() {loc = "k.py:9:13"} : () -> !tilegrid.block<32x32xf32>
     CHECK-NEXT: "tile.compute"(%[[X]], %[[C]], %[[S]], %[[E]], %[[T]]) <{operandSegmentSizes = array<i32: 2, 1, 2>}> ({
+    CHECK-NEXT: ^bb{{[0-9]+}}(%[[BS:.*]]: f32):
     CHECK-NEXT: %[[LC:.*]] = "tile.load"() <{input = #builtin.int<1>, bcast = "col"}> : () -> !tile.dst
     CHECK-NEXT: %[[LX:.*]] = "tile.load"() <{input = #builtin.int<0>, bcast = "none"}> : () -> !tile.dst
-    CHECK-NEXT: %[[M:.*]] = "tile.binary"(%[[LX]], %[[LC]]) <{kind = "sub"}>
-    CHECK-NEXT: %[[EXP:.*]] = "tile.unary"(%[[M]]) <{kind = "exp"}>
+    CHECK-NEXT: %[[M:.*]] = "tile.sub"(%[[LX]], %[[LC]])
+    CHECK-NEXT: %[[EXP:.*]] = "tile.exp"(%[[M]])
     CHECK-NEXT: "tile.pack"(%[[EXP]]) <{output = #builtin.int<0>}>
-    CHECK-NEXT: %[[SC:.*]] = "tile.scalar"(%[[EXP]]) <{kind = "mul", scalar = #builtin.int<0>, reverse = #builtin.int<1>}>
+    CHECK-NEXT: %[[SC:.*]] = "tile.mul"(%[[BS]], %[[EXP]])
     CHECK-NEXT: "tile.pack"(%[[SC]]) <{output = #builtin.int<1>}>
     CHECK-NEXT: }) {loc = "k.py:9:13"}
     CHECK-NEXT: "tilegrid.print"(%[[E]]) <{label = "e"}>
@@ -70,7 +72,7 @@ def test_row_and_scalar_broadcast_fill_iota_where():
         %i = "block.iota"() <{{dim = #builtin.int<0>}}> : () -> {F}
         %z = "block.fill"() <{{value = 0.000000e+00 : f32}}> : () -> {F}
         %w = "block.where"(%i, %wr, %z) : ({F}, {F}, {F}) -> {F}
-        %y = "block.binary"(%w, %wo) <{{kind = "add"}}> : ({F}, {F}) -> {F}
+        %y = "block.add"(%w, %wo) : ({F}, {F}) -> {F}
         "block.yield"(%y) : ({F}) -> ()
       }}) : ({ROW}, {ONE}) -> {F}
       "tilegrid.print"(%f) <{{label = "f"}}> : ({F}) -> ()
@@ -82,7 +84,7 @@ def test_row_and_scalar_broadcast_fill_iota_where():
     CHECK-NEXT: %[[I:.*]] = "tile.iota"() <{dim = #builtin.int<0>}>
     CHECK-NEXT: %[[Z:.*]] = "tile.fill"() <{value = 0.000000e+00 : f32}>
     CHECK-NEXT: %[[W:.*]] = "tile.where"(%[[I]], %[[WR]], %[[Z]])
-    CHECK-NEXT: %[[Y:.*]] = "tile.binary"(%[[W]], %[[WO]]) <{kind = "add"}>
+    CHECK-NEXT: %[[Y:.*]] = "tile.add"(%[[W]], %[[WO]])
     CHECK-NEXT: "tile.pack"(%[[Y]]) <{output = #builtin.int<0>}>
     CHECK-NEXT: })
     """)
@@ -95,7 +97,7 @@ def test_copy_and_passthrough_outputs():
       %x = "tilegrid.cb_wait"() <{{cb = #builtin.int<0>}}> : () -> {BF}
       %f:2 = "block.fused"(%x) ({{
       ^bb0(%bx: {BF}):
-        %c = "block.unary"(%bx) <{{kind = "copy"}}> : ({BF}) -> {BF}
+        %c = "block.copy"(%bx) : ({BF}) -> {BF}
         "block.yield"(%c, %bx) : ({BF}, {BF}) -> ()
       }}) : ({BF}) -> ({BF}, {BF})
       "tilegrid.print"(%f#0) <{{label = "c"}}> : ({BF}) -> ()
@@ -155,25 +157,61 @@ def test_store_copies_into_slot():
 
 # `acc + a @ b` alone in a fused group, the product used nowhere else: one tile.matmul that starts
 # its DST accumulators from `acc` (no product buffer, no tile.compute).
-def test_lone_accumulate_becomes_matmul_with_acc():
+def test_matmul_with_acc_becomes_tile_matmul_with_acc():
     out = run_pass(LowerToTile(), compute(f"""
       %a = "tilegrid.cb_wait"() <{{cb = #builtin.int<0>}}> : () -> {BF}
       %acc = "tilegrid.cb_wait"() <{{cb = #builtin.int<1>}}> : () -> {F}
-      %m = "block.matmul"(%a, %a) {{loc = "k.py:6:13"}} : ({BF}, {BF}) -> {BF}
-      %f = "block.fused"(%acc, %m) ({{
-      ^bb0(%x: {F}, %y: {BF}):
-        %s = "block.binary"(%x, %y) <{{kind = "add"}}> : ({F}, {BF}) -> {F}
-        "block.yield"(%s) : ({F}) -> ()
-      }}) {{loc = "k.py:6:13"}} : ({F}, {BF}) -> {F}
-      "tilegrid.print"(%f) <{{label = "f"}}> : ({F}) -> ()
+      %m = "block.matmul"(%a, %a, %acc) {{loc = "k.py:6:13"}} : ({BF}, {BF}, {F}) -> {F}
+      %c = "tilegrid.cb_wait"() <{{cb = #builtin.int<2>}}> : () -> {COL}
+      %r = "block.reduce"(%m, %c) <{{kind = "sum", dim = #builtin.int<1>}}> : ({F}, {COL}) -> {COL}
+      "tilegrid.print"(%r) <{{label = "r"}}> : ({COL}) -> ()
     """))
     filecheck(out, """
     CHECK:      %[[A:.*]] = "tilegrid.cb_wait"() <{cb = #builtin.int<0>}>
     CHECK-NEXT: %[[ACC:.*]] = "tilegrid.cb_wait"() <{cb = #builtin.int<1>}>
     CHECK-NEXT: %[[OUT:.*]] = "tilegrid.alloc"() {loc = "k.py:6:13"} : () -> !tilegrid.block<32x32xf32>
     CHECK-NEXT: "tile.matmul"(%[[A]], %[[A]], %[[ACC]], %[[OUT]]) <{operandSegmentSizes = array<i32: 1, 1, 1, 1>}>
-    CHECK-NEXT: "tilegrid.print"(%[[OUT]])
+    CHECK-NEXT: %[[C:.*]] = "tilegrid.cb_wait"() <{cb = #builtin.int<2>}>
+    CHECK-NEXT: %[[R:.*]] = "tilegrid.alloc"()
+    CHECK-NEXT: "tile.reduce"(%[[OUT]], %[[C]], %[[R]]) <{kind = "sum", dim = #builtin.int<1>}>
     CHECK-NOT:  "tile.compute"
+    """)
+
+
+# A transpose read by a matmul after a CB release is not absorbed into the matmul (which would
+# then read the released slot where the matmul stands): it is lowered where it is.
+def test_transpose_not_absorbed_across_a_pop():
+    out = run_pass(LowerToTile(), compute(f"""
+      %a = "tilegrid.cb_wait"() <{{cb = #builtin.int<0>}}> : () -> {BF}
+      %b = "tilegrid.cb_wait"() <{{cb = #builtin.int<1>}}> : () -> {BF}
+      %t = "block.transpose"(%b) : ({BF}) -> {BF}
+      "tilegrid.cb_pop"() <{{cb = #builtin.int<1>}}> : () -> ()
+      %m = "block.matmul"(%a, %t) : ({BF}, {BF}) -> {BF}
+      "tilegrid.print"(%m) <{{label = "m"}}> : ({BF}) -> ()
+    """))
+    filecheck(out, """
+    CHECK:      "tile.transpose"(%{{[a-z0-9_]+}}, %[[T:[a-z0-9_]+]])
+    CHECK-NEXT: "tilegrid.cb_pop"() <{cb = #builtin.int<1>}>
+    CHECK:      "tile.matmul"(%{{[a-z0-9_]+}}, %[[T]], %{{[a-z0-9_]+}}) <{operandSegmentSizes
+    """)
+
+
+# `x.transpose() @ x.transpose()`: the right operand's transpose is absorbed, the left one's is
+# lowered (the two are different ops on the same block).
+def test_both_operands_transposed():
+    out = run_pass(LowerToTile(), compute(f"""
+      %a = "tilegrid.cb_wait"() <{{cb = #builtin.int<0>}}> : () -> {BF}
+      %t1 = "block.transpose"(%a) : ({BF}) -> {BF}
+      %t2 = "block.transpose"(%a) : ({BF}) -> {BF}
+      %m = "block.matmul"(%t1, %t2) : ({BF}, {BF}) -> {BF}
+      "tilegrid.print"(%m) <{{label = "m"}}> : ({BF}) -> ()
+    """))
+    filecheck(out, """
+    CHECK:      %[[A:.*]] = "tilegrid.cb_wait"()
+    CHECK-NEXT: %[[T1:.*]] = "tilegrid.alloc"()
+    CHECK-NEXT: "tile.transpose"(%[[A]], %[[T1]])
+    CHECK:      "tile.matmul"(%[[T1]], %[[A]], %[[M:.*]]) <{transpose_b = #builtin.int<1>
+    CHECK-NOT:  "block.
     """)
 
 
@@ -198,7 +236,7 @@ def test_store_forwards_into_slot():
       %x = "tilegrid.cb_wait"() <{{cb = #builtin.int<0>}}> : () -> {F}
       %f = "block.fused"(%x) ({{
       ^bb0(%bx: {F}):
-        %e = "block.unary"(%bx) <{{kind = "exp"}}> : ({F}) -> {F}
+        %e = "block.exp"(%bx) : ({F}) -> {F}
         "block.yield"(%e) : ({F}) -> ()
       }}) {{loc = "k.py:6:13"}} : ({F}) -> {F}
       %o = "tilegrid.cb_reserve"() <{{cb = #builtin.int<1>}}> : () -> {BF}
@@ -210,7 +248,7 @@ def test_store_forwards_into_slot():
     CHECK-NEXT: %[[O:.*]] = "tilegrid.cb_reserve"() <{cb = #builtin.int<1>}>
     CHECK-NEXT: "tile.compute"(%[[X]], %[[O]]) <{operandSegmentSizes = array<i32: 1, 0, 1>}> ({
     CHECK-NEXT: %[[L:.*]] = "tile.load"() <{input = #builtin.int<0>, bcast = "none"}>
-    CHECK-NEXT: %[[E:.*]] = "tile.unary"(%[[L]]) <{kind = "exp"}>
+    CHECK-NEXT: %[[E:.*]] = "tile.exp"(%[[L]])
     CHECK-NEXT: "tile.pack"(%[[E]]) <{output = #builtin.int<0>}>
     CHECK-NEXT: }) {loc = "k.py:6:13"}
     CHECK-NEXT: "tilegrid.cb_push"
@@ -225,7 +263,7 @@ def test_store_does_not_forward_across_pop():
       %x = "tilegrid.cb_wait"() <{{cb = #builtin.int<0>}}> : () -> {F}
       %f = "block.fused"(%x) ({{
       ^bb0(%bx: {F}):
-        %e = "block.unary"(%bx) <{{kind = "exp"}}> : ({F}) -> {F}
+        %e = "block.exp"(%bx) : ({F}) -> {F}
         "block.yield"(%e) : ({F}) -> ()
       }}) {{loc = "k.py:6:13"}} : ({F}) -> {F}
       "tilegrid.cb_pop"() <{{cb = #builtin.int<0>}}> : () -> ()

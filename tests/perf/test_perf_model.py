@@ -6,16 +6,17 @@ import json
 
 import numpy as np
 import pytest
+from helpers import tile_matmul
 from ml_dtypes import bfloat16
 
 from tilegrid import perf
 from tilegrid.device import WORMHOLE_N150
 from tilegrid.kernels.matmul import matmul
+from tilegrid.numerics import fidelity_matmul, round_bfp8_b
 from tilegrid.perf.costs import CostContext, op_cost
 from tilegrid.perf.model import Calendar, PerfModel
 from tilegrid.perf.params import WORMHOLE_N150 as P
 from tilegrid.perf.workloads import blocked_matmul, dram_read
-from tilegrid.sim.numerics import fidelity_matmul, round_bfp8_b
 
 FIDELITIES = {"LoFi": 16, "HiFi2": 32, "HiFi3": 48, "HiFi4": 64}
 
@@ -23,7 +24,7 @@ FIDELITIES = {"LoFi": 16, "HiFi2": 32, "HiFi3": 48, "HiFi4": 64}
 @pytest.mark.parametrize("fidelity,cycles", FIDELITIES.items())
 def test_one_tile_matmul_formula(fidelity, cycles):
     ctx = CostContext(P, fidelity, cb_formats=("bf16", "bf16", "bf16"))
-    c = op_cost(ctx, "matmul|1,1,1|1,1|cb0,cb1,-,cb2", 1)
+    c = op_cost(ctx, tile_matmul(), 1)
     assert c.fpu == cycles  # anchors: LoFi 16 / HiFi2 32 / HiFi3 48 / HiFi4 64 per tile MAC
     # two bf16 tiles through the unpackers: 4096 B at the joint 80 B/cycle; pack 2048 B at 64 B/cycle
     assert c.unpack == pytest.approx(4096 / 80)
@@ -225,8 +226,8 @@ def test_cli_attention_perf_with_exp_modes(tmp_path, capsys):
 
 def test_autotune_inside_a_session_tunes_for_its_settings():
     from tilegrid.device import WORMHOLE
+    from tilegrid.kernels.autotune import autotune_attention
     from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention
-    from tilegrid.perf.autotune import autotune_attention
 
     q = perf.placeholder((1, 8, 1024, 128))
     picks = {}

@@ -19,53 +19,12 @@ from xdsl.ir import Operation, SSAValue
 
 from tilegrid.ir import core as C
 from tilegrid.ir import tile as T
+from tilegrid.ops import CMPI_OPS, FLOAT_OPS, INDEX_OPS, OPS, _trunc_div
 from tilegrid.passes.common import loc_of, program_of
 
-UNARY = {
-    "exp": "np.exp({})",
-    "exp_approx": "exp_approx({})",  # the SFPU's fast approximate exp (tilegrid/sim/numerics.py)
-    "recip": "np.float32(1.0) / {}",
-    "neg": "-{}",
-    "sqrt": "np.sqrt({})",
-    "rsqrt": "np.float32(1.0) / np.sqrt({})",
-    "abs": "np.abs({})",
-    "log": "np.log({})",
-    "relu": "np.maximum({}, np.float32(0.0))",
-    "sigmoid": "np.float32(1.0) / (np.float32(1.0) + np.exp(-{}))",
-    "tanh": "np.tanh({})",
-}
-BINARY = {
-    "add": "({a} + {b})",
-    "sub": "({a} - {b})",
-    "mul": "({a} * {b})",
-    "div": "({a} / {b})",
-    "max": "np.maximum({a}, {b})",
-    "min": "np.minimum({a}, {b})",
-    "ge": "({a} >= {b}).astype(np.float32)",
-    "gt": "({a} > {b}).astype(np.float32)",
-    "le": "({a} <= {b}).astype(np.float32)",
-    "lt": "({a} < {b}).astype(np.float32)",
-    "eq": "({a} == {b}).astype(np.float32)",
-    "ne": "({a} != {b}).astype(np.float32)",
-    "mod": "np.mod({a}, {b})",
-}
-CMPI = {0: "==", 1: "!=", 2: "<", 3: "<=", 4: ">", 5: ">=", 6: "<", 7: "<=", 8: ">", 9: ">="}
-INT_BINARY = {
-    arith.AddiOp: "({} + {})",
-    arith.SubiOp: "({} - {})",
-    arith.MuliOp: "({} * {})",
-    arith.FloorDivSIOp: "({} // {})",
-    arith.DivSIOp: "int({} / {})",
-    arith.RemSIOp: "int(math.fmod({}, {}))",
-    arith.MinSIOp: "min({}, {})",
-    arith.MaxSIOp: "max({}, {})",
-    arith.AndIOp: "({} and {})",
-    arith.OrIOp: "({} or {})",
-    arith.XOrIOp: "({} != {})",
-    arith.AddfOp: "np.float32({} + {})",
-    arith.SubfOp: "np.float32({} - {})",
-    arith.MulfOp: "np.float32({} * {})",
-    arith.DivfOp: "np.float32({} / {})",
+CMPI = {k: sym for k, (_, sym) in CMPI_OPS.items()} | {6: "<", 7: "<=", 8: ">", 9: ">="}  # unsigned as signed
+ARITH = {name: o.python for name, o in INDEX_OPS.items()} | {
+    name: f"np.float32({{a}} {sym} {{b}})" for name, (_, sym) in FLOAT_OPS.items()
 }
 
 
@@ -86,21 +45,20 @@ class ThreadSource:
 
 @dataclass
 class Gen:
-    """Emits the Python source of one thread."""
+    """Emits the Python source of one thread.
+
+    Options of the simulated numerics (the performance model's runs set them): `timing` skips the
+    NumPy arithmetic (control flow never depends on data) but keeps every CB, DMA, semaphore and op
+    report; `fidelity` applies the matrix unit's math fidelity; `exp` = "approx" computes every exp
+    with the SFPU's fast approximation."""
 
     locs: list[str]
+    events: list[Operation]
     lines: list[str] = field(default_factory=list)
     names: dict[SSAValue, str] = field(default_factory=dict)
     indent: int = 1
-    observe: bool = True
     loops: bool = field(default_factory=lambda: os.environ.get("TILEGRID_SUBBLOCK_LOOPS", "") not in ("", "0"))
     opened: list[bool] = field(default_factory=list)
-    # Performance-model modes (tilegrid/perf): `perf` reports each tile op with a descriptor of
-    # its operands and body (for per-op costs) and gives DMAs handles that `dma_wait` reports;
-    # `timing` skips the NumPy arithmetic (control flow never depends on data) but keeps every
-    # CB, DMA, semaphore and op report; `fidelity` applies the matrix unit's math fidelity;
-    # `exp` = "approx" computes every exp with the SFPU's fast approximation.
-    perf: bool = False
     timing: bool = False
     fidelity: str | None = None
     exp: str = "accurate"
@@ -156,10 +114,10 @@ def _constant(g: Gen, op: arith.ConstantOp) -> None:
         raise NotImplementedError(f"constant {v}")
 
 
-@rule(*INT_BINARY)
-def _int_binary(g: Gen, op: Operation) -> None:
+@rule(*(c for c in arith.Arith.operations if c.name in ARITH))
+def _arith_binary(g: Gen, op: Operation) -> None:
     a, b = (g.name(v) for v in op.operands)
-    g.line(f"{g.name(op.results[0])} = {INT_BINARY[type(op)].format(a, b)}")
+    g.line(f"{g.name(op.results[0])} = {ARITH[op.name].format(a=a, b=b)}")
 
 
 @rule(arith.CmpiOp)
@@ -250,13 +208,9 @@ def _cb_give(g: Gen, op: Operation) -> None:
 
 
 def _dma(g: Gen, op: Operation, call: str) -> None:
-    """A DMA call: its handle is what the runtime returns in perf mode (the model times the
-    transfer), else None (the functional simulator completes transfers when issued)."""
-    if g.perf:
-        g.line(f"{g.name(op.results[0])} = {call}")
-    else:
-        g.line(call)
-        g.line(f"{g.name(op.results[0])} = None")
+    """A DMA call: its handle is what the runtime returns (None: complete; an observer timing the
+    transfer may return one, and then hears the thread's wait)."""
+    g.line(f"{g.name(op.results[0])} = {call}")
 
 
 @rule(C.DMAMcastOp)
@@ -298,9 +252,7 @@ def _dma_write(g: Gen, op: C.DMAWriteOp) -> None:
 
 @rule(C.DMAWaitOp)
 def _dma_wait(g: Gen, op: Operation) -> None:
-    if g.perf:  # the timing model: the thread waits for that transfer's completion
-        g.line(f"rt.dma_wait(core, {g.name(op.operands[0])})")
-    # functional simulation: a transfer is complete when issued
+    g.line(f"rt.dma_wait(core, {g.name(op.operands[0])})")
 
 
 @rule(C.PrintOp)
@@ -347,62 +299,11 @@ def _close(g: Gen) -> None:
         g.indent -= 2
 
 
-def _observe(g: Gen, op: Operation, name: str, tiles: int) -> None:
-    if g.observe:
-        if g.perf:
-            name = f"{name}|{_describe(op)}"
-        g.line(f"if obs: rt.op(core, {name!r}, {tiles}, {g.loc(op)})")
-
-
-def _src(v: SSAValue) -> str:
-    """Where an operand block lives, for the timing model: `cbN` (a CB slot of argument N) or its
-    format (an L1 buffer)."""
-    owner = v.owner
-    if isinstance(owner, C.CBWaitOp | C.CBReserveOp):
-        return f"cb{owner.cb.data}"
-    return v.type.dtype
-
-
-def _describe(op: Operation) -> str:
-    """The operand and body summary the timing model costs a tile op by (see tilegrid/perf/costs.py):
-    matmul `M,K,N|h,w|a,b,acc,out`; reduce `kind|x,out`; transpose `x,out`; compute
-    `body|ins|outs|h,w|vector` with body ops L<i>[bcast] F I U:<kind> B:<kind>:<f|s> S:<kind> W P<o>
-    and vector `c` (every output a column vector), `r` (row vectors) or `-`."""
-    sub = op.subblock_shape or (1, 1)
-    hw = f"{sub[0]},{sub[1]}"
-    if isinstance(op, T.MatmulOp):
-        (m, k), n = op.a.type.tiles, op.out.type.tiles[1]
-        acc = _src(op.acc) if op.acc is not None else "-"
-        return f"{m},{k},{n}|{hw}|{_src(op.a)},{_src(op.b)},{acc},{_src(op.out)}"
-    if isinstance(op, T.ReduceOp):
-        return f"{op.kind.data}|{_src(op.x)},{_src(op.out)}"
-    if isinstance(op, T.TransposeOp):
-        return f"{_src(op.x)},{_src(op.out)}"
-    body = []
-    for o in op.body.block.ops:
-        if isinstance(o, T.LoadOp):
-            bc = o.bcast.data
-            body.append(f"L{o.input.data}{'' if bc == 'none' else bc[0]}")
-        elif isinstance(o, T.FillOp):
-            body.append("F")
-        elif isinstance(o, T.IotaOp):
-            body.append("I")
-        elif isinstance(o, T.UnaryOp):
-            body.append(f"U:{o.kind.data}")
-        elif isinstance(o, T.BinaryOp):
-            fpu = isinstance(o.lhs.owner, T.LoadOp) and isinstance(o.rhs.owner, T.LoadOp)
-            body.append(f"B:{o.kind.data}:{'f' if fpu else 's'}")
-        elif isinstance(o, T.ScalarOp):
-            body.append(f"S:{o.kind.data}")
-        elif isinstance(o, T.WhereOp):
-            body.append("W")
-        elif isinstance(o, T.PackOp):
-            body.append(f"P{o.output.data}")
-    ins = ",".join(_src(v) for v in op.ins)
-    outs = ",".join(_src(v) for v in op.outs)
-    dims = [v.type.dims for v in op.outs]
-    vector = "c" if dims and all(c == 1 for _, c in dims) else "r" if dims and all(r == 1 for r, _ in dims) else "-"
-    return f"{' '.join(body)}|{ins}|{outs}|{hw}|{vector}"
+def _observe(g: Gen, op: Operation, tiles: int) -> None:
+    """Report the op (a typed event: the tile IR op itself) to the observer, if there is one."""
+    if op not in g.events:
+        g.events.append(op)
+    g.line(f"if obs: rt.op(core, {g.events.index(op)}, {tiles}, {g.loc(op)})")
 
 
 def _in_slice(src: tuple[int, int], rs: str, cs: str) -> str:
@@ -422,15 +323,17 @@ def _compute(g: Gen, op: T.ComputeOp) -> None:
     g.line(f"rt.dst_acquire({slots * sub[0] * sub[1]}, {loc})")
     if g.timing:
         r, c = op.outs[0].type.tiles
-        _observe(g, op, "compute", r * c)
+        _observe(g, op, r * c)
         return
     rs, cs = _subblock_loops(g, shape, sub)
-    tv: dict[SSAValue, str] = {}
+    tv: dict[SSAValue, str] = dict(zip(op.body.block.args, scalars))
     for k, o in enumerate(op.body.block.ops):
         t = f"t{k}"
         if isinstance(o, T.LoadOp):
             src = op.ins[o.input.data]
-            g.line(f"{t} = {ins[o.input.data]}{_in_slice(src.type.dims, rs, cs)}")
+            load = f"{ins[o.input.data]}{_in_slice(src.type.dims, rs, cs)}"
+            # unpacked into DST: a copy when an output is packed over the same buffer (in place)
+            g.line(f"{t} = {load}.copy()" if src in op.outs else f"{t} = {load}")
         elif isinstance(o, T.FillOp):
             g.line(f"{t} = {py_float(o.value.value.data)}")
         elif isinstance(o, T.IotaOp):
@@ -439,19 +342,15 @@ def _compute(g: Gen, op: T.ComputeOp) -> None:
             n = f"({sl.split(':')[1]}) - {start}"
             shape_expr = f"(({n}), 1)" if o.dim.data == 0 else f"(1, ({n}))"
             g.line(f"{t} = np.arange({start}, {start} + {n}, dtype=np.float32).reshape{shape_expr}")
-        elif isinstance(o, T.UnaryOp):
-            x = tv[o.x] if o.scale is None else f"({tv[o.x]} * {scalars[o.scale.data]})"
-            kind = "exp_approx" if o.kind.data == "exp" and g.exp == "approx" else o.kind.data
-            g.line(f"{t} = {UNARY[kind].format(x)}")
-        elif isinstance(o, T.BinaryOp):
-            g.line(f"{t} = {BINARY[o.kind.data].format(a=tv[o.lhs], b=tv[o.rhs])}")
-        elif isinstance(o, T.ScalarOp):
-            a, b = tv[o.x], scalars[o.scalar.data]
-            if o.reverse.data:
-                a, b = b, a
-            g.line(f"{t} = {BINARY[o.kind.data].format(a=a, b=b)}")
-        elif isinstance(o, T.WhereOp):
-            g.line(f"{t} = np.where({tv[o.cond]} != 0, {tv[o.a]}, {tv[o.b]})")
+        elif isinstance(o, T.ELEMENTWISE):
+            d = o.OP
+            if d.name == "exp" and g.exp == "approx":  # the run's exp mode: every exp approximate
+                d = OPS["exp_approx"]
+            args = [tv[v] for v in o.operands]
+            if d.scalable and len(args) == 2:  # exp(x * scale) in one op
+                args = [f"({args[0]} * {args[1]})"]
+            args += [repr(v) for v in o.params().values()]
+            g.line(f"{t} = OP_{d.name}({', '.join(args)})")
         elif isinstance(o, T.PackOp):
             out = op.outs[o.output.data]
             g.line(f"{outs[o.output.data]}[{rs}, {cs}] = round_to({tv[o.x]}, {out.type.dtype!r})")
@@ -462,7 +361,7 @@ def _compute(g: Gen, op: T.ComputeOp) -> None:
             tv[o.results[0]] = t
     _close(g)
     r, c = op.outs[0].type.tiles
-    _observe(g, op, "compute", r * c)
+    _observe(g, op, r * c)
 
 
 @rule(T.MatmulOp)
@@ -472,7 +371,7 @@ def _matmul(g: Gen, op: T.MatmulOp) -> None:
     g.line(f"rt.dst_acquire({sub[0] * sub[1]}, {g.loc(op)})")
     (m, k), n = op.a.type.tiles, op.out.type.tiles[1]
     if g.timing:
-        _observe(g, op, "matmul", m * k * n)
+        _observe(g, op, m * k * n)
         return
     rs, cs = _subblock_loops(g, op.out.type.dims, sub)
     acc = f" + {g.name(op.acc)}[{rs}, {cs}]" if op.acc is not None else ""
@@ -483,7 +382,7 @@ def _matmul(g: Gen, op: T.MatmulOp) -> None:
         prod = f"np.matmul({a}[{rs}, :], {rhs})"
     g.line(f"{out}[{rs}, {cs}] = round_to({prod}{acc}, {op.out.type.dtype!r})")
     _close(g)
-    _observe(g, op, "matmul", m * k * n)
+    _observe(g, op, m * k * n)
 
 
 @rule(T.ReduceOp)
@@ -495,16 +394,18 @@ def _reduce(g: Gen, op: T.ReduceOp) -> None:
     g.line(f"rt.dst_acquire({sub[0] * sub[1]}, {g.loc(op)})")
     if g.timing:
         r, c = op.x.type.tiles
-        _observe(g, op, "reduce", r * c)
+        _observe(g, op, r * c)
         return
     rs, cs = _subblock_loops(g, op.out.type.dims, sub)
-    if op.dim.data == 1:
-        g.line(f"{out}[{rs}, {cs}] = round_to({x}[{rs}, :].{fn}(axis=1, keepdims=True{extra}), {op.out.type.dtype!r})")
-    else:
-        g.line(f"{out}[{rs}, {cs}] = round_to({x}[:, {cs}].{fn}(axis=0, keepdims=True{extra}), {op.out.type.dtype!r})")
+    red = (f"{x}[{rs}, :].{fn}(axis=1, keepdims=True{extra})" if op.dim.data == 1
+           else f"{x}[:, {cs}].{fn}(axis=0, keepdims=True{extra})")
+    if op.acc is not None:  # the reduction continues from `acc`, reloaded into DST
+        a = f"{g.name(op.acc)}[{rs}, {cs}]"
+        red = f"np.maximum({a}, {red})" if fn == "max" else f"({a} + {red})"
+    g.line(f"{out}[{rs}, {cs}] = round_to({red}, {op.out.type.dtype!r})")
     _close(g)
     r, c = op.x.type.tiles
-    _observe(g, op, "reduce", r * c)
+    _observe(g, op, r * c)
 
 
 @rule(T.TransposeOp)
@@ -514,28 +415,28 @@ def _transpose(g: Gen, op: T.TransposeOp) -> None:
     g.line(f"rt.dst_acquire({sub[0] * sub[1]}, {g.loc(op)})")
     if g.timing:
         r, c = op.x.type.tiles
-        _observe(g, op, "transpose", r * c)
+        _observe(g, op, r * c)
         return
     rs, cs = _subblock_loops(g, op.out.type.dims, sub)
     g.line(f"{out}[{rs}, {cs}] = round_to({x}[{cs}, {rs}].T, {op.out.type.dtype!r})")
     _close(g)
     r, c = op.x.type.tiles
-    _observe(g, op, "transpose", r * c)
+    _observe(g, op, r * c)
 
 
 # ---- module ----------------------------------------------------------------------------------
 
 
-def generate(module: ModuleOp, *, perf: bool = False, timing: bool = False, fidelity: str | None = None,
-             exp: str = "accurate") -> tuple[list[ThreadSource], list[str]]:
-    """Python source for every thread of the program, and the table of source locations.
-
-    perf / timing / fidelity / exp: the performance model's modes (see `Gen`); timing implies perf."""
+def generate(module: ModuleOp, *, timing: bool = False, fidelity: str | None = None,
+             exp: str = "accurate") -> tuple[list[ThreadSource], list[str], list[Operation]]:
+    """Python source for every thread of the program, the table of source locations and the table
+    of reported ops (see `Gen` for the options)."""
     prog = program_of(module)
     locs: list[str] = []
+    events: list[Operation] = []
     out = []
     for th in prog.threads:
-        g = Gen(locs, perf=perf or timing, timing=timing, fidelity=fidelity, exp=exp)
+        g = Gen(locs, events, timing=timing, fidelity=fidelity, exp=exp)
         g.line("obs = rt.observer is not None")
         g.line("if False:")
         g.line("    yield None")
@@ -543,20 +444,20 @@ def generate(module: ModuleOp, *, perf: bool = False, timing: bool = False, fide
         fname = f"thread_{len(out)}"
         src = f"def {fname}(rt, core):\n" + "\n".join(g.lines) + "\n"
         out.append(ThreadSource(th.thread_name.data, th.kind.data, src))
-    return out, locs
+    return out, locs, events
 
 
 def load(sources: list[ThreadSource]) -> list[Callable]:
     """Compile generated sources into generator functions."""
     import numpy as np
 
-    from tilegrid.sim.numerics import exp_approx, fidelity_matmul, round_to
+    from tilegrid.numerics import fidelity_matmul, round_to
     from tilegrid.sim.runtime import alloc
 
     fns = []
     for k, s in enumerate(sources):
         ns = {"np": np, "math": math, "round_to": round_to, "alloc": alloc, "fidelity_matmul": fidelity_matmul,
-              "exp_approx": exp_approx}
+              "_trunc_div": _trunc_div, **{f"OP_{name}": d.sim for name, d in OPS.items()}}
         exec(compile(s.source, f"<tilegrid thread {s.name}>", "exec"), ns)
         fns.append(ns[f"thread_{k}"])
     return fns

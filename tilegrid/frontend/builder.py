@@ -18,8 +18,9 @@ from xdsl.dialects import arith, scf
 from xdsl.dialects.builtin import FloatAttr, IndexType, IntegerAttr, ModuleOp, StringAttr, f32, i1
 from xdsl.ir import Block, Operation, Region, SSAValue
 
+import tilegrid.lang.ops as api
 from tilegrid.errors import CompileError
-from tilegrid.frontend.calls import UNARY_METHODS, CallsMixin, parse_function
+from tilegrid.frontend.calls import TABLE_METHODS, CallsMixin, parse_function
 from tilegrid.frontend.values import (
     ApiFunc,
     Blk,
@@ -37,14 +38,14 @@ from tilegrid.frontend.values import (
 )
 from tilegrid.ir import block as B
 from tilegrid.ir import core as C
-from tilegrid.lang import ops as api
-from tilegrid.lang.kernel import Stream, ThreadDef
 from tilegrid.lang.ops import Semaphore
+from tilegrid.lang.spec import Stream, ThreadDef
+from tilegrid.ops import API, broadcast_shape
 
 API_FUNCS = {id(getattr(api, n)): n for n in dir(api) if callable(getattr(api, n)) and not n.startswith("_")}
 PY_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
              ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
-BLOCK_METHODS = UNARY_METHODS | {"transpose", "rowmax", "rowsum", "colmax", "colsum", "max", "sum", "store", "astype"}
+BLOCK_METHODS = TABLE_METHODS | {"transpose", "rowmax", "rowsum", "colmax", "colsum", "max", "sum", "store", "astype"}
 BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Mod: "mod"}
 CMPOPS = {ast.GtE: "ge", ast.Gt: "gt", ast.LtE: "le", ast.Lt: "lt", ast.Eq: "eq", ast.NotEq: "ne"}
 CMPI = {"ge": "sge", "gt": "sgt", "le": "sle", "lt": "slt", "eq": "eq", "ne": "ne"}
@@ -420,13 +421,19 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
                     f"Stream '{name}' wraps a tensor that is not an argument of this Program", node,
                     note="pass the same tensor objects to Program(...)(...) that the Streams were made from",
                 )
-            same = [a["name"] for a, t in zip(self.args, self.tensors) if t is v.tensor]
-            if len(same) > 1:
-                raise self.error(
-                    f"Stream '{name}' is ambiguous: the same array is passed as {' and '.join(same)}",
-                    node,
-                    note="pass distinct arrays (for example a .copy()) so each Stream names one argument",
-                )
+            same = [i for i, t in enumerate(self.tensors) if t is v.tensor]
+            if len(same) > 1:  # one array passed as several arguments: reading any of them is the same
+                infos = [self.args[i] for i in same]
+                if any(a["output"] for a in infos) or len({(a["block"], a["dtype"]) for a in infos}) > 1:
+                    raise self.error(
+                        f"Stream '{name}' is ambiguous: the same array is passed as "
+                        f"{' and '.join(a['name'] for a in infos)}, "
+                        + ("one of them an output" if any(a["output"] for a in infos) else "with different blocks"),
+                        node,
+                        note="pass distinct arrays (for example a .copy()) where a kernel writes one or reads them "
+                        "in different blocks",
+                    )
+                idx = same[0]
             return StreamRef(idx, self.args[idx]["name"], len(self.args[idx]["shape"]))
         if isinstance(v, Semaphore):
             for i, sem in enumerate(self.semaphores):
@@ -436,7 +443,7 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
             return SemRef(len(self.semaphores) - 1, name)
         if id(v) in API_FUNCS:
             return ApiFunc(API_FUNCS[id(v)])
-        if inspect.ismodule(v) or any(v is f for f in (float, int, range, print, min, max, abs)):
+        if inspect.ismodule(v) or any(v is f for f in (float, int, range, print, min, max, abs, pow)):
             return v
         if inspect.isfunction(v):
             return v  # a helper, inlined where it is called
@@ -462,7 +469,7 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
                 return v
             if id(v) in API_FUNCS:
                 return ApiFunc(API_FUNCS[id(v)])
-            if v is not None and node.attr in UNARY_METHODS | {"maximum", "minimum", "where"}:
+            if v is not None and node.attr in API:
                 return ApiFunc(node.attr)
             raise self.error(f"'{obj.__name__}.{node.attr}' cannot be used in a thread", node)
         if isinstance(obj, Blk):
@@ -630,12 +637,12 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
                 return Idx(self.emit(op).results[0])
             if len(args) == 2 and any(isinstance(a, Blk) for a in args):
                 return self.block_binary("min" if fn is min else "max", args[0], args[1], node)
-        if fn is abs:
-            (x,) = [self.eval(a) for a in node.args]
-            if isinstance(x, Blk):
-                return self.unary("abs", x, node)
-            if isinstance(x, int | float):
-                return abs(x)
+        if fn in (abs, pow):
+            args = [self.eval(a) for a in node.args]
+            if args and isinstance(args[0], Blk) and not node.keywords and len(args) <= 2:
+                return self.apply_op(API[fn.__name__], args, node)
+            if all(isinstance(a, int | float) for a in args):
+                return fn(*args)
         name = getattr(fn, "__name__", type(fn).__name__)
         raise self.error(f"'{name}(...)' cannot be called in a thread", node, note="see the tilegrid language reference")
 
@@ -664,8 +671,8 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
             raise self.error(f"{what}() expects a block, got {self.describe(v)}", node)
         return v
 
-    def unary(self, kind: str, x: Blk, node: ast.AST) -> Blk:
-        return Blk(self.emit(B.UnaryOp(kind, self.use(x, node))).results[0])
+    def unary(self, name: str, x: Blk, node: ast.AST, **params: Any) -> Blk:
+        return Blk(self.emit(B.op(name)(self.use(x, node), **params)).results[0])
 
     def reduce(self, kind: str, dim: int, x: Blk, acc: Any, node: ast.AST) -> Blk:
         r = Blk(self.emit(B.ReduceOp(kind, dim, self.use(x, node))).results[0])
@@ -683,7 +690,7 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
         shape = cond.type.dims
         for v in (a, b):
             if isinstance(v, Blk):
-                shape = B.broadcast_shape(shape, v.type.dims) or shape
+                shape = broadcast_shape(shape, v.type.dims) or shape
         dtype = "f32" if any(isinstance(v, Blk) and v.type.dtype == "f32" for v in (a, b)) else (
             a.type.dtype if isinstance(a, Blk) else b.type.dtype if isinstance(b, Blk) else "f32"
         )
@@ -693,27 +700,27 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
             if isinstance(v, int | float):
                 ops.append(self.emit(B.FillOp(float(v), t)).results[0])
             elif isinstance(v, Blk):
-                if B.broadcast_shape(v.type.dims, shape) != shape:
+                if broadcast_shape(v.type.dims, shape) != shape:
                     raise self.error(f"where(): a {self.shape_str(v)} block does not broadcast to {shape[0]}x{shape[1]}", node)
                 ops.append(self.use(v, node))
             else:
                 raise self.error(f"where() takes blocks or numbers, got {self.describe(v)}", node)
-        return Blk(self.emit(B.WhereOp(ops[0], ops[1], ops[2], t)).results[0])
+        return Blk(self.emit(B.op("where")(ops[0], ops[1], ops[2], t)).results[0])
 
     def block_binary(self, kind: str, a: Any, b: Any, node: ast.AST) -> Blk:
         if isinstance(a, Blk) and isinstance(b, Blk):
-            t = B.binary_result(a.type, b.type)
-            if t is None:
+            shape = broadcast_shape(a.type.dims, b.type.dims)
+            if shape is None:
                 raise self.error(
                     f"shapes do not broadcast: {self.shape_str(a)} {kind} {self.shape_str(b)}",
                     node,
                     note="elementwise operands must have equal shapes, or one must be an [M,1] column or [1,N] row",
                 )
-            return Blk(self.emit(B.BinaryOp(kind, self.use(a, node), self.use(b, node), t)).results[0])
+            return Blk(self.emit(B.op(kind)(self.use(a, node), self.use(b, node))).results[0])
         if isinstance(a, Blk) and self.is_scalar(b):
-            return Blk(self.emit(B.ScalarOp(kind, self.use(a, node), self.scalar(b))).results[0])
+            return Blk(self.emit(B.op(kind)(self.use(a, node), self.scalar(b))).results[0])
         if isinstance(b, Blk) and self.is_scalar(a):
-            return Blk(self.emit(B.ScalarOp(kind, self.use(b, node), self.scalar(a), reverse=True)).results[0])
+            return Blk(self.emit(B.op(kind)(self.scalar(a), self.use(b, node))).results[0])
         raise self.error(f"unsupported operands for '{kind}': {self.describe(a)} and {self.describe(b)}", node)
 
     def binop(self, op: ast.operator, a: Any, b: Any, node: ast.AST) -> Any:
@@ -727,6 +734,11 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
                     note="for Q @ K^T write Q_block @ K_block.transpose()",
                 )
             return Blk(self.emit(B.MatmulOp(self.use(a, node), self.use(b, node))).results[0])
+        if isinstance(op, ast.Pow) and isinstance(a, Blk):
+            if not isinstance(b, int) or isinstance(b, bool):
+                raise self.error(f"a block's power must be an integer known when the kernel compiles, got "
+                                 f"{self.describe(b)}", node, note="for x ** 0.5 write x.sqrt(); for e ** x, x.exp()")
+            return self.unary("pow", a, node, n=b)
         if isinstance(a, Blk) or isinstance(b, Blk):
             kind = BINOPS.get(type(op))
             if kind is None:
@@ -741,8 +753,11 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
             except ZeroDivisionError as e:
                 raise self.error("division by zero", node) from e
         if isinstance(a, int | Idx) and isinstance(b, int | Idx):
-            ops = {ast.Add: arith.AddiOp, ast.Sub: arith.SubiOp, ast.Mult: arith.MuliOp,
-                   ast.FloorDiv: arith.FloorDivSIOp, ast.Mod: arith.RemSIOp}
+            if isinstance(op, ast.Mod):  # Python's modulo, the sign of the divisor: a - (a // b) * b
+                x, y = self.index(a), self.index(b)
+                q = self.emit(arith.FloorDivSIOp(x, y)).results[0]
+                return Idx(self.emit(arith.SubiOp(x, self.emit(arith.MuliOp(q, y)).results[0])).results[0])
+            ops = {ast.Add: arith.AddiOp, ast.Sub: arith.SubiOp, ast.Mult: arith.MuliOp, ast.FloorDiv: arith.FloorDivSIOp}
             cls = ops.get(type(op))
             if cls is None:
                 raise self.error(f"operator '{type(op).__name__}' is not supported on integers in a thread", node)
@@ -822,14 +837,14 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
                     self.assigned_at.get(name, node),
                     note=f"give '{name}' its final shape before the loop, or use a new name for the {self.shape_str(v)} value",
                 )
-            return self.emit(B.UnaryOp("copy", v.value, t)).results[0]
+            return self.emit(B.CopyOp(v.value, t)).results[0]
         if isinstance(v, Idx | FScalar) and v.value.type == t:
             return v.value
         raise self.error(f"'{name}' changes kind inside the loop/branch ({self.describe(v)})", node)
 
     def copy_block(self, b: Blk, node: ast.AST) -> Blk:
         """A value copy of a CB block (so it outlives the slot's release)."""
-        return Blk(self.emit(B.UnaryOp("copy", self.use(b, node))).results[0])
+        return Blk(self.emit(B.CopyOp(self.use(b, node))).results[0])
 
     def wrap(self, v: SSAValue) -> Any:
         if isinstance(v.type, C.BlockType):

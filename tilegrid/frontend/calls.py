@@ -28,8 +28,9 @@ from tilegrid.frontend.values import (
 )
 from tilegrid.ir import block as B
 from tilegrid.ir import core as C
+from tilegrid.ops import API, OPS, OpDef, broadcast_shape
 
-UNARY_METHODS = {"exp", "recip", "sqrt", "rsqrt", "neg", "abs", "log", "relu", "sigmoid", "tanh"}
+TABLE_METHODS = {name for name, d in API.items() if d.method}  # x.exp(), x.clamp(lo, hi), ...
 
 
 def parse_function(fn: Callable, what: str) -> tuple[str, int, ast.AST, dict, dict]:
@@ -73,15 +74,42 @@ class CallsMixin:
                 raise self.error(f"missing argument '{names[i]}'", node)
         return out
 
-    def unary_kind(self, name: str, opts: list[Any], node: ast.Call) -> str:
-        """`exp(x, approx=True)` is the SFPU's fast approximate exponential (kind `exp_approx`),
-        whatever the run's exp mode; a plain `exp` follows the run's mode."""
-        if not opts or opts[0] is None:
-            return name
-        if not isinstance(opts[0], bool):
-            raise self.error(f"{name}(approx=...) must be True or False, known when the kernel compiles", node,
-                             note="write approx=True for the fast approximate exponential")
-        return "exp_approx" if opts[0] else name
+    def apply_api(self, d: OpDef, node: ast.Call, obj: Any = None) -> Blk:
+        """A call of an op-table entry, as a function (`exp(x)`, `maximum(a, b)`) or a method (`x.exp()`,
+        `obj` = x): its operands, compile-time parameters and variant keywords (`approx=True`)."""
+        names = [*(["x"] if d.arity == 1 else ["a", "b"] if d.arity == 2 else ["cond", "a", "b"]),
+                 *(p.name for p in d.params), *d.variants]
+        if obj is not None:
+            names = names[1:]
+        vals = self.call_args(node, names, len(names) - len(d.params) - len(d.variants) if obj is None else 0)
+        if obj is not None:
+            vals = [obj, *vals]
+        return self.apply_op(d, vals, node)
+
+    def apply_op(self, d: OpDef, vals: list[Any], node: ast.AST) -> Blk:
+        """Op `d` on its operands, then its parameters and variant keywords, in the table's order."""
+        vals = vals + [None] * (d.arity + len(d.params) + len(d.variants) - len(vals))
+        operands, rest = vals[: d.arity], vals[d.arity:]
+        params = dict(zip((p.name for p in d.params), rest))
+        for p in d.params:
+            v = params[p.name]
+            ok = isinstance(v, int) if p.kind is int else isinstance(v, int | float)
+            if v is None or isinstance(v, bool) or not ok:
+                raise self.error(f"{d.api[0]}(): '{p.name}' must be a{'n integer' if p.kind is int else ' number'} "
+                                 f"known when the kernel compiles, got {self.describe(v)}", node)
+        for (kw, variant), v in zip(d.variants.items(), rest[len(d.params):]):
+            if v is None:
+                continue
+            if not isinstance(v, bool):
+                raise self.error(f"{d.api[0]}({kw}=...) must be True or False, known when the kernel compiles", node,
+                                 note=f"write {kw}=True for {OPS[variant].doc}")
+            if v:
+                d = OPS[variant]
+        if d.arity == 2:
+            return self.block_binary(d.name, operands[0], operands[1], node)
+        if d.arity == 3:
+            return self.where(*operands, node)
+        return self.unary(d.name, self.expect_block(operands[0], node, d.api[0] if d.api else d.name), node, **params)
 
     def call_method(self, m: Method, node: ast.Call) -> Any:
         obj, name = m.obj, m.name
@@ -100,9 +128,8 @@ class CallsMixin:
                 raise self.error(f"a DMA handle has no method '{name}'", node, note="call .wait()")
             return self.dma_wait(obj)
         assert isinstance(obj, Blk)
-        if name in UNARY_METHODS:
-            return self.unary(self.unary_kind(name, self.call_args(node, ["approx"] if name == "exp" else [], 0), node),
-                              obj, node)
+        if name in TABLE_METHODS:
+            return self.apply_api(API[name], node, obj)
         if name == "transpose":
             return Blk(self.emit(B.TransposeOp(self.use(obj, node))).results[0])
         if name == "astype":
@@ -112,7 +139,7 @@ class CallsMixin:
                                  node, note="e.g. P = S.exp().astype('bf16'), or x.astype(y.dtype)")
             if dtype == obj.type.dtype:
                 return obj
-            return Blk(self.emit(B.UnaryOp("copy", self.use(obj, node), C.BlockType(obj.type.dims, dtype))).results[0])
+            return Blk(self.emit(B.CopyOp(self.use(obj, node), C.BlockType(obj.type.dims, dtype))).results[0])
         if name in ("rowmax", "rowsum", "colmax", "colsum", "max", "sum"):
             dim, axis = self.call_args(node, ["dim", "axis"], 0)
             d = dim if dim is not None else axis
@@ -132,8 +159,8 @@ class CallsMixin:
         raise self.error(
             f"a block has no method '{name}'",
             node,
-            note="blocks have exp, recip, sqrt, rsqrt, neg, abs, log, relu, sigmoid, tanh, transpose, "
-            "rowmax, rowsum, colmax, colsum, store",
+            note=f"blocks have {', '.join(sorted(TABLE_METHODS))}, transpose, astype, rowmax, rowsum, colmax, colsum, "
+            "store",
         )
 
     def call_api(self, name: str, node: ast.Call) -> Any:
@@ -162,15 +189,8 @@ class CallsMixin:
             x, acc = self.call_args(node, ["x", "acc"], 1)
             x = self.expect_block(x, node, name)
             return self.reduce(name[3:], 1 if name.startswith("row") else 0, x, acc, node)
-        if name in UNARY_METHODS:
-            x, *opts = self.call_args(node, ["x", "approx"] if name == "exp" else ["x"], 1)
-            return self.unary(self.unary_kind(name, opts, node), self.expect_block(x, node, name), node)
-        if name in ("maximum", "minimum"):
-            a, b = self.call_args(node, ["a", "b"], 2)
-            return self.block_binary(name[:3], a, b, node)
-        if name == "where":
-            c, a, b = self.call_args(node, ["cond", "a", "b"], 3)
-            return self.where(c, a, b, node)
+        if name in API:
+            return self.apply_api(API[name], node)
         if name == "transpose":
             (x,) = self.call_args(node, ["x"], 1)
             return Blk(self.emit(B.TransposeOp(self.use(self.expect_block(x, node, name), node))).results[0])
@@ -260,7 +280,7 @@ class CallsMixin:
         if dst.slot.released_at:
             raise self.error("store() into a block after its release", node)
         v = self.expect_block(value, node, "store")
-        if B.broadcast_shape(v.type.dims, dst.type.dims) != dst.type.dims:
+        if broadcast_shape(v.type.dims, dst.type.dims) != dst.type.dims:
             raise self.error(
                 f"cannot store a {self.shape_str(v)} block into a {self.shape_str(dst)} block of CB '{dst.slot.cb_name}'",
                 node,

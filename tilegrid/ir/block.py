@@ -1,12 +1,14 @@
 """The `block` dialect: value-semantics math on whole blocks, as the user wrote it.
 
 Shapes are in elements; a block op's result type is inferred from its operands by
-`infer_type`, which the frontend and the `infer-shapes` pass share.
+`infer_type`, which the frontend and the `infer-shapes` pass share. The elementwise math ops are
+generated from the op table (tilegrid/ops.py), one class per entry (`block.exp`, `block.add`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from xdsl.dialects.builtin import Float32Type, FloatAttr, IntAttr, StringAttr, f32
 from xdsl.ir import Attribute, Dialect, Region, SSAValue
@@ -14,6 +16,7 @@ from xdsl.irdl import (
     IRDLOperation,
     irdl_op_definition,
     operand_def,
+    opt_operand_def,
     prop_def,
     region_def,
     result_def,
@@ -25,23 +28,10 @@ from xdsl.traits import IsTerminator, Pure
 from xdsl.utils.exceptions import VerifyException
 
 from tilegrid.ir.core import BlockType
+from tilegrid.ops import OPS as TABLE
+from tilegrid.ops import OpDef, Param, broadcast_shape, promote
 
-UNARY_KINDS = ("exp", "exp_approx", "recip", "neg", "sqrt", "rsqrt", "abs", "log", "relu", "sigmoid", "tanh", "copy")
-BINARY_KINDS = ("add", "sub", "mul", "div", "max", "min", "ge", "gt", "le", "lt", "eq", "ne", "mod")
 REDUCE_KINDS = ("max", "sum")
-
-
-def broadcast_shape(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int] | None:
-    """NumPy broadcasting restricted to blocks: a dimension of 1 stretches."""
-    out = []
-    for x, y in zip(a, b):
-        if x == y or y == 1:
-            out.append(x)
-        elif x == 1:
-            out.append(y)
-        else:
-            return None
-    return out[0], out[1]
 
 
 class _BlockOp(IRDLOperation):
@@ -59,83 +49,147 @@ class _BlockOp(IRDLOperation):
             raise VerifyException(f"{self.name}: result type {got} does not match inferred {want}")
 
 
-@irdl_op_definition
-class UnaryOp(_BlockOp):
-    """Elementwise `kind(x)` (exp, recip, ...): `%y = block.unary %x {kind = "exp"}`."""
+def elementwise_type(blocks: Sequence[BlockType], name: str) -> BlockType:
+    """The result of an elementwise op over `blocks`: their broadcast shape, the wider format."""
+    shape = blocks[0].dims
+    for b in blocks[1:]:
+        s = broadcast_shape(shape, b.dims)
+        if s is None:
+            raise VerifyException(f"{name}: shapes {' and '.join(str(x) for x in blocks)} do not broadcast")
+        shape = s
+    return BlockType(shape, promote(*(b.dtype for b in blocks)))
 
-    name = "block.unary"
-    kind = prop_def(StringAttr)
+
+class ElementwiseOp(_BlockOp):
+    """An op of the op table (tilegrid/ops.py), one class per entry: `block.exp`, `block.add`, ...
+
+    Operands are blocks (a binary op's may be f32 scalars: `x * 2.0`); the result has the block
+    operands' broadcast shape and the wider format. Compile-time parameters are properties."""
+
+    OP: ClassVar[OpDef]
+
+    @property
+    def blocks(self) -> list[SSAValue]:
+        return [v for v in self.operands[: self.OP.arity] if isinstance(v.type, BlockType)]
+
+    def params(self) -> dict[str, Any]:
+        return {p.name: param_value(self, p) for p in self.OP.params}
+
+    def infer_type(self) -> BlockType:
+        blocks = [v.type for v in self.blocks]
+        if not blocks:
+            raise VerifyException(f"{self.name}: at least one operand must be a block")
+        if self.OP.name == "where":
+            t = elementwise_type(blocks, self.name)
+            return BlockType(t.dims, promote(*(v.type.dtype for v in self.operands[1:])))
+        return elementwise_type(blocks, self.name)
+
+    def verify_(self) -> None:
+        for p in self.OP.params:
+            param_value(self, p)
+        super().verify_()
+
+
+def param_value(op: IRDLOperation, p: Param) -> Any:
+    a = op.properties.get(p.name)
+    if p.kind is int and isinstance(a, IntAttr):
+        return a.data
+    if p.kind is float and isinstance(a, FloatAttr):
+        return a.value.data
+    raise VerifyException(f"{op.name}: parameter '{p.name}' must be a{'n int' if p.kind is int else ' float'}, got {a}")
+
+
+def param_attrs(d: OpDef, values: dict[str, Any]) -> dict[str, Attribute]:
+    """The properties holding an op's compile-time parameters."""
+    out: dict[str, Attribute] = {}
+    for p in d.params:
+        if p.name not in values:
+            raise ValueError(f"op {d.name} needs parameter '{p.name}'")
+        out[p.name] = IntAttr(int(values[p.name])) if p.kind is int else FloatAttr(float(values[p.name]), f32)
+    return out
+
+
+class _Unary(ElementwiseOp):
     x = operand_def(BlockType)
     result = result_def(BlockType)
 
-    def __init__(self, kind: str, x: SSAValue, result_type: BlockType | None = None) -> None:
-        """`result_type`: another element type (a `copy` converts)."""
-        super().__init__(operands=[x], properties={"kind": StringAttr(kind)}, result_types=[result_type or x.type])
-
-    def infer_type(self) -> BlockType:
-        if self.kind.data not in UNARY_KINDS:
-            raise VerifyException(f"unknown unary kind {self.kind.data}")
-        if self.kind.data == "copy":
-            return BlockType(self.x.type.dims, self.result.type.dtype)
-        return self.x.type
+    def __init__(self, x: SSAValue, **params: Any) -> None:
+        super().__init__(operands=[x], properties=param_attrs(self.OP, params), result_types=[x.type])
 
 
-@irdl_op_definition
-class BinaryOp(_BlockOp):
-    """Elementwise `lhs kind rhs`; operands of equal shape (broadcasts are explicit)."""
+class _ScaledUnary(ElementwiseOp):
+    """`op(x * scale)` in one SFPU op (the exp's scale argument); `scale` is an optional f32."""
 
-    name = "block.binary"
-    kind = prop_def(StringAttr)
-    lhs = operand_def(BlockType)
-    rhs = operand_def(BlockType)
-    result = result_def(BlockType)
-
-    def __init__(self, kind: str, lhs: SSAValue, rhs: SSAValue, result_type: BlockType | None = None) -> None:
-        super().__init__(
-            operands=[lhs, rhs],
-            properties={"kind": StringAttr(kind)},
-            result_types=[result_type or binary_result(lhs.type, rhs.type)],
-        )
-
-    def infer_type(self) -> BlockType:
-        if self.kind.data not in BINARY_KINDS:
-            raise VerifyException(f"unknown binary kind {self.kind.data}")
-        t = binary_result(self.lhs.type, self.rhs.type)
-        if t is None:
-            raise VerifyException(f"block.binary: shapes {self.lhs.type} and {self.rhs.type} do not broadcast")
-        return t
-
-
-def binary_result(a: BlockType, b: BlockType) -> BlockType | None:
-    shape = broadcast_shape(a.dims, b.dims)
-    if shape is None:
-        return None
-    dtype = "f32" if "f32" in (a.dtype, b.dtype) else "bf16"
-    return BlockType(shape, dtype)
-
-
-@irdl_op_definition
-class ScalarOp(_BlockOp):
-    """`x kind s` with a scalar `s` (f32); `reverse` computes `s kind x`."""
-
-    name = "block.scalar"
-    kind = prop_def(StringAttr)
-    reverse = prop_def(IntAttr)
     x = operand_def(BlockType)
-    scalar = operand_def(Float32Type)
+    scale = opt_operand_def(Float32Type)
     result = result_def(BlockType)
 
-    def __init__(self, kind: str, x: SSAValue, scalar: SSAValue, reverse: bool = False) -> None:
-        super().__init__(
-            operands=[x, scalar],
-            properties={"kind": StringAttr(kind), "reverse": IntAttr(int(reverse))},
-            result_types=[x.type],
-        )
+    def __init__(self, x: SSAValue, scale: SSAValue | None = None) -> None:
+        super().__init__(operands=[x, [scale] if scale is not None else []], result_types=[x.type])
+
+
+class _Binary(ElementwiseOp):
+    lhs = operand_def(BlockType | Float32Type)
+    rhs = operand_def(BlockType | Float32Type)
+    result = result_def(BlockType)
+
+    def __init__(self, lhs: SSAValue, rhs: SSAValue, result_type: BlockType | None = None) -> None:
+        blocks = [v.type for v in (lhs, rhs) if isinstance(v.type, BlockType)]
+        super().__init__(operands=[lhs, rhs], result_types=[result_type or elementwise_type(blocks, self.name)])
+
+
+class _Ternary(ElementwiseOp):
+    cond = operand_def(BlockType)
+    a = operand_def(BlockType)
+    b = operand_def(BlockType)
+    result = result_def(BlockType)
+
+    def __init__(self, cond: SSAValue, a: SSAValue, b: SSAValue, result_type: BlockType | None = None) -> None:
+        super().__init__(operands=[cond, a, b], result_types=[result_type])
+
+
+def define_elementwise(d: OpDef, dialect: str, bases: dict[Any, type]) -> type[IRDLOperation]:
+    """The IR op class of an op-table entry (`block.exp`, `tile.exp`, ...)."""
+    ns: dict[str, Any] = {
+        "name": f"{dialect}.{d.name}",
+        "OP": d,
+        "__annotations__": {"OP": "ClassVar[OpDef]"},
+        "__doc__": f"{d.doc}. (Generated from the op table entry '{d.name}', tilegrid/ops.py.)",
+        "__module__": bases["module"],
+    }
+    for p in d.params:
+        ns[p.name] = prop_def(IntAttr if p.kind is int else FloatAttr)
+    base = bases["scaled"] if d.scalable else bases[d.arity]
+    camel = "".join(w.capitalize() for w in d.name.split("_"))
+    return irdl_op_definition(type(f"{camel}Op", (base,), ns))
+
+
+OPS: dict[str, type[ElementwiseOp]] = {
+    d.name: define_elementwise(d, "block", {1: _Unary, 2: _Binary, 3: _Ternary, "scaled": _ScaledUnary,
+                                            "module": __name__})
+    for d in TABLE.values()
+}
+
+
+def op(name: str) -> type[ElementwiseOp]:
+    """The block op class of an op-table entry."""
+    return OPS[name]
+
+
+@irdl_op_definition
+class CopyOp(_BlockOp):
+    """A value copy of a block, converted to the result's format (`x.astype("bf16")`; a CB block
+    carried past its release). A conversion is packed, i.e. rounded, before anything reads it."""
+
+    name = "block.copy"
+    x = operand_def(BlockType)
+    result = result_def(BlockType)
+
+    def __init__(self, x: SSAValue, result_type: BlockType | None = None) -> None:
+        super().__init__(operands=[x], result_types=[result_type or x.type])
 
     def infer_type(self) -> BlockType:
-        if self.kind.data not in BINARY_KINDS:
-            raise VerifyException(f"unknown scalar kind {self.kind.data}")
-        return self.x.type
+        return BlockType(self.x.type.dims, self.result.type.dtype)
 
 
 @irdl_op_definition
@@ -187,47 +241,36 @@ class IotaOp(_BlockOp):
 
 
 @irdl_op_definition
-class WhereOp(_BlockOp):
-    """`cond != 0 ? a : b`, elementwise; operands of equal shape."""
-
-    name = "block.where"
-    cond = operand_def(BlockType)
-    a = operand_def(BlockType)
-    b = operand_def(BlockType)
-    result = result_def(BlockType)
-
-    def __init__(self, cond: SSAValue, a: SSAValue, b: SSAValue, t: BlockType) -> None:
-        super().__init__(operands=[cond, a, b], result_types=[t])
-
-    def infer_type(self) -> BlockType:
-        t = self.results[0].type
-        for v in (self.cond, self.a, self.b):
-            if broadcast_shape(v.type.dims, t.dims) != t.dims:
-                raise VerifyException(f"block.where: operand {v.type} does not broadcast to {t}")
-        return t
-
-
-@irdl_op_definition
 class ReduceOp(_BlockOp):
-    """Reduce along `dim` (1: across a row, giving `[M,1]`; 0: down a column, giving `[1,N]`)."""
+    """Reduce along `dim` (1: across a row, giving `[M,1]`; 0: down a column, giving `[1,N]`), kind
+    `max` or `sum`, folded with `acc` when given (`max(acc, .)`, `acc + .`: accumulated in DST)."""
 
     name = "block.reduce"
     kind = prop_def(StringAttr)
     dim = prop_def(IntAttr)
     x = operand_def(BlockType)
+    acc = opt_operand_def(BlockType)
     result = result_def(BlockType)
 
-    def __init__(self, kind: str, dim: int, x: SSAValue) -> None:
+    def __init__(self, kind: str, dim: int, x: SSAValue, acc: SSAValue | None = None) -> None:
+        t = reduce_result(kind, x.type, dim)
+        if acc is not None:
+            t = BlockType(t.dims, promote(t.dtype, acc.type.dtype))
         super().__init__(
-            operands=[x],
+            operands=[x, [acc] if acc is not None else []],
             properties={"kind": StringAttr(kind), "dim": IntAttr(dim)},
-            result_types=[reduce_result(kind, x.type, dim)],
+            result_types=[t],
         )
 
     def infer_type(self) -> BlockType:
         if self.kind.data not in REDUCE_KINDS:
-            raise VerifyException(f"unknown reduce kind {self.kind.data}")
-        return reduce_result(self.kind.data, self.x.type, self.dim.data)
+            raise VerifyException(f"block.reduce: kind must be one of {REDUCE_KINDS}, got {self.kind.data!r}")
+        t = reduce_result(self.kind.data, self.x.type, self.dim.data)
+        if self.acc is None:
+            return t
+        if self.acc.type.dims != t.dims:
+            raise VerifyException(f"block.reduce: accumulator {self.acc.type} does not match the reduction {t}")
+        return BlockType(t.dims, promote(t.dtype, self.acc.type.dtype))
 
 
 def reduce_result(kind: str, t: BlockType, dim: int) -> BlockType:
@@ -239,29 +282,37 @@ def reduce_result(kind: str, t: BlockType, dim: int) -> BlockType:
 
 @irdl_op_definition
 class MatmulOp(_BlockOp):
-    """`[M,K] @ [K,N] -> [M,N]`, accumulated in DST at fp32."""
+    """`[M,K] @ [K,N] -> [M,N]`, accumulated in DST at fp32, plus `acc` when given (`acc + a @ b`
+    as one op: the partial sums start from `acc` in DST)."""
 
     name = "block.matmul"
     lhs = operand_def(BlockType)
     rhs = operand_def(BlockType)
+    acc = opt_operand_def(BlockType)
     result = result_def(BlockType)
 
-    def __init__(self, lhs: SSAValue, rhs: SSAValue) -> None:
-        super().__init__(operands=[lhs, rhs], result_types=[matmul_result(lhs.type, rhs.type)])
+    def __init__(self, lhs: SSAValue, rhs: SSAValue, acc: SSAValue | None = None) -> None:
+        t = matmul_result(lhs.type, rhs.type)
+        if acc is not None and t is not None:
+            t = BlockType(t.dims, promote(t.dtype, acc.type.dtype))
+        super().__init__(operands=[lhs, rhs, [acc] if acc is not None else []], result_types=[t])
 
     def infer_type(self) -> BlockType:
         t = matmul_result(self.lhs.type, self.rhs.type)
         if t is None:
             raise VerifyException(f"block.matmul: inner dimensions of {self.lhs.type} and {self.rhs.type} differ")
-        return t
+        if self.acc is None:
+            return t
+        if self.acc.type.dims != t.dims:
+            raise VerifyException(f"block.matmul: accumulator {self.acc.type} does not match the product {t}")
+        return BlockType(t.dims, promote(t.dtype, self.acc.type.dtype))
 
 
 def matmul_result(a: BlockType, b: BlockType) -> BlockType | None:
     (m, k), (k2, n) = a.dims, b.dims
     if k != k2:
         return None
-    dtype = "f32" if "f32" in (a.dtype, b.dtype) else "bf16"
-    return BlockType((m, n), dtype)
+    return BlockType((m, n), promote(a.dtype, b.dtype))
 
 
 @irdl_op_definition
@@ -327,10 +378,10 @@ class YieldOp(IRDLOperation):
         super().__init__(operands=[values])
 
 
-ELEMENTWISE = (UnaryOp, BinaryOp, ScalarOp, BroadcastOp, FillOp, IotaOp, WhereOp)
+ELEMENTWISE = (ElementwiseOp, CopyOp, BroadcastOp, FillOp, IotaOp)  # what fuse-elementwise may group
 
 BLOCK = Dialect(
     "block",
-    [UnaryOp, BinaryOp, ScalarOp, BroadcastOp, FillOp, IotaOp, WhereOp, ReduceOp, MatmulOp, TransposeOp, StoreOp, FusedOp, YieldOp],
+    [*OPS.values(), CopyOp, BroadcastOp, FillOp, IotaOp, ReduceOp, MatmulOp, TransposeOp, StoreOp, FusedOp, YieldOp],
     [],
 )

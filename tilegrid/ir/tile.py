@@ -3,7 +3,8 @@
 After lowering, every block value lives in a CB slot or a `tilegrid.alloc` buffer, and
 math is one of:
   - `tile.compute`: a fused elementwise body over DST tiles, run subblock by subblock
-    (each subblock: unpack inputs to DST, SFPU/FPU ops in DST, pack outputs);
+    (each subblock: unpack inputs to DST, SFPU/FPU ops in DST, pack outputs); its math ops
+    are generated from the op table (tilegrid/ops.py): `tile.exp`, `tile.add`, ...;
   - `tile.matmul`, `tile.reduce`, `tile.transpose`: FPU ops that accumulate in DST.
 `subblock = [h, w]` (tiles) and each body op's `dst` slot are set by allocate-dst; the
 DST tiles a subblock occupies never exceed the DST capacity of the program's mode.
@@ -12,6 +13,7 @@ DST tiles a subblock occupies never exceed the DST capacity of the program's mod
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from xdsl.dialects.builtin import ArrayAttr, Float32Type, FloatAttr, IntAttr, StringAttr, f32
 from xdsl.ir import Dialect, ParametrizedAttribute, Region, SSAValue, TypeAttribute
@@ -32,7 +34,10 @@ from xdsl.irdl import (
 from xdsl.traits import NoTerminator
 from xdsl.utils.exceptions import VerifyException
 
+from tilegrid.ir.block import define_elementwise, param_attrs, param_value
 from tilegrid.ir.core import BlockType
+from tilegrid.ops import OPS as TABLE
+from tilegrid.ops import OpDef
 
 
 @irdl_attr_definition
@@ -70,8 +75,8 @@ class _Subblocked(IRDLOperation):
 class ComputeOp(_Subblocked):
     """Elementwise body over the iteration shape of `outs`, one DST subblock at a time.
 
-    `ins` are read with `tile.load` (row/column inputs broadcast), `scalars` are f32 values
-    the body reads by index, `outs` are written by `tile.pack` (rounded to their format).
+    `ins` are read with `tile.load` (row/column inputs broadcast), `scalars` are f32 values the
+    body reads as its block arguments, `outs` are written by `tile.pack` (rounded to their format).
     """
 
     name = "tile.compute"
@@ -89,6 +94,10 @@ class ComputeOp(_Subblocked):
         shapes = {o.type.dims for o in self.outs}
         if len(shapes) != 1:
             raise VerifyException(f"tile.compute outputs must share one shape, got {sorted(shapes)}")
+        args = self.body.block.args
+        if len(args) != len(self.scalars) or any(not isinstance(a.type, Float32Type) for a in args):
+            raise VerifyException(f"tile.compute: the body takes one f32 argument per scalar ({len(self.scalars)}), "
+                                  f"got {len(args)}")
         self.verify_subblock(self.outs[0])
 
     @property
@@ -137,62 +146,49 @@ class IotaOp(_DstOp):
         super().__init__(properties={"dim": IntAttr(dim)}, result_types=[DstType()])
 
 
-@irdl_op_definition
-class UnaryOp(_DstOp):
-    """SFPU unary op on DST tiles; `scale` (an index into the compute's scalars) multiplies the
-    input first, as the SFPU's exp with a scale argument does (`exp(x * s)` in one op)."""
+class _TileElementwise(_DstOp):
+    """An op-table entry on DST tiles (`tile.exp`, `tile.add`, ...); a binary op's operand may be
+    one of the compute's f32 scalars (a block argument of its body)."""
 
-    name = "tile.unary"
-    kind = prop_def(StringAttr)
-    scale = opt_prop_def(IntAttr)
+    OP: ClassVar[OpDef]
+
+    def params(self) -> dict[str, Any]:
+        return {p.name: param_value(self, p) for p in self.OP.params}
+
+    def verify_(self) -> None:
+        for p in self.OP.params:
+            param_value(self, p)
+
+
+class _Unary(_TileElementwise):
     x = operand_def(DstType)
     result = result_def(DstType)
 
-    def __init__(self, kind: str, x: SSAValue, scale: int | None = None) -> None:
-        props: dict = {"kind": StringAttr(kind)}
-        if scale is not None:
-            props["scale"] = IntAttr(scale)
-        super().__init__(operands=[x], properties=props, result_types=[DstType()])
+    def __init__(self, x: SSAValue, **params: Any) -> None:
+        super().__init__(operands=[x], properties=param_attrs(self.OP, params), result_types=[DstType()])
 
 
-@irdl_op_definition
-class BinaryOp(_DstOp):
-    """Binary op on two DST tiles."""
+class _ScaledUnary(_TileElementwise):
+    """`op(x * scale)` in one SFPU op, `scale` one of the compute's scalars (the exp's scale argument)."""
 
-    name = "tile.binary"
-    kind = prop_def(StringAttr)
-    lhs = operand_def(DstType)
-    rhs = operand_def(DstType)
-    result = result_def(DstType)
-
-    def __init__(self, kind: str, lhs: SSAValue, rhs: SSAValue) -> None:
-        super().__init__(operands=[lhs, rhs], properties={"kind": StringAttr(kind)}, result_types=[DstType()])
-
-
-@irdl_op_definition
-class ScalarOp(_DstOp):
-    """`x kind scalars[scalar]` (or reversed) on DST tiles."""
-
-    name = "tile.scalar"
-    kind = prop_def(StringAttr)
-    scalar = prop_def(IntAttr)
-    reverse = prop_def(IntAttr)
     x = operand_def(DstType)
+    scale = opt_operand_def(Float32Type)
     result = result_def(DstType)
 
-    def __init__(self, kind: str, x: SSAValue, scalar: int, reverse: bool) -> None:
-        super().__init__(
-            operands=[x],
-            properties={"kind": StringAttr(kind), "scalar": IntAttr(scalar), "reverse": IntAttr(int(reverse))},
-            result_types=[DstType()],
-        )
+    def __init__(self, x: SSAValue, scale: SSAValue | None = None) -> None:
+        super().__init__(operands=[x, [scale] if scale is not None else []], result_types=[DstType()])
 
 
-@irdl_op_definition
-class WhereOp(_DstOp):
-    """`cond != 0 ? a : b` on DST tiles."""
+class _Binary(_TileElementwise):
+    lhs = operand_def(DstType | Float32Type)
+    rhs = operand_def(DstType | Float32Type)
+    result = result_def(DstType)
 
-    name = "tile.where"
+    def __init__(self, lhs: SSAValue, rhs: SSAValue) -> None:
+        super().__init__(operands=[lhs, rhs], result_types=[DstType()])
+
+
+class _Ternary(_TileElementwise):
     cond = operand_def(DstType)
     a = operand_def(DstType)
     b = operand_def(DstType)
@@ -200,6 +196,14 @@ class WhereOp(_DstOp):
 
     def __init__(self, cond: SSAValue, a: SSAValue, b: SSAValue) -> None:
         super().__init__(operands=[cond, a, b], result_types=[DstType()])
+
+
+OPS: dict[str, type[_TileElementwise]] = {
+    d.name: define_elementwise(d, "tile", {1: _Unary, 2: _Binary, 3: _Ternary, "scaled": _ScaledUnary,
+                                           "module": __name__})
+    for d in TABLE.values()
+}
+ELEMENTWISE = _TileElementwise
 
 
 @irdl_op_definition
@@ -244,16 +248,19 @@ class MatmulOp(_Subblocked):
 
 @irdl_op_definition
 class ReduceOp(_Subblocked):
-    """Row (`dim = 1`) or column (`dim = 0`) max / sum of `x` into `out`, accumulating in DST."""
+    """Row (`dim = 1`) or column (`dim = 0`) max / sum of `x` into `out`, accumulating in DST,
+    starting from `acc` when given (reloaded into DST first)."""
 
     name = "tile.reduce"
     kind = prop_def(StringAttr)
     dim = prop_def(IntAttr)
     x = operand_def(BlockType)
+    acc = opt_operand_def(BlockType)
     out = operand_def(BlockType)
 
-    def __init__(self, kind: str, dim: int, x: SSAValue, out: SSAValue) -> None:
-        super().__init__(operands=[x, out], properties={"kind": StringAttr(kind), "dim": IntAttr(dim)})
+    def __init__(self, kind: str, dim: int, x: SSAValue, out: SSAValue, acc: SSAValue | None = None) -> None:
+        super().__init__(operands=[x, [acc] if acc is not None else [], out],
+                         properties={"kind": StringAttr(kind), "dim": IntAttr(dim)})
 
     def verify_(self) -> None:
         self.verify_subblock(self.out)
@@ -276,6 +283,6 @@ class TransposeOp(_Subblocked):
 
 TILE = Dialect(
     "tile",
-    [ComputeOp, LoadOp, FillOp, IotaOp, UnaryOp, BinaryOp, ScalarOp, WhereOp, PackOp, MatmulOp, ReduceOp, TransposeOp],
+    [ComputeOp, LoadOp, FillOp, IotaOp, *OPS.values(), PackOp, MatmulOp, ReduceOp, TransposeOp],
     [DstType],
 )

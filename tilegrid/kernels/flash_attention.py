@@ -49,6 +49,7 @@ from tilegrid.lang import (
     rowsum,
     where,
 )
+from tilegrid.targets import compile_kernel
 
 NEG_INF = float("-inf")
 
@@ -243,14 +244,7 @@ def flash_attention(
         plan_out.append(plan)
     kernel = _build_kernel(plan, device, schedule, seed)
     tensors = _arguments(problem, qn, kn, vn, mask, plan.config)
-    from tilegrid import runner
-
-    saved = runner.observer
-    runner.observer = observer
-    try:
-        kernel(*tensors, backend=backend)
-    finally:
-        runner.observer = saved
+    kernel(*tensors, backend=backend, observer=observer)
     g, rows = plan.config.group_of(plan.problem), 32 * plan.config.q_chunk
     out, lse = _unpack(tensors[-2], g, rows), _unpack(tensors[-1], g, rows)
     sq, d = problem.seq_q, problem.head_dim
@@ -386,7 +380,7 @@ def gpu_chunks(p: Problem, cfg: AttentionConfig, dtype: str) -> dict[str, int]:
 
 def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, tensix: bool = True) -> Plan:
     if cfg.autotune and not (cfg.q_chunk and cfg.kv_chunk):
-        from tilegrid.perf.autotune import autotune_attention
+        from tilegrid.kernels.autotune import autotune_attention
 
         q_shape = (p.batch, p.heads, p.seq_q, p.head_dim)
         kv_shape = (p.batch, p.kv_heads, p.seq_kv, p.head_dim)
@@ -464,8 +458,6 @@ def _diagonal_offsets(p: Problem, cq: int, ck: int, skip: bool) -> tuple[int, ..
 
 
 def _compile_only(plan: Plan, device: Device, dtype: str) -> Any:
-    from tilegrid import runner
-
     p = plan.problem
     g = plan.config.group_of(p)
     np_dt = bfloat16 if dtype == "bf16" else np.float32
@@ -474,9 +466,8 @@ def _compile_only(plan: Plan, device: Device, dtype: str) -> Any:
     mask = np.zeros((p.seq_q_pad * g, p.seq_kv_pad) if p.has_mask else (32, 32), np.float32)
     out = np.zeros_like(q)
     lse = np.zeros((p.batch, p.heads // g, p.seq_q_pad * g, 32), np.float32)
-    before = len(runner.compile_log)
-    _build_kernel(plan, device, "deterministic", None)(q, k, k.copy(), mask, out, lse, mode="compile")
-    return runner.compile_log[before:][-1].l1 if len(runner.compile_log) > before else None
+    kernel = _build_kernel(plan, device, "deterministic", None)
+    return compile_kernel(kernel, q, k, k.copy(), mask, out, lse).compiled.l1
 
 
 def _build_kernel(plan: Plan, device: Device, schedule: str, seed: int | None) -> Callable:

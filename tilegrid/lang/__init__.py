@@ -1,31 +1,28 @@
 """The user API: the names a kernel writer imports from `tilegrid`."""
 
-from tilegrid.lang.kernel import Program, Stream, compute, datamovement, pykernel_gen
+from tilegrid.lang import ops as _ops
+from tilegrid.lang.kernel import Program, pykernel_gen
 from tilegrid.lang.ops import (
+    TABLE_FUNCTIONS,
     Semaphore,
     col_index,
     colmax,
     colsum,
     core_index,
     dma,
-    exp,
     fill,
-    log,
     matmul,
     maximum,
     minimum,
-    recip,
-    relu,
     row_index,
     rowmax,
     rowsum,
-    rsqrt,
-    sigmoid,
-    sqrt,
-    tanh,
     transpose,
     where,
 )
+from tilegrid.lang.spec import Stream, compute, datamovement
+
+globals().update(TABLE_FUNCTIONS)  # exp, recip, sqrt, gelu, clamp, ... (one per op-table entry)
 
 __all__ = [
     "Program",
@@ -38,22 +35,16 @@ __all__ = [
     "core_index",
     "datamovement",
     "dma",
-    "exp",
     "fill",
-    "log",
     "matmul",
     "maximum",
     "minimum",
     "pykernel_gen",
-    "recip",
-    "relu",
     "row_index",
     "rowmax",
     "rowsum",
-    "rsqrt",
-    "sigmoid",
-    "sqrt",
-    "tanh",
     "transpose",
     "where",
 ]
+__all__ += sorted(TABLE_FUNCTIONS)
+del _ops

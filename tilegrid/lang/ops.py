@@ -3,9 +3,11 @@ of these only documents the op; calling one outside a thread is a clear error.""
 
 from __future__ import annotations
 
+import builtins
 import sys
 
 from tilegrid.errors import SourceLoc, TilegridError
+from tilegrid.ops import API
 
 
 def _only_in_thread(name: str):
@@ -46,14 +48,6 @@ rowmax = _doc("rowmax", "rowmax(x, acc=None) -> [M,1] block: max across each row
 rowsum = _doc("rowsum", "rowsum(x, acc=None) -> [M,1] block: sum across each row, plus `acc` if given.")
 colmax = _doc("colmax", "colmax(x, acc=None) -> [1,N] block: max down each column, folded with `acc`.")
 colsum = _doc("colsum", "colsum(x, acc=None) -> [1,N] block: sum down each column, plus `acc`.")
-exp = _doc("exp", "exp(x): elementwise e**x (also `x.exp()`).")
-recip = _doc("recip", "recip(x): elementwise 1/x (also `x.recip()`).")
-sqrt = _doc("sqrt", "sqrt(x): elementwise square root.")
-rsqrt = _doc("rsqrt", "rsqrt(x): elementwise 1/sqrt(x).")
-log = _doc("log", "log(x): elementwise natural logarithm.")
-relu = _doc("relu", "relu(x): elementwise max(x, 0).")
-sigmoid = _doc("sigmoid", "sigmoid(x): elementwise 1/(1+e**-x).")
-tanh = _doc("tanh", "tanh(x): elementwise hyperbolic tangent.")
 maximum = _doc("maximum", "maximum(a, b): elementwise max, with [M,1] / [1,N] broadcasting.")
 minimum = _doc("minimum", "minimum(a, b): elementwise min, with [M,1] / [1,N] broadcasting.")
 where = _doc("where", "where(cond, a, b): a where cond != 0, else b (a or b may be scalars).")
@@ -64,6 +58,21 @@ row_index = _doc(
     "row_index(shape) -> block: each element's row index in the block, as a number (for masks).",
 )
 col_index = _doc("col_index", "col_index(shape) -> block: each element's column index in the block.")
+
+
+def _table_functions() -> dict[str, object]:
+    """One function per user-facing op-table name (tilegrid/ops.py), documented from the table."""
+    out = {}
+    for name, d in API.items():
+        if name in globals() or hasattr(builtins, name):  # abs(x), pow(x, n): Python's own names work
+            continue
+        extra = "".join(f", {p.name}" for p in d.params) + "".join(f", {k}=False" for k in d.variants)
+        out[name] = _doc(name, f"{name}(x{extra}): {d.doc} (also `x.{name}(...)`).")
+    return out
+
+
+TABLE_FUNCTIONS = _table_functions()
+globals().update(TABLE_FUNCTIONS)
 
 
 class Semaphore:

@@ -112,7 +112,7 @@ class FuseElementwise(ModulePass):
                     done.append(g)
                 g.ops.append(o)
                 owner[o] = g
-                if isinstance(o, B.UnaryOp) and o.kind.data == "copy" and o.results[0].type != o.x.type:
+                if isinstance(o, B.CopyOp) and o.results[0].type != o.x.type:
                     close(g)  # a conversion is packed (rounded) to its format before anything reads it
                 continue
             for v in o.operands:

@@ -1,8 +1,9 @@
 """infer-shapes: check every block op's type against its operands and make broadcasts explicit.
 
 Expects block IR from the frontend (types already inferred there, with the same rules).
-Guarantees: every `block.binary` / `block.where` has operands of its result shape, a
-`[M,1]` column or `[1,N]` row operand being widened by a `block.broadcast`.
+Guarantees: every elementwise op with more than one operand (`block.add`, `block.where`, ...) has
+block operands of its result shape, a `[M,1]` column or `[1,N]` row operand being widened by a
+`block.broadcast`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import VerifyException
 
 from tilegrid.ir import block as B
+from tilegrid.ops import broadcast_shape
 from tilegrid.passes.common import copy_loc, op_error
 
 
@@ -24,13 +26,14 @@ class InferShapes(ModulePass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         for o in list(op.walk()):
-            if isinstance(o, B.BinaryOp | B.WhereOp):
+            if isinstance(o, B.ElementwiseOp) and o.OP.arity > 1:
                 want = o.results[0].type.dims
-                if any(B.broadcast_shape(v.type.dims, want) != want for v in o.operands):
-                    shapes = " and ".join(str(v.type) for v in o.operands)
+                blocks = [v for v in o.operands if isinstance(v.type, B.BlockType)]
+                if any(broadcast_shape(v.type.dims, want) != want for v in blocks):
+                    shapes = " and ".join(str(v.type) for v in blocks)
                     raise op_error(o, f"{o.name}: shapes {shapes} do not broadcast")
                 for i, v in enumerate(o.operands):
-                    if v.type.dims != want:
+                    if isinstance(v.type, B.BlockType) and v.type.dims != want:
                         b = copy_loc(o, B.BroadcastOp(v, B.BlockType(want, v.type.dtype)))
                         o.parent_block().insert_op_before(b, o)
                         o.operands[i] = b.results[0]

@@ -3,13 +3,13 @@
 Every value a tile op writes gets a `tilegrid.alloc` buffer (or is the CB slot it is
 stored into), so any number of matmuls and intermediates live in one kernel:
   block.fused     -> alloc per output + tile.compute (load / SFPU ops / pack)
-  block.matmul    -> alloc + tile.matmul (a lone `acc + a @ b` becomes one tile.matmul
-                     that accumulates onto `acc` in DST)
-  block.reduce    -> alloc + tile.reduce
+  block.matmul    -> alloc + tile.matmul (with its `acc`, reloaded into DST)
+  block.reduce    -> alloc + tile.reduce (with its `acc`)
   block.transpose -> alloc + tile.transpose
   block.store     -> nothing when the value's producer can write straight into the slot,
                      else a tile.compute copying it (rounding to the slot's format)
-  block.transpose feeding only a matmul's right operand -> tile.matmul {transpose_b}
+  block.transpose feeding only a matmul's right operand, with no CB release between them
+                  -> tile.matmul {transpose_b}
 Afterwards no `block.*` op remains.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import Float32Type, ModuleOp
+from xdsl.dialects.builtin import Float32Type, ModuleOp, f32
 from xdsl.ir import Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
@@ -26,7 +26,7 @@ from xdsl.rewriter import InsertPoint, Rewriter
 from tilegrid.ir import block as B
 from tilegrid.ir import core as C
 from tilegrid.ir import tile as T
-from tilegrid.passes.common import copy_loc, op_error
+from tilegrid.passes.common import copy_loc, op_error, releases_between
 
 
 def bcast_kind(src: tuple[int, int], dst: tuple[int, int]) -> str:
@@ -37,11 +37,15 @@ def bcast_kind(src: tuple[int, int], dst: tuple[int, int]) -> str:
     return "col" if src[1] == 1 else "row"
 
 
-def fused_body(fused: B.FusedOp, n_blocks: int) -> Block:
-    """The tile body of a fused group: loads at first use, packs right after each output."""
-    body = Block()
+def fused_body(fused: B.FusedOp) -> tuple[Block, list[SSAValue], list[SSAValue]]:
+    """The tile body of a fused group (loads at first use, packs right after each output), its
+    block inputs and its f32 scalars (the body's block arguments, in order)."""
     src = fused.body.block
     args = list(src.args)
+    ins = [v for v in fused.inputs if not isinstance(v.type, Float32Type)]
+    scalars = [v for v in fused.inputs if isinstance(v.type, Float32Type)]
+    body = Block(arg_types=[f32] * len(scalars))
+    outer = dict(zip(args, fused.inputs))
     tiles: dict[SSAValue, SSAValue] = {}
     outputs = list(src.last_op.operands)  # block.yield
     shape = fused.outputs[0].type.dims
@@ -50,81 +54,49 @@ def fused_body(fused: B.FusedOp, n_blocks: int) -> Block:
         body.add_op(op)
         return op
 
-    def load(v: SSAValue) -> SSAValue:
-        if v not in tiles:
-            tiles[v] = add(T.LoadOp(args.index(v), bcast_kind(v.type.dims, shape))).results[0]
-        return tiles[v]
-
     def get(v: SSAValue) -> SSAValue:
-        return tiles[v] if v in tiles else load(v)
-
-    def pack_if_output(v: SSAValue) -> None:
-        for k, o in enumerate(outputs):
-            if o is v:
-                add(T.PackOp(tiles[v], k))
-
-    # exp(x * s) with x used nowhere else: one SFPU exp with a scale (the softmax scale)
-    folded: dict[Operation, B.ScalarOp] = {}
-    for o in src.ops:
-        if isinstance(o, B.UnaryOp) and o.kind.data in ("exp", "exp_approx") and isinstance(o.x.owner, B.ScalarOp):
-            sc = o.x.owner
-            if sc.kind.data == "mul" and len(list(o.x.uses)) == 1 and o.x not in outputs:
-                folded[o] = sc
-    skipped = set(folded.values())
+        if v not in tiles:
+            if isinstance(v.type, Float32Type):
+                tiles[v] = body.args[scalars.index(outer[v])]
+            else:
+                tiles[v] = add(T.LoadOp(ins.index(outer[v]), bcast_kind(v.type.dims, shape))).results[0]
+        return tiles[v]
 
     for o in src.ops:
         if isinstance(o, B.YieldOp):
             break
-        if o in skipped:
-            continue
-        if o in folded:
-            sc = folded[o]
-            t = add(T.UnaryOp(o.kind.data, get(sc.x), scale=args.index(sc.scalar) - n_blocks)).results[0]
-        elif isinstance(o, B.BroadcastOp):
-            t = add(T.LoadOp(args.index(o.x), bcast_kind(o.x.type.dims, shape))).results[0]
-        elif isinstance(o, B.UnaryOp) and o.kind.data == "copy":
+        if isinstance(o, B.BroadcastOp):
+            t = add(T.LoadOp(ins.index(outer[o.x]), bcast_kind(o.x.type.dims, shape))).results[0]
+        elif isinstance(o, B.CopyOp):
             t = get(o.x)
-        elif isinstance(o, B.UnaryOp):
-            t = add(T.UnaryOp(o.kind.data, get(o.x))).results[0]
-        elif isinstance(o, B.BinaryOp):
-            t = add(T.BinaryOp(o.kind.data, get(o.lhs), get(o.rhs))).results[0]
-        elif isinstance(o, B.ScalarOp):
-            t = add(T.ScalarOp(o.kind.data, get(o.x), args.index(o.scalar) - n_blocks, bool(o.reverse.data))).results[0]
         elif isinstance(o, B.FillOp):
             t = add(T.FillOp(o.value.value.data)).results[0]
         elif isinstance(o, B.IotaOp):
             t = add(T.IotaOp(o.dim.data)).results[0]
-        elif isinstance(o, B.WhereOp):
-            t = add(T.WhereOp(get(o.cond), get(o.a), get(o.b))).results[0]
+        elif isinstance(o, B.ElementwiseOp):
+            cls = T.OPS[o.OP.name]
+            if o.OP.scalable:
+                t = add(cls(get(o.x), get(o.scale) if o.scale is not None else None)).results[0]
+            elif o.OP.arity == 1:
+                t = add(cls(get(o.x), **o.params())).results[0]
+            else:
+                t = add(cls(*(get(v) for v in o.operands))).results[0]
         else:
             raise op_error(o, f"internal: {o.name} cannot be fused")
         tiles[o.results[0]] = t
-        pack_if_output(o.results[0])
-    for k, o in enumerate(outputs):
-        if o in args:  # an input passed straight through
-            add(T.PackOp(load(o), k))
-    return body
+        for k, out in enumerate(outputs):
+            if out is o.results[0]:
+                add(T.PackOp(t, k))
+    for k, out in enumerate(outputs):
+        if out in args:  # an input passed straight through
+            add(T.PackOp(get(out), k))
+    return body, ins, scalars
 
 
 def copy_compute(src: SSAValue, dst: SSAValue) -> T.ComputeOp:
     load = T.LoadOp(0, bcast_kind(src.type.dims, dst.type.dims))
     body = Block([load, T.PackOp(load.results[0], 0)])
     return T.ComputeOp([src], [], [dst], Region(body))
-
-
-def accumulating_matmul(fused: B.FusedOp) -> tuple[B.MatmulOp, SSAValue] | None:
-    """`acc + a @ b` as a lone fused add whose product has no other use: accumulate in DST instead."""
-    ops = list(fused.body.block.ops)
-    if len(ops) != 2 or not isinstance(ops[0], B.BinaryOp) or ops[0].kind.data != "add":
-        return None
-    add, args = ops[0], list(fused.body.block.args)
-    if add.lhs not in args or add.rhs not in args or add.results[0].type != fused.outputs[0].type:
-        return None
-    for mine, other in ((add.lhs, add.rhs), (add.rhs, add.lhs)):
-        prod = fused.inputs[args.index(mine)]
-        if isinstance(prod.owner, B.MatmulOp) and len(list(prod.uses)) == 1 and other.type.dims == prod.type.dims:
-            return prod.owner, fused.inputs[args.index(other)]
-    return None
 
 
 def forwardable(store: B.StoreOp) -> Operation | None:
@@ -151,9 +123,11 @@ def forwardable(store: B.StoreOp) -> Operation | None:
 
 
 def transposed_rhs(mm: B.MatmulOp) -> SSAValue | None:
-    """`a @ b.transpose()` with no other use of the transpose: the matmul unpacks b transposed."""
+    """`a @ b.transpose()` with no other use of the transpose and no CB release between the two: the
+    matmul unpacks b transposed (and so reads b where the matmul stands)."""
     t = mm.rhs.owner
-    if isinstance(t, B.TransposeOp) and len(list(mm.rhs.uses)) == 1:
+    if (isinstance(t, B.TransposeOp) and len(list(mm.rhs.uses)) == 1 and mm.lhs is not mm.rhs
+            and t.parent_block() is mm.parent_block() and not releases_between(t, mm)):
         return t.x
     return None
 
@@ -174,37 +148,27 @@ class LowerToTile(ModulePass):
                 into[prod.results[0]] = st.dst
             st.detach()
             st.erase()
-        for o in list(op.walk()):  # first `acc + a @ b`, so its matmul is not lowered on its own
-            if isinstance(o, B.FusedOp) and (mm := accumulating_matmul(o)) is not None:
-                self.replace(o, into, matmul=mm)
+        absorbed = {o for o in op.walk() if isinstance(o, B.MatmulOp) and transposed_rhs(o) is not None}
         for o in list(op.walk()):
-            if isinstance(o, B.TransposeOp) and any(
-                isinstance(u.operation, B.MatmulOp) and transposed_rhs(u.operation) is o.x for u in o.result.uses
-            ):
-                continue  # absorbed by the matmul that reads it (lowered below)
+            if isinstance(o, B.TransposeOp) and all(
+                u.operation in absorbed and u.operation.rhs is o.result for u in o.result.uses
+            ) and o.result.uses:
+                continue  # absorbed by the matmul that reads it (lowered below, then erased)
             if isinstance(o, B.FusedOp | B.MatmulOp | B.ReduceOp | B.TransposeOp):
                 self.replace(o, into)
 
     @staticmethod
-    def tile_ops(o: Operation, outs: list[SSAValue], matmul: tuple | None) -> list[Operation]:
-        if matmul is not None:
-            mm, acc = matmul
-            src = transposed_rhs(mm)
-            return [T.MatmulOp(mm.lhs, src if src is not None else mm.rhs, outs[0], acc, transpose_b=src is not None)]
-        if isinstance(o, B.FusedOp):
-            ins = [v for v in o.inputs if not isinstance(v.type, Float32Type)]
-            scalars = [v for v in o.inputs if isinstance(v.type, Float32Type)]
-            return [T.ComputeOp(ins, scalars, outs, Region(fused_body(o, len(ins))))]
+    def tile_op(o: Operation, out: SSAValue) -> Operation:
         if isinstance(o, B.MatmulOp):
             src = transposed_rhs(o)
-            return [T.MatmulOp(o.lhs, src if src is not None else o.rhs, outs[0], transpose_b=src is not None)]
+            return T.MatmulOp(o.lhs, src if src is not None else o.rhs, out, o.acc, transpose_b=src is not None)
         if isinstance(o, B.ReduceOp):
-            return [T.ReduceOp(o.kind.data, o.dim.data, o.x, outs[0])]
+            return T.ReduceOp(o.kind.data, o.dim.data, o.x, out, o.acc)
         assert isinstance(o, B.TransposeOp)
-        return [T.TransposeOp(o.x, outs[0])]
+        return T.TransposeOp(o.x, out)
 
     @classmethod
-    def replace(cls, o: Operation, into: dict[SSAValue, SSAValue], matmul: tuple | None = None) -> None:
+    def replace(cls, o: Operation, into: dict[SSAValue, SSAValue]) -> None:
         """Replace `o` by tile ops writing into new buffers (or the CB slot its value is stored to)."""
         outs = []
         for r in o.results:
@@ -214,17 +178,18 @@ class LowerToTile(ModulePass):
             alloc = copy_loc(o, C.AllocOp(r.type))
             Rewriter.insert_op(alloc, InsertPoint.before(o))
             outs.append(alloc.results[0])
-        for new in cls.tile_ops(o, outs, matmul):
-            Rewriter.insert_op(copy_loc(matmul[0] if matmul else o, new), InsertPoint.before(o))
+        if isinstance(o, B.FusedOp):
+            body, ins, scalars = fused_body(o)
+            new = T.ComputeOp(ins, scalars, outs, Region(body))
+        else:
+            new = cls.tile_op(o, outs[0])
+        Rewriter.insert_op(copy_loc(o, new), InsertPoint.before(o))
         for r, buf in zip(o.results, outs):
             if r not in into:
                 r.replace_all_uses_with(buf)
-        dead = [o]
-        if matmul is not None:
-            dead.append(matmul[0])
-        for d in dead:
-            if isinstance(d, B.MatmulOp) and transposed_rhs(d) is not None:
-                dead.append(d.rhs.owner)
-        for d in dead:
-            d.detach()
-            d.erase()
+        transpose = o.rhs.owner if isinstance(o, B.MatmulOp) and transposed_rhs(o) is not None else None
+        o.detach()
+        o.erase()
+        if transpose is not None:
+            transpose.detach()
+            transpose.erase()

@@ -27,7 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from tilegrid.perf.costs import CostContext, op_cost
+from tilegrid.perf.costs import CostContext, op_cost, op_label
 from tilegrid.perf.params import TILE_BYTES, DeviceParams, Link
 
 WINDOW = 1024  # cycles per calendar window
@@ -196,7 +196,7 @@ class PerfModel:
 
     # ---- Observer protocol ----------------------------------------------------------------------
 
-    def on_op(self, core: tuple[int, int], thread: str, op: str, tiles: int, loc: str) -> None:
+    def on_op(self, core: tuple[int, int], thread: str, op: Any, tiles: int, loc: str) -> None:
         t = self.th(core, thread)
         c = op_cost(self.ctx, op, tiles)
         start = t.clock
@@ -208,7 +208,7 @@ class PerfModel:
         t.pack += c.pack
         self.flops += c.flops
         t.events += 1
-        label = op.split("|", 1)[0] + _label(op, None)
+        label = op_label(op)
         tot = self.op_totals[label]
         tot[0] += c.fpu
         tot[1] += c.sfpu
@@ -216,7 +216,7 @@ class PerfModel:
         tot[3] += c.pack
         tot[4] += c.total
         if self.options.trace and core in self.traced:
-            self.slice(t, op.split("|", 1)[0] + _label(op, tiles), start, t.clock, "compute")
+            self.slice(t, op_label(op, tiles), start, t.clock, "compute")
 
     def on_sync(self, core: tuple[int, int], thread: str, event: str, obj: int, where: Any) -> None:
         t = self.th(core, thread)
@@ -250,15 +250,21 @@ class PerfModel:
             t.clock += p.cb_sync_cycles
             t.busy += p.cb_sync_cycles
 
-    def on_transfer(self, core: tuple[int, int], thread: str, kind: str, nbytes: int, loc: str) -> None:
-        """The plain observer seam (no block index, no target): DRAM spread over all channels,
-        multicast to the grid's farthest core; the transfer is waited for at once."""
-        if kind.startswith("mcast"):
-            n = int(kind.split(":")[1])
-            h = self.handle_mcast(core, thread, nbytes, [core] * n)
-        else:
-            h = self.handle_dram(core, thread, kind, nbytes, None)
-        self.dma_wait(core, thread, h)
+    def on_transfer(self, core: tuple[int, int], thread: str, kind: str, nbytes: int, loc: str, *,
+                    arg: int | None = None, idx: tuple | None = None,
+                    receivers: list[tuple[int, int]] | None = None) -> int:
+        """A DMA issued: its bytes in the run's data format; returns the handle `on_dma_wait` waits on.
+        Without a block index the tiles spread over all DRAM channels; a multicast without receivers
+        is modelled as going to this core."""
+        if arg is not None and arg < len(self.infos):
+            tiles = nbytes // TILE_BYTES[self.infos[arg]["dtype"]]
+            nbytes = tiles * TILE_BYTES[self.formats[arg]]
+        if kind == "mcast":
+            return self.handle_mcast(core, thread, nbytes, receivers or [core])
+        return self.handle_dram(core, thread, kind, nbytes, arg, idx)
+
+    def on_dma_wait(self, core: tuple[int, int], thread: str, handle: int) -> None:
+        self.dma_wait(core, thread, handle)
 
     # ---- richer hooks used by tilegrid.perf.run's runtime -------------------------------------
 
@@ -358,16 +364,3 @@ class PerfModel:
         from tilegrid.perf.report import Summary
 
         return Summary.build(self)
-
-
-def _label(op: str, tiles: int | None) -> str:
-    kind, _, desc = op.partition("|")
-    n = f" {tiles}t" if tiles is not None else ""
-    if kind == "matmul" and desc:
-        return " " + desc.split("|")[0].replace(",", "x")
-    if kind == "compute" and desc:
-        ops = [b.split(":")[1] for b in desc.split("|")[0].split() if ":" in b]
-        return f"{n} " + ",".join(ops)
-    if kind == "reduce" and desc:
-        return f"{n} " + desc.split("|")[0]
-    return n

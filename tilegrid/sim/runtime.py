@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tilegrid.errors import TilegridError
-from tilegrid.sim.numerics import round_to
+from tilegrid.numerics import round_to
 
 
 class Observer(Protocol):
@@ -27,12 +27,17 @@ class Observer(Protocol):
       ("wait", cb, slot) / ("reserve", cb, slot): a consumer took / a producer reserved a slot
           (the slot was pushed / released earlier: the thread cannot be ahead of that event)
       ("sem_update", sem, (r, c)) for each target core, ("sem_wait", sem, None) when satisfied
-    `tiles` of an op counts tile operations (a matmul: M*K*N tile products).
-    `on_transfer` kinds: "dram_read", "dram_write", "mcast:N" (N receiving cores)."""
+    `op` of `on_op` is the tile IR op that ran (`tile.matmul`, `tile.compute`, ...: a typed event,
+    see tilegrid/perf/costs.py); `tiles` counts its tile operations (a matmul: M*K*N products).
+    `on_transfer` kinds: "dram_read", "dram_write", "mcast"; with the argument `arg` and block
+    index `idx` of a DRAM transfer or the `receivers` of a multicast. It may return a handle: the
+    transfer is then in flight until the thread's `dma_wait`, reported to `on_dma_wait`."""
 
-    def on_op(self, core: tuple[int, int], thread: str, op: str, tiles: int, loc: str) -> None: ...
+    def on_op(self, core: tuple[int, int], thread: str, op: Any, tiles: int, loc: str) -> None: ...
 
-    def on_transfer(self, core: tuple[int, int], thread: str, kind: str, nbytes: int, loc: str) -> None: ...
+    def on_transfer(self, core: tuple[int, int], thread: str, kind: str, nbytes: int, loc: str, *,
+                    arg: int | None = None, idx: tuple[int, ...] | None = None,
+                    receivers: list[tuple[int, int]] | None = None) -> Any: ...
 
     def on_sync(self, core: tuple[int, int], thread: str, event: str, obj: int, where: Any) -> None: ...
 
@@ -75,6 +80,7 @@ class Runtime:
     dst_capacity: int
     observer: Any = None
     locs: list[str] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)  # tile IR ops, reported by index from generated code
     epoch: int = 0
     kernel: str = ""
     grid: dict[tuple[int, int], Core] = field(default_factory=dict)
@@ -179,12 +185,17 @@ class Runtime:
 
     def transferred(self, core: Core, kind: str, arg: int, block: np.ndarray, loc: int,
                     idx: tuple[int, ...] | None = None, receivers: list[Core] | None = None) -> Any:
-        """Every DMA ends here, after its checks and copy; returns the transfer's handle (None:
-        complete). The performance model overrides it to time the transfer."""
-        if self.observer:
-            k = kind if receivers is None else f"mcast:{len(receivers)}"
-            self.observer.on_transfer((core.r, core.c), core.thread, k, _nbytes(block, self.infos[arg]), self.locs[loc])
-        return None
+        """Every DMA ends here, after its checks and copy: the observer hears it and may return a
+        handle (the transfer is in flight until `dma_wait`); None: complete."""
+        if self.observer is None:
+            return None
+        return self.observer.on_transfer((core.r, core.c), core.thread, kind, _nbytes(block, self.infos[arg]),
+                                         self.locs[loc], arg=arg, idx=idx,
+                                         receivers=None if receivers is None else [(r.r, r.c) for r in receivers])
+
+    def dma_wait(self, core: Core, handle: Any) -> None:
+        if handle is not None:
+            self.observer.on_dma_wait((core.r, core.c), core.thread, handle)
 
     def targets(self, core: Core, target: tuple[int, ...], loc: int) -> list[Core]:
         """The cores of a target: () this core, (y, x) one core, (y, x, h, w) a rectangle."""
@@ -265,8 +276,8 @@ class Runtime:
         if tiles > self.dst_capacity:
             raise self.error(f"Insufficient DST capacity: {tiles} tiles needed, {self.dst_capacity} available", loc)
 
-    def op(self, core: Core, name: str, tiles: int, loc: int) -> None:
-        self.observer.on_op((core.r, core.c), core.thread, name, tiles, self.locs[loc])
+    def op(self, core: Core, event: int, tiles: int, loc: int) -> None:
+        self.observer.on_op((core.r, core.c), core.thread, self.events[event], tiles, self.locs[loc])
 
     def print(self, core: Core, label: str, value: np.ndarray) -> None:
         print(f"[core ({core.r}, {core.c}) {core.thread}] {label}:\n{value}")

@@ -1,4 +1,4 @@
-"""Data formats: values are held as float32 arrays, rounded to their format where hardware rounds.
+"""Hardware numerics (data formats, matrix-unit fidelity, the SFPU fast exp): values are held as float32 arrays, rounded to their format where hardware rounds.
 
 Also the matrix unit's math fidelity and the bfp8_b block-floating-point format, so that a run
 with LoFi or bfp8_b shows the accuracy it pays (used by the performance model's runs).

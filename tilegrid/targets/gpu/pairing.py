@@ -31,6 +31,7 @@ from xdsl.ir import Block, BlockArgument, Operation, SSAValue
 
 from tilegrid.errors import CompileError
 from tilegrid.ir import core as C
+from tilegrid.ops import CMPI_OPS, INDEX_OPS
 from tilegrid.passes.common import loc_of
 
 Expr = tuple
@@ -46,25 +47,7 @@ class Unprovable(Exception):
 
 # --------------------------------------------------------------------------- expressions
 
-_INT_FOLD = {
-    "arith.addi": lambda a, b: a + b,
-    "arith.subi": lambda a, b: a - b,
-    "arith.muli": lambda a, b: a * b,
-    "arith.floordivsi": lambda a, b: a // b,
-    "arith.divsi": lambda a, b: int(a / b),
-    "arith.remsi": lambda a, b: a - b * int(a / b),
-    "arith.minsi": min,
-    "arith.maxsi": max,
-    "arith.andi": lambda a, b: a and b if isinstance(a, bool) else a & b,
-    "arith.ori": lambda a, b: a or b if isinstance(a, bool) else a | b,
-    "arith.xori": lambda a, b: a != b if isinstance(a, bool) else a ^ b,
-}
-CMPI = {0: "==", 1: "!=", 2: "<", 3: "<=", 4: ">", 5: ">="}
-_CMP_FOLD = {
-    0: lambda a, b: a == b, 1: lambda a, b: a != b, 2: lambda a, b: a < b,
-    3: lambda a, b: a <= b, 4: lambda a, b: a > b, 5: lambda a, b: a >= b,
-}
-PURE_INDEX_OPS = set(_INT_FOLD) | {"arith.cmpi", "arith.select", "arith.constant", "arith.index_cast",
+PURE_INDEX_OPS = set(INDEX_OPS) | {"arith.cmpi", "arith.select", "arith.constant", "arith.index_cast",
                                    "tilegrid.core_index"}
 
 
@@ -96,21 +79,21 @@ def canon(v: SSAValue, env: dict[SSAValue, Expr]) -> Expr:
     name = op.name
     if name == "arith.cmpi":
         pred = op.predicate.value.data
-        if pred not in CMPI:
+        if pred not in CMPI_OPS:
             raise Unprovable(f"unsupported comparison predicate {pred}", op)
         a, b = (canon(x, env) for x in op.operands)
         if a[0] == "c" and b[0] == "c":
-            return ("c", bool(_CMP_FOLD[pred](a[1], b[1])))
+            return ("c", bool(CMPI_OPS[pred][0](a[1], b[1])))
         return ("cmp", pred, a, b)
     if name == "arith.select":
         c, a, b = (canon(x, env) for x in op.operands)
         if c[0] == "c":
             return a if c[1] else b
         return ("select", c, a, b)
-    if name in _INT_FOLD:
+    if name in INDEX_OPS:
         a, b = (canon(x, env) for x in op.operands)
         if a[0] == "c" and b[0] == "c":
-            return ("c", _INT_FOLD[name](a[1], b[1]))
+            return ("c", INDEX_OPS[name].fold(a[1], b[1]))
         if name in ("arith.andi", "arith.ori"):
             for x, y in ((a, b), (b, a)):
                 if x[0] == "c" and isinstance(x[1], bool):

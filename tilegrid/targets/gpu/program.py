@@ -1,4 +1,4 @@
-"""Compile a Program for the GPU (cached per shape signature) and run it through Triton."""
+"""The GPU target: a kernel's block IR lowered to Triton (cached per compiled kernel), run on torch tensors."""
 
 from __future__ import annotations
 
@@ -14,15 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from tilegrid import ir
+from tilegrid import context
+from tilegrid.context import RunContext
 from tilegrid.errors import CompileError, TilegridError
-from tilegrid.gpu.lower import GpuSource, lower_program
-from tilegrid.gpu.pairing import pair_program
 from tilegrid.passes.common import program_of
-
-BLOCK_IR_PASSES = ("infer-shapes", "implicit-data-movement", "fuse-elementwise")
-_cache: dict[Any, GpuProgram] = {}
-compile_log: list[GpuProgram] = []  # programs compiled with mode="compile" (what `capture` returns)
+from tilegrid.targets.compile import Compiled, as_array, write_outputs
+from tilegrid.targets.gpu.lower import GpuSource, lower_program
+from tilegrid.targets.gpu.pairing import pair_program
 
 
 def require(name: str) -> Any:
@@ -37,28 +35,12 @@ def require(name: str) -> Any:
         ) from None
 
 
-def block_ir(config: Any, threads: Sequence[Any], args: list[dict], streams: dict[int, int]) -> Any:
-    """The kernel's block IR after the passes the GPU backend starts from (before lower-to-tile)."""
-    from tilegrid.frontend.builder import build_module
-    from tilegrid.passes.pipeline import PIPELINE, verify
-
-    module = build_module(config.name, config.grid, args, list(threads), streams)
-    verify(module, "the frontend")
-    ctx = ir.context()
-    for p in PIPELINE:
-        if p.name not in BLOCK_IR_PASSES:
-            break
-        p.apply(ctx, module)
-        verify(module, p.name)
-    return module
-
-
 @dataclass
 class GpuProgram:
     """A kernel compiled to Triton for one shape signature."""
 
     src: GpuSource
-    module: Any = None
+    compiled: Any = None
     compile_seconds: float = 0.0
     options: dict = field(default_factory=dict)
     _fn: Any = None
@@ -128,29 +110,21 @@ class GpuProgram:
         return best[1], best[2]
 
 
-def _key(config: Any, threads: Sequence[Any], args: list[dict], streams: dict[int, int]) -> Any:
-    from tilegrid.runner import _closure_key
-
-    return (config.name, config.grid, tuple(_closure_key(t.fn) for t in threads), tuple(t.kind for t in threads),
-            tuple(tuple(sorted(a.items())) for a in args), tuple(sorted(streams.values())))
+_programs: dict[int, GpuProgram] = {}
 
 
-def compile_program(config: Any, threads: Sequence[Any], args: list[dict], streams: dict[int, int]) -> GpuProgram:
-    """Block IR -> pairing -> Triton source (no torch or Triton needed), cached."""
-    key = _key(config, threads, args, streams)
-    if key in _cache:
-        return _cache[key]
+def lower(compiled: Compiled) -> GpuProgram:
+    """Block IR -> pairing -> Triton source (no torch or Triton needed), cached per compiled kernel."""
+    hit = _programs.get(id(compiled.module))
+    if hit is not None and hit.compiled is compiled:
+        return hit
     t0 = time.perf_counter()
     try:
-        module = block_ir(config, threads, args, streams)
-        prog = program_of(module)
+        prog = program_of(compiled.module)
         src = lower_program(prog, pair_program(prog))
     except TilegridError as e:
-        if e.loc is None and config.loc is not None:
-            e = type(e)(e.message, config.loc, kernel=e.kernel, note=e.note)
-        raise e.with_kernel(config.name) from None
-    out = GpuProgram(src, module, time.perf_counter() - t0)
-    _cache[key] = out
+        raise e.with_kernel(compiled.name) from None
+    out = _programs[id(compiled.module)] = GpuProgram(src, compiled, compiled.compile_seconds + time.perf_counter() - t0)
     return out
 
 
@@ -164,49 +138,44 @@ def _device(torch: Any) -> str:
                              "Triton kernels on the CPU (slow)")
 
 
-def run_program_gpu(config: Any, threads: Sequence[Any], tensors: Sequence[Any], args: list[dict],
-                    streams: dict[int, int]) -> Any:
-    """`backend="gpu"`: compile to Triton, copy the inputs to the GPU, run, copy the outputs back."""
-    gp = compile_program(config, threads, args, streams)
-    nouts = config.num_outs
-    if config.mode == "compile":
-        compile_log.append(gp)
-        return tensors[-nouts] if nouts == 1 else tuple(tensors[-nouts:])
-    torch = require("torch")
-    require("triton")
-    from tilegrid.lang.kernel import _as_array
+class GpuTarget:
+    """Target "gpu": NVIDIA GPUs through Triton (CUDA, or the Triton interpreter on the CPU)."""
 
-    dev = _device(torch)
-    tdt = {"bf16": torch.bfloat16, "f32": torch.float32}
-    dev_tensors = []
-    for t, a in zip(tensors, args):
-        if a["output"]:
-            dev_tensors.append(torch.full(a["shape"], float("nan"), dtype=tdt[a["dtype"]], device=dev))
-        else:
-            arr = np.ascontiguousarray(np.asarray(_as_array(t), dtype=np.float32))
-            dev_tensors.append(torch.from_numpy(arr).to(dev).to(tdt[a["dtype"]]))
-    gp(*dev_tensors)
-    outs = []
-    for t, d, a in zip(tensors, dev_tensors, args):
-        if not a["output"]:
-            continue
-        res = d.float().cpu().numpy()
-        if isinstance(t, np.ndarray):
-            t[...] = res.astype(t.dtype)
-            outs.append(t)
-        elif type(t).__module__.startswith("torch"):
-            t.copy_(d.to(t.device))
-            outs.append(t)
-        else:
-            outs.append(res)
-    return outs[0] if len(outs) == 1 else tuple(outs)
+    name = "gpu"
+    level = "block"
+
+    def lower(self, compiled: Compiled, ctx: RunContext) -> GpuProgram:
+        return lower(compiled)
+
+    def run(self, gp: GpuProgram, tensors: Sequence[Any], config: Any, ctx: RunContext) -> Any:
+        """Inputs already on the device are used as they are; others are copied there. Outputs are
+        written into the caller's tensors (in place on the device) or arrays."""
+        torch = require("torch")
+        require("triton")
+        dev = _device(torch)
+        tdt = {"bf16": torch.bfloat16, "f32": torch.float32}
+        dev_tensors = []
+        for t, a in zip(tensors, gp.src.args):
+            on_device = isinstance(t, torch.Tensor) and t.device.type == dev and t.dtype == tdt[a["dtype"]]
+            if a["output"]:
+                dev_tensors.append(t if on_device and t.is_contiguous() else
+                                   torch.full(a["shape"], float("nan"), dtype=tdt[a["dtype"]], device=dev))
+            elif on_device:
+                dev_tensors.append(t.contiguous())
+            else:
+                arr = np.ascontiguousarray(np.asarray(as_array(t), dtype=np.float32))
+                dev_tensors.append(torch.from_numpy(arr).to(dev).to(tdt[a["dtype"]]))
+        gp(*dev_tensors)
+        results = [d if a["output"] and d is not t else None for t, d, a in zip(tensors, dev_tensors, gp.src.args)]
+        return write_outputs(tensors, results, gp.src.args)
 
 
 def capture(kernel: Any, *tensors: Any) -> GpuProgram:
     """Compile `kernel` for the shapes of `tensors` (NumPy arrays) without running it; the
     returned program launches on torch tensors: `prog(*torch_tensors)`."""
-    before = len(compile_log)
-    kernel(*tensors, backend="gpu", mode="compile")
-    if len(compile_log) == before:
+    log: list = []
+    with context.use(target="gpu", mode="compile", log=log):
+        kernel(*tensors)
+    if not log:
         raise CompileError(f"kernel '{getattr(kernel, '__name__', kernel)}' compiled no Program for the GPU")
-    return compile_log[-1]
+    return log[-1]

@@ -1,4 +1,4 @@
-"""Block IR (after infer-shapes, implicit-data-movement and fuse-elementwise) -> Triton source.
+"""Block IR (the pipeline's "block" level, after fuse-elementwise) -> Triton source.
 
 One Triton program instance per grid core (`program_id(0)` = row * cols + col), and one per
 iteration of the compute thread's outermost loop when that loop carries nothing (a virtual
@@ -7,10 +7,12 @@ core: `program_id(1)`). The compute thread's ops become Triton statements in ord
 - a CB pop becomes the `tl.load` its paired DMA describes (`pairing.py`); a push of an
   output CB becomes the `tl.store` of the paired writer's DMA, under the writer's conditions;
 - loop-carried blocks stay in registers (loop-carried Triton variables, fp32);
-- every intermediate block is fp32 in registers; a matmul runs on the tensor cores in bf16
-  when either operand is a bf16 block (fp32 accumulation), in exact fp32 otherwise;
-- `c * acc + A @ B` accumulates into the dot (`tl.dot(A, B, acc=c * acc)`) and
-  `exp((a - b) * s)` becomes `exp2(a * s' - b * s')` with `s' = s * log2(e)`;
+- every intermediate block is fp32 in registers, except what `astype("bf16")` rounds (a bf16
+  tensor, the same values the simulator holds); a matmul runs on the tensor cores in bf16 when
+  either operand is a bf16 block (fp32 accumulation), in exact fp32 otherwise;
+- a matmul with an accumulator (fuse-accumulate's `acc + A @ B`) is `tl.dot(A, B, acc=acc)`; an
+  exp with a scale (fold-exp-scale's `exp(x * s)`) is `exp2(x * s')` with `s' = s * log2(e)`;
+- elementwise ops are spelled by the op table (tilegrid/ops.py, `OpDef.triton`);
 - CB depth (double buffering) becomes software pipelining: `num_stages` of the launch;
 - semaphores and multicasts disappear (each receiver loads the block itself).
 
@@ -30,11 +32,12 @@ from xdsl.dialects.builtin import FloatAttr, IntegerAttr
 from xdsl.ir import Block, Operation, SSAValue
 
 from tilegrid.errors import CompileError
-from tilegrid.gpu.pairing import _INT_FOLD, CMPI, Expr, Load, Pairing, Store
 from tilegrid.ir import block as B
 from tilegrid.ir import core as C
 from tilegrid.ir.core import BlockType
+from tilegrid.ops import CMPI_OPS, FLOAT_OPS, INDEX_OPS
 from tilegrid.passes.common import loc_of
+from tilegrid.targets.gpu.pairing import Expr, Load, Pairing, Store
 
 LOG2E = 1.4426950408889634
 PRELUDE = '''import triton
@@ -76,7 +79,7 @@ def flit(x: float) -> str:
 class V:
     """A value in the generated code: a block (Triton tensor) or a scalar."""
 
-    expr: str | None  # a name or literal; None for a deferred matmul
+    expr: str | None  # a name, or None for a folded constant (`const`)
     kind: str = "block"  # "block", "int", "float", "bool"
     const: Any = None  # folded scalar
     tshape: tuple[int, int] = (1, 1)  # the Triton tensor's shape (broadcastable to `full`)
@@ -84,7 +87,6 @@ class V:
     dtype: str = "f32"  # "bf16", "f32" or "bool" (comparisons)
     block_dtype: str = "f32"  # the block's declared data format
     zpad: bool = True  # the padding of a padded dimension holds zeros
-    deferred: tuple | None = None  # (lhs V, rhs V) of a matmul emitted at its use
 
     @property
     def full(self) -> tuple[int, int]:
@@ -135,8 +137,6 @@ class Lowering:
         x = self.vals.get(v)
         if x is None:
             raise CompileError(f"GPU backend: internal error: no value for {v}")
-        if x.deferred is not None:
-            self.materialize_dot(x)
         return x
 
     def scal(self, v: SSAValue) -> str:
@@ -175,17 +175,10 @@ class Lowering:
         if tag == "v":
             return self.scal(e[1])
         if tag == "cmp":
-            return f"({self.ex(e[2])} {CMPI[e[1]]} {self.ex(e[3])})"
+            return f"({self.ex(e[2])} {CMPI_OPS[e[1]][1]} {self.ex(e[3])})"
         if tag == "select":
             return f"tl.where({self.ex(e[1])}, {self.ex(e[2])}, {self.ex(e[3])})"
-        a, b = self.ex(e[1]), self.ex(e[2])
-        return {
-            "arith.addi": f"({a} + {b})", "arith.subi": f"({a} - {b})", "arith.muli": f"({a} * {b})",
-            "arith.floordivsi": f"_floordiv({a}, {b})", "arith.remsi": f"({a} % {b})",
-            "arith.divsi": f"({a} // {b})", "arith.minsi": f"tl.minimum({a}, {b})",
-            "arith.maxsi": f"tl.maximum({a}, {b})", "arith.andi": f"({a} & {b})", "arith.ori": f"({a} | {b})",
-            "arith.xori": f"({a} ^ {b})",
-        }[tag]
+        return INDEX_OPS[tag].triton.format(a=self.ex(e[1]), b=self.ex(e[2]))
 
     # ------------------------------------------------------------------ memory
     def _offsets(self, arg: int, indices: tuple[str, ...], rows: int, cols: int) -> tuple[str, str | None]:
@@ -331,16 +324,14 @@ class Lowering:
         elif isinstance(op, B.FusedOp):
             for barg, x in zip(op.body.block.args, op.inputs):
                 self.vals[barg] = self.vals[x]
-            ys = self.emit_fused_body(op)
+            ys = self.emit_block(op.body.block) or []
             for res, y in zip(op.results, ys):
                 self.vals[res] = self.retype(y, res.type)
-        elif isinstance(op, B.MatmulOp):
-            self.emit_matmul(op)
         else:
             self.emit_block_op(op)
 
     def retype(self, y: V, t: BlockType) -> V:
-        return V(y.expr, y.kind, y.const, y.tshape, t.dims, y.dtype, t.dtype, y.zpad, y.deferred)
+        return V(y.expr, y.kind, y.const, y.tshape, t.dims, y.dtype, t.dtype, y.zpad)
 
     def emit_push(self, op: C.CBPushOp) -> None:
         cb = op.cb.data
@@ -375,11 +366,9 @@ class Lowering:
         if name == "arith.cmpi":
             pred = op.predicate.value.data
             if all(c is not None for c in consts):
-                from tilegrid.gpu.pairing import _CMP_FOLD
-
-                self.vals[res] = V(None, kind="bool", const=bool(_CMP_FOLD[pred](*consts)))
+                self.vals[res] = V(None, kind="bool", const=bool(CMPI_OPS[pred][0](*consts)))
             else:
-                self.vals[res] = self.assign(f"{s[0]} {CMPI[pred]} {s[1]}", kind="bool")
+                self.vals[res] = self.assign(f"{s[0]} {CMPI_OPS[pred][1]} {s[1]}", kind="bool")
             return
         if name == "arith.select":
             if consts[0] is not None:
@@ -388,9 +377,9 @@ class Lowering:
                 kind = ins[1].kind
                 self.vals[res] = self.assign(f"tl.where({s[0]}, {s[1]}, {s[2]})", kind=kind)
             return
-        if name in _INT_FOLD:
+        if name in INDEX_OPS:
             if all(c is not None for c in consts):
-                self.vals[res] = V(None, kind=ins[0].kind, const=_INT_FOLD[name](*consts))
+                self.vals[res] = V(None, kind=ins[0].kind, const=INDEX_OPS[name].fold(*consts))
                 return
             if name in ("arith.andi", "arith.ori"):
                 for a, b in ((ins[0], ins[1]), (ins[1], ins[0])):
@@ -400,21 +389,14 @@ class Lowering:
                         else:
                             self.vals[res] = V(None, kind="bool", const=True) if a.const else b
                         return
-            e = {
-                "arith.addi": f"{s[0]} + {s[1]}", "arith.subi": f"{s[0]} - {s[1]}", "arith.muli": f"{s[0]} * {s[1]}",
-                "arith.floordivsi": f"_floordiv({s[0]}, {s[1]})", "arith.remsi": f"{s[0]} % {s[1]}",
-                "arith.divsi": f"{s[0]} // {s[1]}", "arith.minsi": f"tl.minimum({s[0]}, {s[1]})",
-                "arith.maxsi": f"tl.maximum({s[0]}, {s[1]})", "arith.andi": f"{s[0]} & {s[1]}",
-                "arith.ori": f"{s[0]} | {s[1]}", "arith.xori": f"{s[0]} ^ {s[1]}",
-            }[name]
-            self.vals[res] = self.assign(e, kind=ins[0].kind)
+            self.vals[res] = self.assign(INDEX_OPS[name].triton.format(a=s[0], b=s[1]), kind=ins[0].kind)
             return
-        fops = {"arith.addf": "+", "arith.subf": "-", "arith.mulf": "*", "arith.divf": "/"}
-        if name in fops:
+        if name in FLOAT_OPS:
+            fold, sym = FLOAT_OPS[name]
             if all(c is not None for c in consts):
-                self.vals[res] = V(None, kind="float", const=float(eval(f"{consts[0]!r} {fops[name]} {consts[1]!r}")))
+                self.vals[res] = V(None, kind="float", const=float(fold(float(consts[0]), float(consts[1]))))
             else:
-                self.vals[res] = self.assign(f"{s[0]} {fops[name]} {s[1]}", kind="float")
+                self.vals[res] = self.assign(f"{s[0]} {sym} {s[1]}", kind="float")
             return
         if name == "arith.negf":
             self.vals[res] = V(None, kind="float", const=-consts[0]) if consts[0] is not None else \
@@ -493,44 +475,6 @@ class Lowering:
             self.vals[res] = self.carried_v(n, like, res.type)
 
     # ------------------------------------------------------------------ block math
-    def emit_fused_body(self, op: B.FusedOp) -> list[V]:
-        for inner in op.body.block.ops:
-            if isinstance(inner, B.YieldOp):
-                return [self.get(v) for v in inner.operands]
-            if isinstance(inner, B.BinaryOp) and inner.kind.data == "add" and self.try_dot_acc(inner):
-                continue
-            self.emit_block_op(inner)
-        return []
-
-    def try_dot_acc(self, op: B.BinaryOp) -> bool:
-        """`x + A @ B` with the product used only here: accumulate into the dot."""
-        for mm, other in ((op.rhs, op.lhs), (op.lhs, op.rhs)):
-            v = self.vals.get(mm)
-            if v is None or v.deferred is None or len(list(mm.uses)) != 1:
-                continue
-            if self.vals[other].deferred is not None:
-                continue
-            acc = self.vals[other]
-            if acc.real != v.real and acc.tshape != v.full:
-                pass
-            t: BlockType = op.result.type
-            accs = self.f32(acc)
-            if acc.tshape != v.full:
-                accs = f"tl.broadcast_to({accs}, {v.full})"
-            self.vals[op.result] = self.emit_dot(v, acc=accs, real=t.dims, block_dtype=t.dtype)
-            return True
-        return False
-
-    def emit_matmul(self, op: B.MatmulOp) -> None:
-        t: BlockType = op.result.type
-        lhs, rhs = self.get(op.lhs), self.get(op.rhs)
-        v = V(None, real=t.dims, tshape=(p2(t.dims[0]), p2(t.dims[1])), block_dtype=t.dtype, deferred=(lhs, rhs))
-        uses = list(op.result.uses)
-        self.vals[op.result] = v
-        if not (len(uses) == 1 and isinstance(uses[0].operation, B.FusedOp)
-                and uses[0].operation.parent_block() is op.parent_block()):
-            self.materialize_dot(v)
-
     def dot_operand(self, x: V, low: bool, inner_dim: int, inner_real: int) -> str:
         if low:
             e = x.expr if x.dtype == "bf16" else f"{self.f32(x)}.to(tl.bfloat16)"
@@ -543,21 +487,23 @@ class Lowering:
             e = f"tl.where({idx} < {inner_real}, {e}, 0.0)"
         return e
 
-    def emit_dot(self, v: V, acc: str | None, real, block_dtype) -> V:
-        lhs, rhs = v.deferred
+    def emit_matmul(self, op: B.MatmulOp) -> None:
+        t: BlockType = op.result.type
+        lhs, rhs = self.get(op.lhs), self.get(op.rhs)
+        full = (p2(t.dims[0]), p2(t.dims[1]))
         low = "bf16" in (lhs.block_dtype, rhs.block_dtype)
         k = lhs.real[1]
         a = self.dot_operand(lhs, low, 1, k)
         b = self.dot_operand(rhs, low, 0, k)
         extra = "" if low else ', input_precision="ieee"'
-        acc_s = f", acc={acc}" if acc is not None else ""
-        self.max_dot = max(self.max_dot, v.full[0] * v.full[1])
-        return self.assign(f"tl.dot({a}, {b}{acc_s}, out_dtype=tl.float32{extra})", tshape=v.full, real=real,
-                           dtype="f32", block_dtype=block_dtype, zpad=lhs.zpad and rhs.zpad)
-
-    def materialize_dot(self, v: V) -> None:
-        done = self.emit_dot(v, None, v.real, v.block_dtype)
-        v.expr, v.deferred, v.zpad = done.expr, None, done.zpad
+        acc_s, zpad = "", lhs.zpad and rhs.zpad
+        if op.acc is not None:
+            acc = self.get(op.acc)
+            acc_s = f", acc={self.full_f32(acc)}"
+            zpad = zpad and acc.zpad
+        self.max_dot = max(self.max_dot, full[0] * full[1])
+        self.vals[op.result] = self.assign(f"tl.dot({a}, {b}{acc_s}, out_dtype=tl.float32{extra})", tshape=full,
+                                           real=t.dims, dtype="f32", block_dtype=t.dtype, zpad=zpad)
 
     def emit_block_op(self, op: Operation) -> None:
         t = op.results[0].type if op.results else None
@@ -566,9 +512,6 @@ class Lowering:
         def out(expr: str, tshape, dtype="f32", zpad=False) -> None:
             self.vals[op.results[0]] = self.assign(expr, tshape=tshape, real=t.dims, dtype=dtype,
                                                    block_dtype=t.dtype, zpad=zpad)
-
-        def bshape(*xs: V) -> tuple[int, int]:
-            return tuple(max(x.tshape[d] for x in xs) for d in (0, 1))
 
         if isinstance(op, B.FillOp):
             out(f"tl.full({full}, {flit(op.value.value.data)}, tl.float32)", full, zpad=op.value.value.data == 0.0)
@@ -580,38 +523,10 @@ class Lowering:
         elif isinstance(op, B.BroadcastOp):
             x = self.get(op.x)
             self.vals[op.results[0]] = V(x.expr, "block", x.const, x.tshape, t.dims, x.dtype, t.dtype, x.zpad)
-        elif isinstance(op, B.UnaryOp):
-            self.emit_unary(op, out)
-        elif isinstance(op, (B.BinaryOp, B.ScalarOp)):
-            if isinstance(op, B.BinaryOp):
-                a, b = self.get(op.lhs), self.get(op.rhs)
-                sa, sb = self.f32(a), self.f32(b)
-                shape = bshape(a, b)
-            else:
-                x = self.get(op.x)
-                s = self.get(op.scalar)
-                sx, ss = self.f32(x), self.f32(s) if s.const is None else flit(float(s.const))
-                sa, sb = (ss, sx) if op.reverse.data else (sx, ss)
-                shape = x.tshape
-            k = op.kind.data
-            ar = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
-            cmp = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "eq": "==", "ne": "!="}
-            if k in ar:
-                out(f"{sa} {ar[k]} {sb}", shape)
-            elif k in cmp:
-                out(f"{sa} {cmp[k]} {sb}", shape, dtype="bool")
-            elif k == "max":
-                out(f"tl.maximum({sa}, {sb})", shape)
-            elif k == "min":
-                out(f"tl.minimum({sa}, {sb})", shape)
-            elif k == "mod":  # NumPy's (floored) modulo, as the simulator
-                out(f"{sa} - tl.floor({sa} / {sb}) * {sb}", shape)
-            else:
-                raise self.err(op, f"unsupported binary op {k}")
-        elif isinstance(op, B.WhereOp):
-            c, a, b = self.get(op.cond), self.get(op.a), self.get(op.b)
-            sc = c.expr if c.dtype == "bool" else f"({self.f32(c)} != 0)"
-            out(f"tl.where({sc}, {self.f32(a)}, {self.f32(b)})", bshape(c, a, b))
+        elif isinstance(op, B.CopyOp):
+            self.emit_copy(op, out)
+        elif isinstance(op, B.ElementwiseOp):
+            self.emit_elementwise(op, out)
         elif isinstance(op, B.ReduceOp):
             x = self.get(op.x)
             e = self.full_f32(x)
@@ -621,8 +536,11 @@ class Lowering:
                 ident = '-float("inf")' if op.kind.data == "max" else "0.0"
                 idx = f"tl.arange(0, {p2(real)})" + ("[None, :]" if d == 1 else "[:, None]")
                 e = f"tl.where({idx} < {real}, {e}, {ident})"
-            fn = "tl.max" if op.kind.data == "max" else "tl.sum"
-            out(f"{fn}({e}, axis={d}, keep_dims=True)", full)
+            red = f"{'tl.max' if op.kind.data == 'max' else 'tl.sum'}({e}, axis={d}, keep_dims=True)"
+            if op.acc is not None:  # the reduction continues from `acc`
+                acc = self.f32(self.get(op.acc))
+                red = f"tl.maximum({acc}, {red})" if op.kind.data == "max" else f"{acc} + {red}"
+            out(red, full)
         elif isinstance(op, B.TransposeOp):
             x = self.get(op.x)
             e = x.expr if x.dtype == "bf16" else self.full_f32(x)
@@ -634,36 +552,37 @@ class Lowering:
         else:
             raise self.err(op, f"the GPU backend does not lower {op.name}")
 
-    def emit_unary(self, op: B.UnaryOp, out) -> None:
+    def emit_copy(self, op: B.CopyOp, out) -> None:
+        """`astype` / a value copy: to bf16 the value is rounded (a bf16 tensor: every use reads the
+        rounded value, as on the simulator; the tensor cores take it as it is), to f32 widened."""
         x = self.get(op.x)
-        k = op.kind.data
-        if k in ("exp", "exp_approx"):  # the GPU's exp2 unit serves both
-            # exp((a - b) * s) -> exp2(a * s' - b * s'): one FMA and the ex2 unit per element
-            src = op.x.owner
-            if isinstance(src, B.ScalarOp) and src.kind.data == "mul":
-                s = self.get(src.scalar)
-                s2 = flit(float(s.const) * LOG2E) if s.const is not None else f"({self.f32(s)} * {LOG2E!r})"
-                inner = src.x.owner
-                if isinstance(inner, B.BinaryOp) and inner.kind.data == "sub":
-                    a, b = self.get(inner.lhs), self.get(inner.rhs)
-                    out(f"tl.exp2({self.f32(a)} * {s2} - {self.f32(b)} * {s2})", x.tshape)
-                    return
-                out(f"tl.exp2({self.f32(self.get(src.x))} * {s2})", x.tshape)
-                return
-            out(f"tl.exp({self.f32(x)})", x.tshape)
+        t: BlockType = op.result.type
+        if t.dtype == "bf16" and x.dtype != "bf16":
+            out(f"{self.f32(x)}.to(tl.bfloat16)", x.tshape, dtype="bf16", zpad=x.zpad)
+        else:
+            self.vals[op.result] = self.retype(x, t)
+
+    def emit_elementwise(self, op: B.ElementwiseOp, out) -> None:
+        d = op.OP
+        ins = [self.get(v) for v in op.operands[: d.arity]]
+        shape = tuple(max(x.tshape[k] if x.kind == "block" else 1 for x in ins) for k in (0, 1))
+        names = ["x"] if d.arity == 1 else ["a", "b"] if d.arity == 2 else ["c", "a", "b"]
+        text = {}
+        for n, x in zip(names, ins):
+            if n == "c":
+                text[n] = x.expr if x.dtype == "bool" else f"({self.f32(x)} != 0)"
+            else:
+                text[n] = self.f32(x) if x.const is None else flit(float(x.const))
+        if d.scalable and op.scale is not None:  # exp(x * s) as exp2(x * s * log2(e))
+            s = self.get(op.scale)
+            s2 = flit(float(s.const) * LOG2E) if s.const is not None else f"({self.f32(s)} * {LOG2E!r})"
+            out(f"tl.exp2({text['x']} * {s2})", shape)
             return
-        e = self.f32(x)
-        table = {
-            "recip": f"1.0 / {e}", "neg": f"-{e}", "sqrt": f"tl.sqrt({e})", "rsqrt": f"tl.rsqrt({e})",
-            "abs": f"tl.abs({e})", "log": f"tl.log({e})", "relu": f"tl.maximum({e}, 0.0)",
-            "sigmoid": f"1.0 / (1.0 + tl.exp(-{e}))", "tanh": f"2.0 / (1.0 + tl.exp(-2.0 * {e})) - 1.0",
-            # astype: values stay fp32 in registers; a bf16 block is rounded where it meets the
-            # tensor cores (tl.dot operands are bf16), not on every use (an extra pass per tile)
-            "copy": e,
-        }
-        if k not in table:
-            raise self.err(op, f"unsupported unary op {k}")
-        out(table[k], x.tshape)
+        text.update({k: flit(v) if isinstance(v, float) else repr(v) for k, v in op.params().items()})
+        if d.arity == 1:
+            for p in d.params:  # the spelling may need the number itself (x ** n)
+                text[p.name] = op.params()[p.name] if p.kind is int and callable(d.triton) else text[p.name]
+        out(d.spell("triton", **text), shape, dtype="bool" if d.compare else "f32")
 
 
 def lower_program(prog: C.ProgramOp, pairing: Pairing, virtual: bool = True) -> GpuSource:

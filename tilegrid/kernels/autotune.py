@@ -9,7 +9,7 @@ import numpy as np
 
 from tilegrid.device import Device
 from tilegrid.errors import CompileError
-from tilegrid.perf.run import placeholder, session
+from tilegrid.perf import placeholder, session
 
 
 @dataclass

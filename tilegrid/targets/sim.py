@@ -1,0 +1,108 @@
+"""The functional simulator as a target: tile IR -> Python generators -> run on every core.
+
+It starts from the "tile" level; the generated code is what runs (never the user's Python), so a
+wrong pass shows as a wrong answer. Its numerics options (matrix-unit fidelity, exp mode, or no
+arithmetic at all) are what the performance model's runs choose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tilegrid.codegen.python import ThreadSource, generate, load
+from tilegrid.context import RunContext
+from tilegrid.lang.spec import KernelConfig
+from tilegrid.numerics import round_to
+from tilegrid.sim.simulate import simulate
+from tilegrid.targets.compile import Compiled, as_array, write_outputs
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    """fidelity: the matrix unit's math fidelity (None: exact products, as HiFi4 on bf16 data).
+    exp: "approx" makes every exp the SFPU's fast approximation. arithmetic: False runs control
+    flow, transfers and op reports only (the performance model's timing-only mode)."""
+
+    fidelity: str | None = None
+    exp: str = "accurate"
+    arithmetic: bool = True
+
+
+@dataclass
+class SimProgram:
+    """A compiled kernel as the simulator runs it: one generator function per thread."""
+
+    compiled: Compiled
+    sources: list[ThreadSource]
+    fns: list[Callable]
+    locs: list[str]
+    events: list[Any]
+    options: SimOptions
+
+    @property
+    def threads(self) -> list[tuple[str, Callable]]:
+        return [(s.name, f) for s, f in zip(self.sources, self.fns)]
+
+
+_programs: dict[tuple, SimProgram] = {}
+
+
+def lower(compiled: Compiled, options: SimOptions = SimOptions()) -> SimProgram:
+    """The compiled tile IR as Python generators (cached per compiled kernel and options)."""
+    key = (id(compiled.module), options)
+    hit = _programs.get(key)
+    if hit is None or hit.compiled is not compiled:
+        sources, locs, events = generate(compiled.module, timing=not options.arithmetic, fidelity=options.fidelity,
+                                         exp=options.exp)
+        hit = _programs[key] = SimProgram(compiled, sources, load(sources), locs, events, options)
+    return hit
+
+
+def run(program: SimProgram, tensors: Sequence[Any], config: KernelConfig, *, observer: Any = None,
+        formats: Sequence[str] | None = None) -> list[np.ndarray | None]:
+    """Simulate on every core; returns each argument's DRAM array after the run (None for every
+    argument in a timing-only run). `formats`: each argument's data format in DRAM when it differs
+    from its dtype (bfp8_b under the performance model); inputs are rounded to it."""
+    args = program.compiled.args
+    prog = program.compiled.program
+    arrays: list[np.ndarray | None] = []
+    arithmetic = program.options.arithmetic
+    for t, info, fmt in zip(tensors, args, formats or [a["dtype"] for a in args]):
+        if not arithmetic:
+            arrays.append(None)
+        elif info["output"]:
+            arrays.append(np.full(info["shape"], np.nan, np.float32))
+        else:
+            arrays.append(round_to(np.asarray(as_array(t), dtype=np.float32), fmt))
+    simulate(program.threads, args, arrays, kernel=config.name, grid=config.grid,
+             dst_capacity=prog.dst_capacity.data, semaphores=prog.semaphore_inits, locs=program.locs,
+             events=program.events, observer=observer, schedule=config.schedule, seed=config.seed,
+             copy_data=arithmetic)
+    if arithmetic and formats:  # what the packer wrote to the output CBs, in their format
+        arrays = [round_to(a, f) if info["output"] else a for a, info, f in zip(arrays, args, formats)]
+    return arrays
+
+
+class SimTarget:
+    """Target "sim": the functional simulator (the default)."""
+
+    name = "sim"
+    level = "tile"
+
+    def lower(self, compiled: Compiled, ctx: RunContext) -> SimProgram:
+        return lower(compiled)
+
+    def run(self, program: SimProgram, tensors: Sequence[Any], config: KernelConfig, ctx: RunContext) -> Any:
+        return write_outputs(tensors, run(program, tensors, config, observer=config.observer), program.compiled.args)
+
+
+def run_compiled(compiled: Compiled, tensors: Sequence[Any], config: KernelConfig, observer: Any = None) -> Any:
+    """Simulate an already compiled kernel (e.g. one parsed from IR text) on `tensors`."""
+    program = lower(compiled)
+    return write_outputs(tensors, run(program, tensors, config, observer=observer), compiled.args)
+
+
