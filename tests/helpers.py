@@ -54,7 +54,7 @@ def tile_matmul(m: int = 1, k: int = 1, n: int = 1, acc: bool = False):
     return op
 
 
-def tile_unary(name: str, out: tuple[int, int] = (32, 32)):
+def tile_unary(name: str, out: tuple[int, int] = (32, 32), **params):
     """A `tile.compute` loading cb0 (bf16), applying op-table entry `name`, packing into cb1 of shape `out`."""
     from xdsl.ir import Block, Region
 
@@ -64,7 +64,9 @@ def tile_unary(name: str, out: tuple[int, int] = (32, 32)):
     x = C.CBWaitOp(0, C.BlockType(out, "bf16"))
     o = C.CBReserveOp(1, C.BlockType(out, "bf16"))
     load = T.LoadOp(0)
-    u = T.OPS[name](load.results[0])
+    d = T.OPS[name].OP
+    params = params or {p.name: 2 if p.kind is int else 0.5 for p in d.params}
+    u = T.OPS[name](load.results[0], **params)
     body = Block([load, u, T.PackOp(u.results[0], 0)])
     op = T.ComputeOp([x.result], [], [o.result], Region(body))
     op.properties["subblock"] = T.subblock_attr(1, 1)

@@ -106,7 +106,13 @@ def _pow_triton(x: str, n: int) -> str:
 
 
 def _tanh_triton(x: str) -> str:
-    return f"(2.0 / (1.0 + tl.exp(-2.0 * {x})) - 1.0)"
+    """tanh accurate to a few ulp everywhere: its odd Taylor series near 0 (where (1 - e) / (1 + e)
+    would cancel), else sign(x) (1 - e) / (1 + e) with e = exp(-2|x|) (no overflow)."""
+    x2 = f"({x} * {x})"
+    series = f"{x} * (1.0 + {x2} * (-0.3333333333333333 + {x2} * (0.13333333333333333 + {x2} * -0.05396825396825397)))"
+    e = f"tl.exp(-2.0 * tl.abs({x}))"
+    return (f"tl.where(tl.abs({x}) < 0.125, {series}, "
+            f"tl.where({x} < 0.0, -1.0, 1.0) * (1.0 - {e}) / (1.0 + {e}))")
 
 
 def _gelu_tanh64(x: np.ndarray) -> np.ndarray:

@@ -14,8 +14,13 @@ ARGS = [arg("x", depth=2), arg("out", dtype="bf16", output=True)]
 CB_BYTES = 10240
 
 
+# The thread pops both CBs (a CB no thread uses takes no L1).
+USE_CBS = ('      "tilegrid.cb_pop"() <{cb = #builtin.int<0>}> : () -> ()\n'
+           '      "tilegrid.cb_pop"() <{cb = #builtin.int<1>}> : () -> ()\n')
+
+
 def thread(body: str, name: str = "comp", kind: str = "compute") -> str:
-    return f'    "tilegrid.thread"() <{{kind = "{kind}", name = "{name}"}}> ({{\n{body}\n    }}) : () -> ()'
+    return f'    "tilegrid.thread"() <{{kind = "{kind}", name = "{name}"}}> ({{\n{USE_CBS}{body}\n    }}) : () -> ()'
 
 
 def use(v: str) -> str:
@@ -59,9 +64,10 @@ def test_buffer_used_in_loop_lives_through_loop():
     """)
 
 
-# A loop-carried buffer takes two places (old and new value coexist: ping-pong, 2 x 4096 B) and
-# may not overlap the loop's initial value, which is read in the first iteration. Larger
-# buffers are placed first (greedy by size): `new` (8192 B) at the base, then `init`.
+# A loop-carried buffer takes two places (old and new value coexist: ping-pong, 2 x 4096 B; the
+# second place is `pingpong`) and may not overlap the loop's initial value, which is read in the
+# first iteration. Larger buffers are placed first (greedy by size): `new` (8192 B) at the base,
+# then `init`; `after`, made once the loop's result is dead, reuses the base.
 def test_carried_buffer_takes_two_places():
     body = "\n".join([alloc("init", 5), LOOP_BOUNDS,
                       '      %r = "scf.for"(%lb, %ub, %st, %init) ({', f"      ^bb0(%i: index, %acc: {F}):",
@@ -71,8 +77,25 @@ def test_carried_buffer_takes_two_places():
     out = run_pass(AllocateL1(), program(thread(body), ARGS))
     filecheck(out, f"""
     CHECK: %init = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES + 8192}>}}>
-    CHECK: %new = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES}>}}>
-    CHECK: %after = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES + 8192}>}}>
+    CHECK: %new = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES}>, pingpong = #builtin.int<{CB_BYTES + 4096}>}}>
+    CHECK: %after = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES}>}}>
+    """)
+
+
+# A carried value crosses the loop's back edge: it is live through the whole body, so a buffer
+# the body makes before the carried one's new value (`tmp`, used and dead before `new` is made)
+# may not take its places, although in program order its lifetime ends before `new` begins.
+def test_carried_buffer_is_live_through_the_whole_loop():
+    body = "\n".join([alloc("init", 5), LOOP_BOUNDS,
+                      '      %r = "scf.for"(%lb, %ub, %st, %init) ({', f"      ^bb0(%i: index, %acc: {F}):",
+                      alloc("tmp", 7), use("tmp"), use("acc"), alloc("new", 9),
+                      f'        "scf.yield"(%new) : ({F}) -> ()', f"      }}) : (index, index, index, {F}) -> {F}",
+                      use("r")])
+    out = run_pass(AllocateL1(), program(thread(body), ARGS))
+    filecheck(out, f"""
+    CHECK: %init = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES + 8192}>}}>
+    CHECK: %tmp = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES + 12288}>}}>
+    CHECK: %new = "tilegrid.alloc"() <{{offset = #builtin.int<{CB_BYTES}>, pingpong = #builtin.int<{CB_BYTES + 4096}>}}>
     """)
 
 

@@ -62,6 +62,7 @@ class Gen:
     timing: bool = False
     fidelity: str | None = None
     exp: str = "accurate"
+    toggles: list[str] = field(default_factory=list)  # ping-pong buffers' toggles (thread-local)
 
     def name(self, v: SSAValue) -> str:
         if v not in self.names:
@@ -264,10 +265,22 @@ def _print(g: Gen, op: C.PrintOp) -> None:
 
 @rule(C.AllocOp)
 def _alloc(g: Gen, op: C.AllocOp) -> None:
+    """The buffer at its L1 offset; a loop-carried value's buffers alternate between its two places
+    (one toggle per place, shared by the buffers coalesced there)."""
     if g.timing:
         g.line(f"{g.name(op.result)} = None")
         return
-    g.line(f"{g.name(op.result)} = alloc({op.result.type.dims})")
+    if op.offset is None:
+        raise NotImplementedError("codegen: a tilegrid.alloc without an L1 offset (allocate-l1 must run first)")
+    t = op.result.type
+    at = str(op.offset.data)
+    if op.pingpong is not None:
+        flip = f"_pp{op.offset.data}"
+        if flip not in g.toggles:
+            g.toggles.append(flip)
+        at = f"({op.offset.data} if {flip} else {op.pingpong.data})"
+        g.line(f"{flip} = not {flip}")
+    g.line(f"{g.name(op.result)} = core.buffer({at}, {t.dims}, {t.dtype!r})")
 
 
 # ---- tile ops --------------------------------------------------------------------------------
@@ -306,6 +319,13 @@ def _observe(g: Gen, op: Operation, tiles: int) -> None:
     g.line(f"if obs: rt.op(core, {g.events.index(op)}, {tiles}, {g.loc(op)})")
 
 
+def _unpack(expr: str, v: SSAValue, copy: bool = False) -> str:
+    """A block (or slice) of L1 as the math engines see it: fp32 (a bf16 block is widened, exactly)."""
+    if v.type.dtype == "bf16":
+        return f"{expr}.astype(np.float32)"
+    return f"{expr}.copy()" if copy else expr
+
+
 def _in_slice(src: tuple[int, int], rs: str, cs: str) -> str:
     """Slice of an input for the current subblock; a vector dimension is not sliced (broadcast)."""
     return f"[{rs if src[0] != 1 else '0:1'}, {cs if src[1] != 1 else '0:1'}]"
@@ -332,8 +352,8 @@ def _compute(g: Gen, op: T.ComputeOp) -> None:
         if isinstance(o, T.LoadOp):
             src = op.ins[o.input.data]
             load = f"{ins[o.input.data]}{_in_slice(src.type.dims, rs, cs)}"
-            # unpacked into DST: a copy when an output is packed over the same buffer (in place)
-            g.line(f"{t} = {load}.copy()" if src in op.outs else f"{t} = {load}")
+            # unpacked into DST (fp32): a copy when an output is packed over the same buffer (in place)
+            g.line(f"{t} = {_unpack(load, src, copy=src in op.outs)}")
         elif isinstance(o, T.FillOp):
             g.line(f"{t} = {py_float(o.value.value.data)}")
         elif isinstance(o, T.IotaOp):
@@ -351,9 +371,8 @@ def _compute(g: Gen, op: T.ComputeOp) -> None:
                 args = [f"({args[0]} * {args[1]})"]
             args += [repr(v) for v in o.params().values()]
             g.line(f"{t} = OP_{d.name}({', '.join(args)})")
-        elif isinstance(o, T.PackOp):
-            out = op.outs[o.output.data]
-            g.line(f"{outs[o.output.data]}[{rs}, {cs}] = round_to({tv[o.x]}, {out.type.dtype!r})")
+        elif isinstance(o, T.PackOp):  # packed into L1 in the output's format (a bf16 output rounds)
+            g.line(f"{outs[o.output.data]}[{rs}, {cs}] = {tv[o.x]}")
             continue
         else:
             raise NotImplementedError(o.name)
@@ -374,13 +393,14 @@ def _matmul(g: Gen, op: T.MatmulOp) -> None:
         _observe(g, op, m * k * n)
         return
     rs, cs = _subblock_loops(g, op.out.type.dims, sub)
-    acc = f" + {g.name(op.acc)}[{rs}, {cs}]" if op.acc is not None else ""
-    rhs = f"{b}[{cs}, :].T" if op.b_transposed else f"{b}[:, {cs}]"
-    if g.fidelity:  # the matrix unit's fidelity phases (tilegrid/sim/numerics.py)
-        prod = f"fidelity_matmul({a}[{rs}, :], {rhs}, {g.fidelity!r})"
+    acc = f" + {_unpack(f'{g.name(op.acc)}[{rs}, {cs}]', op.acc)}" if op.acc is not None else ""
+    lhs = _unpack(f"{a}[{rs}, :]", op.a)
+    rhs = _unpack(f"{b}[{cs}, :]", op.b) + ".T" if op.b_transposed else _unpack(f"{b}[:, {cs}]", op.b)
+    if g.fidelity:  # the matrix unit's fidelity phases (tilegrid/numerics.py)
+        prod = f"fidelity_matmul({lhs}, {rhs}, {g.fidelity!r})"
     else:
-        prod = f"np.matmul({a}[{rs}, :], {rhs})"
-    g.line(f"{out}[{rs}, {cs}] = round_to({prod}{acc}, {op.out.type.dtype!r})")
+        prod = f"np.matmul({lhs}, {rhs})"
+    g.line(f"{out}[{rs}, {cs}] = {prod}{acc}")
     _close(g)
     _observe(g, op, m * k * n)
 
@@ -397,12 +417,12 @@ def _reduce(g: Gen, op: T.ReduceOp) -> None:
         _observe(g, op, r * c)
         return
     rs, cs = _subblock_loops(g, op.out.type.dims, sub)
-    red = (f"{x}[{rs}, :].{fn}(axis=1, keepdims=True{extra})" if op.dim.data == 1
-           else f"{x}[:, {cs}].{fn}(axis=0, keepdims=True{extra})")
+    red = (f"{_unpack(f'{x}[{rs}, :]', op.x)}.{fn}(axis=1, keepdims=True{extra})" if op.dim.data == 1
+           else f"{_unpack(f'{x}[:, {cs}]', op.x)}.{fn}(axis=0, keepdims=True{extra})")
     if op.acc is not None:  # the reduction continues from `acc`, reloaded into DST
-        a = f"{g.name(op.acc)}[{rs}, {cs}]"
+        a = _unpack(f"{g.name(op.acc)}[{rs}, {cs}]", op.acc)
         red = f"np.maximum({a}, {red})" if fn == "max" else f"({a} + {red})"
-    g.line(f"{out}[{rs}, {cs}] = round_to({red}, {op.out.type.dtype!r})")
+    g.line(f"{out}[{rs}, {cs}] = {red}")
     _close(g)
     r, c = op.x.type.tiles
     _observe(g, op, r * c)
@@ -418,7 +438,7 @@ def _transpose(g: Gen, op: T.TransposeOp) -> None:
         _observe(g, op, r * c)
         return
     rs, cs = _subblock_loops(g, op.out.type.dims, sub)
-    g.line(f"{out}[{rs}, {cs}] = round_to({x}[{cs}, {rs}].T, {op.out.type.dtype!r})")
+    g.line(f"{out}[{rs}, {cs}] = {x}[{cs}, {rs}].T")
     _close(g)
     r, c = op.x.type.tiles
     _observe(g, op, r * c)
@@ -441,6 +461,7 @@ def generate(module: ModuleOp, *, timing: bool = False, fidelity: str | None = N
         g.line("if False:")
         g.line("    yield None")
         g.body(th.body.block.ops)
+        g.lines[1:1] = [f"    {t} = False" for t in g.toggles]
         fname = f"thread_{len(out)}"
         src = f"def {fname}(rt, core):\n" + "\n".join(g.lines) + "\n"
         out.append(ThreadSource(th.thread_name.data, th.kind.data, src))
@@ -451,12 +472,11 @@ def load(sources: list[ThreadSource]) -> list[Callable]:
     """Compile generated sources into generator functions."""
     import numpy as np
 
-    from tilegrid.numerics import fidelity_matmul, round_to
-    from tilegrid.sim.runtime import alloc
+    from tilegrid.numerics import fidelity_matmul
 
     fns = []
     for k, s in enumerate(sources):
-        ns = {"np": np, "math": math, "round_to": round_to, "alloc": alloc, "fidelity_matmul": fidelity_matmul,
+        ns = {"np": np, "math": math, "fidelity_matmul": fidelity_matmul,
               "_trunc_div": _trunc_div, **{f"OP_{name}": d.sim for name, d in OPS.items()}}
         exec(compile(s.source, f"<tilegrid thread {s.name}>", "exec"), ns)
         fns.append(ns[f"thread_{k}"])

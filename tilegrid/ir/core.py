@@ -130,6 +130,7 @@ class ProgramOp(IRDLOperation):
     dst_capacity = prop_def(IntAttr)
     l1_budget = prop_def(IntAttr)
     semaphores = opt_prop_def(ArrayAttr[IntAttr])
+    cb_offsets = opt_prop_def(ArrayAttr[IntAttr])  # each CB's place in L1 (allocate-l1)
     body = region_def("single_block")
     traits = traits_def(NoTerminator())
 
@@ -159,6 +160,11 @@ class ProgramOp(IRDLOperation):
     def grid_shape(self) -> tuple[int, int]:
         r, c = (g.data for g in self.grid.data)
         return r, c
+
+    @property
+    def cb_layout(self) -> list[int] | None:
+        """Each CB's L1 offset (its slots follow one another from there), once allocate-l1 ran."""
+        return [v.data for v in self.cb_offsets.data] if self.cb_offsets is not None else None
 
     @property
     def semaphore_inits(self) -> list[int]:
@@ -411,10 +417,13 @@ class PrintOp(IRDLOperation):
 
 @irdl_op_definition
 class AllocOp(IRDLOperation):
-    """An L1 buffer for an intermediate block (tile IR); `offset` is set by allocate-l1."""
+    """An L1 buffer for an intermediate block (tile IR). allocate-l1 sets `offset`, and for a value a
+    loop carries from one iteration to the next (old and new live at once) `pingpong`, the offset of
+    the second place: successive executions of the buffers of one carried value alternate."""
 
     name = "tilegrid.alloc"
     offset = opt_prop_def(IntAttr)
+    pingpong = opt_prop_def(IntAttr)
     result = result_def(BlockType)
 
     def __init__(self, t: BlockType) -> None:

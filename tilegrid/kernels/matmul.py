@@ -36,7 +36,7 @@ class MatmulPlan:
     def l1_bytes(self, in_dtype: str, acc_dtype: str) -> int:
         t_in, t_acc = TILE_BYTES[in_dtype], TILE_BYTES[acc_dtype]
         cbs = 2 * (self.bm * self.bk + self.bk * self.bn + self.bm * self.bn) * t_in
-        buffers = 3 * self.bm * self.bn * t_acc  # accumulator (x2 carried) and its initial fill
+        buffers = self.bm * self.bn * t_acc  # the accumulator, updated in place (update-in-place)
         return cbs + buffers
 
 

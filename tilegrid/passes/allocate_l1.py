@@ -1,10 +1,12 @@
 """allocate-l1: place every CB and intermediate buffer in each core's L1 against the budget.
 
-CBs take depth x block bytes each, for the whole kernel. Intermediate buffers
+CBs take depth x block bytes each, for the whole kernel, one after another from offset 0 (a CB no
+thread uses takes none); their offsets are the program's `cb_offsets`. Intermediate buffers
 (`tilegrid.alloc`) are placed by lifetime: two buffers whose live ranges do not overlap
 share bytes (greedy by size over the buffers' live ranges in program order). A buffer used inside a loop
 it was defined outside of lives through the whole loop; a buffer carried by a loop takes
-two places (the old and the new value coexist: ping-pong). Threads run concurrently, so
+two places (the old and the new value coexist: ping-pong; `pingpong` is the second place's
+offset). Threads run concurrently, so
 each thread gets its own buffer area. The kernel is rejected, with the bytes needed and
 available and the largest buffers, if it does not fit. Afterwards every alloc has `offset`.
 
@@ -21,8 +23,8 @@ from dataclasses import dataclass, field
 
 from xdsl.context import Context
 from xdsl.dialects import scf
-from xdsl.dialects.builtin import IntAttr, ModuleOp
-from xdsl.ir import Operation, SSAValue
+from xdsl.dialects.builtin import ArrayAttr, IntAttr, ModuleOp
+from xdsl.ir import BlockArgument, Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from tilegrid.errors import CompileError
@@ -132,17 +134,21 @@ def _buffers(thread: C.ThreadOp) -> list[Buffer]:
     for o in thread.walk():
         if not isinstance(o, C.AllocOp):
             continue
-        home = o.parent_block()
-        end = pos[o]
+        start = end = pos[o]
         carried = False
         for v in _aliases(o.results[0]):
+            if isinstance(v, BlockArgument) and isinstance(v.block.parent_op(), scf.ForOp):
+                # a value the loop carries crosses its back edge: it is live through the whole loop
+                loop = v.block.parent_op()
+                start, end = min(start, pos[loop]), max(end, last[loop])
+            vhome = v.block if isinstance(v, BlockArgument) else v.owner.parent_block()
             for u in v.uses:
                 user = u.operation
                 if isinstance(user, scf.YieldOp):
                     carried = carried or isinstance(user.parent_op(), scf.ForOp)
-                anc = _ancestor_in(user, home) or thread
+                anc = _ancestor_in(user, vhome) or thread  # the use as seen from where the value is defined
                 end = max(end, last.get(anc, pos.get(user, end)))
-        bufs.append(Buffer(o, pos[o], end, block_bytes(o.results[0].type) * (2 if carried else 1), carried))
+        bufs.append(Buffer(o, start, end, block_bytes(o.results[0].type) * (2 if carried else 1), carried))
     return _merge(bufs, _coalesce(thread, pos))
 
 
@@ -258,11 +264,21 @@ def _first_fit(bufs: list[Buffer]) -> int:
     return peak
 
 
+def used_cbs(prog: C.ProgramOp) -> set[int]:
+    """The CBs some thread reserves, waits on, pushes, pops or multicasts into (the others take no L1)."""
+    ops = (C.CBReserveOp, C.CBWaitOp, C.CBPushOp, C.CBPopOp, C.DMAMcastOp)
+    return {o.cb.data for th in prog.threads for o in th.walk() if isinstance(o, ops)}
+
+
 def plan_l1(module: ModuleOp) -> L1Plan:
     prog = program_of(module)
     cbs: list[tuple[str, int]] = []
-    for info in prog.arg_infos():
+    used = used_cbs(prog)
+    for i, info in enumerate(prog.arg_infos()):
         t = C.BlockType((32 * info["block"][0], 32 * info["block"][1]), info["dtype"])
+        if i not in used:
+            cbs.append((f"CB {info['name']} (unused: no L1)", 0))
+            continue
         cbs.append((f"CB {info['name']} ({info['depth']} x {block_bytes(t)} B)", info["depth"] * block_bytes(t)))
     buffers: list[Buffer] = []
     areas: list[tuple[str, int]] = []
@@ -287,7 +303,11 @@ class AllocateL1(ModulePass):
                 "largest: " + "; ".join(f"{n}: {b} B" for n, b in top),
                 note="use smaller block_factors or a shallower CB depth, or spread the work over more cores",
             )
-        base = sum(b for _, b in plan.cbs)
+        offsets, base = [], 0
+        for _, b in plan.cbs:
+            offsets.append(base)
+            base += b
+        program_of(op).cb_offsets = ArrayAttr([IntAttr(o) for o in offsets])
         area_start = {}
         for thread, peak in plan.areas:
             area_start[thread] = base
@@ -296,5 +316,8 @@ class AllocateL1(ModulePass):
             thread = b.op
             while not isinstance(thread, C.ThreadOp):
                 thread = thread.parent_op()
+            at = area_start[thread.thread_name.data] + b.offset
             for a in [b.op, *b.shared]:
-                a.properties["offset"] = IntAttr(area_start[thread.thread_name.data] + b.offset)
+                a.properties["offset"] = IntAttr(at)
+                if b.carried:  # the old and the new value of each iteration: two places, used in turn
+                    a.properties["pingpong"] = IntAttr(at + b.size // 2)

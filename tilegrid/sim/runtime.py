@@ -1,7 +1,8 @@
 """Simulator state and the operations generated thread code calls.
 
-Each core has its own CBs (real capacity, FIFO slots that start poisoned with NaN);
-DRAM tensors are shared. Blocking operations are generators that yield a description of
+Each core has its own L1 (bytes), where its CBs (real capacity, FIFO slots poisoned with NaN when
+reserved) and intermediate buffers live at the offsets allocate-l1 chose, in their data formats;
+DRAM tensors are shared, each in its own format. Blocking operations are generators that yield a description of
 what they wait for; the scheduler resumes them. Every op and transfer is reported to an
 optional observer (the seam for the performance model).
 """
@@ -15,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tilegrid.errors import TilegridError
-from tilegrid.numerics import round_to
+from tilegrid.numerics import NP_DTYPES
 
 
 class Observer(Protocol):
@@ -51,17 +52,31 @@ class Wait:
 
 
 class CB:
-    """A circular buffer of `depth` slots of one block each."""
+    """A circular buffer of `depth` slots of one block each, laid out from `offset` in a core's L1
+    (`l1`, bytes; None: each slot its own array, as timing-only runs use)."""
 
-    def __init__(self, name: str, shape: tuple[int, int], dtype: str, depth: int) -> None:
+    def __init__(self, name: str, shape: tuple[int, int], dtype: str, depth: int, l1: np.ndarray | None = None,
+                 offset: int = 0) -> None:
         self.name, self.shape, self.dtype, self.depth = name, shape, dtype, depth
-        self.slots = [np.full(shape, np.nan, np.float32) for _ in range(depth)]
+        if l1 is None:
+            self.slots = [np.full(shape, np.nan, np.float32) for _ in range(depth)]
+        else:
+            nbytes = shape[0] * shape[1] * BYTES[dtype]
+            self.slots = [l1_view(l1, offset + k * nbytes, shape, dtype) for k in range(depth)]
         self.reserved = self.pushed = self.waited = self.popped = 0
         self.last_push = -1  # location index of the latest push
 
     def state(self) -> str:
         return (f"{self.pushed - self.waited} pushed, {self.reserved - self.pushed} reserved, "
                 f"{self.waited - self.popped} held by the consumer, depth {self.depth}")
+
+
+BYTES = {"bf16": 2, "f32": 4}
+
+
+def l1_view(l1: np.ndarray, offset: int, shape: tuple[int, int], dtype: str) -> np.ndarray:
+    """The block of `shape` and format `dtype` stored at byte `offset` of a core's L1 (row-major)."""
+    return np.ndarray(shape, NP_DTYPES[dtype], buffer=l1, offset=offset)
 
 
 @dataclass
@@ -71,6 +86,12 @@ class Core:
     cbs: list[CB]
     sems: list[int] = field(default_factory=list)
     thread: str = ""
+    l1: np.ndarray | None = None  # the core's L1, bytes
+
+    def buffer(self, offset: int, shape: tuple[int, int], dtype: str) -> np.ndarray:
+        """An intermediate buffer where allocate-l1 placed it (it may hold a value being updated in
+        place: buffers are not poisoned here; the L1 starts poisoned)."""
+        return l1_view(self.l1, offset, shape, dtype)
 
 
 @dataclass
@@ -180,7 +201,7 @@ class Runtime:
             )
         win = self._window(core, arg, idx, loc)
         if self.copy_data:
-            self.tensors[arg][win] = round_to(src, info["dtype"])
+            self.tensors[arg][win] = src
         return self.transferred(core, "dram_write", arg, src, loc, idx=idx)
 
     def transferred(self, core: Core, kind: str, arg: int, block: np.ndarray, loc: int,
@@ -280,12 +301,8 @@ class Runtime:
         self.observer.on_op((core.r, core.c), core.thread, self.events[event], tiles, self.locs[loc])
 
     def print(self, core: Core, label: str, value: np.ndarray) -> None:
-        print(f"[core ({core.r}, {core.c}) {core.thread}] {label}:\n{value}")
+        print(f"[core ({core.r}, {core.c}) {core.thread}] {label}:\n{np.asarray(value, np.float32)}")
 
 
 def _nbytes(a: np.ndarray, info: dict) -> int:
     return a.size * (2 if info["dtype"] == "bf16" else 4)
-
-
-def alloc(shape: tuple[int, int]) -> np.ndarray:
-    return np.full(shape, np.nan, np.float32)

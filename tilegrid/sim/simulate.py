@@ -25,24 +25,30 @@ class _InertSlot(np.ndarray):
 
 def simulate(threads: list[tuple[str, Callable]], args: list[dict], tensors: list[np.ndarray | None], *,
              kernel: str, grid: tuple[int, int], dst_capacity: int, semaphores: list[int], locs: list[str],
-             events: list[Any], observer: Any = None, schedule: str = "deterministic", seed: int | None = None,
-             copy_data: bool = True) -> None:
+             events: list[Any], l1_bytes: int, l1_used: int, cb_offsets: list[int], observer: Any = None,
+             schedule: str = "deterministic", seed: int | None = None, copy_data: bool = True) -> None:
     """Run `threads` (generated generator functions) on every core until all finish; DMAs read and
-    write `tensors` (DRAM, in kernel-argument order; outputs are written in place). `copy_data`
-    False: a timing-only run (no arithmetic was generated; CB slots hold nothing)."""
+    write `tensors` (DRAM, in kernel-argument order, each in its format; outputs are written in
+    place). Each core has an L1 of `l1_bytes` holding its CBs at `cb_offsets` and its buffers (the
+    first `l1_used` bytes, poisoned with NaN before the run).
+    `copy_data` False: a timing-only run (no arithmetic was generated; no L1, CB slots hold nothing)."""
     rt = Runtime(tensors, args, dst_capacity, observer, locs, events=events, kernel=kernel)
     rt.copy_data = copy_data
     gr, gc = grid
     cores = []
     for r in range(gr):
         for c in range(gc):
+            l1 = None
+            if copy_data:  # all ones is NaN in bf16 and f32: what nothing wrote reads as NaN
+                l1 = np.empty(l1_bytes, np.uint8)
+                l1[:l1_used] = 0xFF
             cbs = []
-            for i in args:
-                cb = CB(i["name"], (32 * i["block"][0], 32 * i["block"][1]), i["dtype"], i["depth"])
+            for i, off in zip(args, cb_offsets):
+                cb = CB(i["name"], (32 * i["block"][0], 32 * i["block"][1]), i["dtype"], i["depth"], l1, off)
                 if not copy_data:
                     cb.slots = [np.zeros(cb.shape, np.float32).view(_InertSlot) for _ in range(cb.depth)]
                 cbs.append(cb)
-            cores.append(Core(r, c, cbs, list(semaphores)))
+            cores.append(Core(r, c, cbs, list(semaphores), l1=l1))
     # Many small block matmuls: BLAS threads cost more than they save; hardware raises no FP warnings.
     with threadpool_limits(1, "blas"), np.errstate(all="ignore"):
         scheduler.run(rt, cores, threads, schedule, seed)

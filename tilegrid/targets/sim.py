@@ -15,8 +15,9 @@ import numpy as np
 
 from tilegrid.codegen.python import ThreadSource, generate, load
 from tilegrid.context import RunContext
+from tilegrid.errors import CompileError
 from tilegrid.lang.spec import KernelConfig
-from tilegrid.numerics import round_to
+from tilegrid.numerics import NP_DTYPES, round_to
 from tilegrid.sim.simulate import simulate
 from tilegrid.targets.compile import Compiled, as_array, write_outputs
 
@@ -42,6 +43,7 @@ class SimProgram:
     locs: list[str]
     events: list[Any]
     options: SimOptions
+    l1_used: int  # bytes of L1 the layout uses per core
 
     @property
     def threads(self) -> list[tuple[str, Callable]]:
@@ -58,7 +60,8 @@ def lower(compiled: Compiled, options: SimOptions = SimOptions()) -> SimProgram:
     if hit is None or hit.compiled is not compiled:
         sources, locs, events = generate(compiled.module, timing=not options.arithmetic, fidelity=options.fidelity,
                                          exp=options.exp)
-        hit = _programs[key] = SimProgram(compiled, sources, load(sources), locs, events, options)
+        l1 = compiled.l1
+        hit = _programs[key] = SimProgram(compiled, sources, load(sources), locs, events, options, l1.used)
     return hit
 
 
@@ -72,18 +75,25 @@ def run(program: SimProgram, tensors: Sequence[Any], config: KernelConfig, *, ob
     arrays: list[np.ndarray | None] = []
     arithmetic = program.options.arithmetic
     for t, info, fmt in zip(tensors, args, formats or [a["dtype"] for a in args]):
+        dt = NP_DTYPES[info["dtype"]]
         if not arithmetic:
             arrays.append(None)
         elif info["output"]:
-            arrays.append(np.full(info["shape"], np.nan, np.float32))
+            arrays.append(np.full(info["shape"], np.nan, dt))
+        elif fmt != info["dtype"]:  # stored in DRAM as `fmt` (bfp8_b): its values, held in the tensor's dtype
+            arrays.append(round_to(np.asarray(as_array(t), np.float32), fmt).astype(dt))
         else:
-            arrays.append(round_to(np.asarray(as_array(t), dtype=np.float32), fmt))
+            arrays.append(np.asarray(as_array(t), dt))
+    offsets = prog.cb_layout
+    if offsets is None:
+        raise CompileError(f"kernel '{config.name}': its tile IR has no L1 layout (run the pipeline to allocate-l1)")
     simulate(program.threads, args, arrays, kernel=config.name, grid=config.grid,
              dst_capacity=prog.dst_capacity.data, semaphores=prog.semaphore_inits, locs=program.locs,
-             events=program.events, observer=observer, schedule=config.schedule, seed=config.seed,
-             copy_data=arithmetic)
+             events=program.events, l1_bytes=prog.l1_budget.data, l1_used=program.l1_used, cb_offsets=offsets,
+             observer=observer, schedule=config.schedule, seed=config.seed, copy_data=arithmetic)
     if arithmetic and formats:  # what the packer wrote to the output CBs, in their format
-        arrays = [round_to(a, f) if info["output"] else a for a, info, f in zip(arrays, args, formats)]
+        arrays = [round_to(np.asarray(a, np.float32), f).astype(a.dtype) if info["output"] else a
+                  for a, info, f in zip(arrays, args, formats)]
     return arrays
 
 
