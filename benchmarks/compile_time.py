@@ -7,13 +7,16 @@ Compiles the production FlashAttention kernel (frontend, every pass, codegen) fo
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 from ml_dtypes import bfloat16
 
-from tilegrid import runner
 from tilegrid.device import WORMHOLE
-from tilegrid.kernels.flash_attention import AttentionConfig, Plan, _build_kernel, make_problem, replace
+from tilegrid.kernels.attention import AttentionConfig, Plan, build_kernel, make_problem
+from tilegrid.kernels.attention.plan import arguments_shapes
+from tilegrid.targets import compile_kernel
+from tilegrid.targets.compile import clear_cache
 
 
 def main() -> None:
@@ -23,12 +26,10 @@ def main() -> None:
         p = make_problem(q, q, q, True, None, None, None)
         p = replace(p, seq_q_pad=1024, seq_kv_pad=1024)
         plan = Plan(p, AttentionConfig(q_chunk=2, kv_chunk=4, grid=grid), 0, 0)
-        runner._cache.clear()
-        out = np.zeros_like(q)
-        lse = np.zeros((1, 8, 1024, 32), np.float32)
-        kernel = _build_kernel(plan, WORMHOLE, "deterministic", None)
+        tensors = [np.zeros(shape, dt) for shape, dt in arguments_shapes(plan)]
         t0 = time.perf_counter()
-        kernel(q, q.copy(), q.copy(), np.zeros((32, 32), np.float32), out, lse, mode="compile")
+        clear_cache()
+        compile_kernel(build_kernel(plan, WORMHOLE), *tensors)
         ms = (time.perf_counter() - t0) * 1e3
         print(f"{grid[0]}x{grid[1]:<4} {grid[0] * grid[1]:>6} {ms:>11.1f}")
 

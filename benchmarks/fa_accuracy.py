@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from ml_dtypes import bfloat16
 
-from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention, reference
+from tilegrid.kernels.attention import AttentionConfig, flash_attention, reference
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import numpy as np
 from ml_dtypes import bfloat16
 from ttlang_sim.launch import run_ttlang_script
 
-from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention, reference
+from tilegrid.kernels.attention import AttentionConfig, flash_attention, reference
 from tilegrid.sim.observer import Counts
 
 

@@ -20,7 +20,7 @@ from ml_dtypes import bfloat16
 from ttlang_sim.launch import run_ttlang_script
 
 from tilegrid import runner
-from tilegrid.kernels.matmul import matmul
+from tilegrid.kernels.gemm import matmul
 from tilegrid.sim.observer import Counts
 
 

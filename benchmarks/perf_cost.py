@@ -17,7 +17,7 @@ import numpy as np
 from ml_dtypes import bfloat16
 
 from tilegrid import perf
-from tilegrid.kernels.flash_attention import flash_attention
+from tilegrid.kernels.attention import flash_attention
 
 
 def best(fn: Callable[[], object], repeat: int) -> float:

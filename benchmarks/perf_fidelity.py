@@ -18,7 +18,7 @@ from ml_dtypes import bfloat16
 
 from tilegrid import perf
 from tilegrid.device import WORMHOLE
-from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention, reference
+from tilegrid.kernels.attention import AttentionConfig, flash_attention, reference
 
 FIDELITIES = ("LoFi", "HiFi2", "HiFi3", "HiFi4")
 

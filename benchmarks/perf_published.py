@@ -19,7 +19,7 @@ from ml_dtypes import bfloat16
 
 from tilegrid import perf
 from tilegrid.device import BLACKHOLE_P100A, WORMHOLE_N150
-from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention
+from tilegrid.kernels.attention import AttentionConfig, flash_attention
 from tilegrid.perf.workloads import blocked_matmul, dram_read
 
 # (dtype, fidelity, published TFLOP/s): WH n150 8x8, M = K = N = 16384 (anchors/wormhole.md §7,

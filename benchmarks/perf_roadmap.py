@@ -33,7 +33,7 @@ from ml_dtypes import bfloat16
 from tilegrid import perf
 from tilegrid.device import WORMHOLE
 from tilegrid.errors import CompileError
-from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention
+from tilegrid.kernels.attention import AttentionConfig, flash_attention
 
 
 def predict(seq: int, d: int, heads: int = 8, kv_heads: int | None = None, causal: bool = False,
@@ -102,8 +102,9 @@ def run_row(seq: int, d: int, kws: dict | list[dict], heads: int, fidelity: str,
 
 def autotune_rows(seqs: list[int], dims: list[int], heads: int, fidelity: str, exp: str) -> None:
     """Default heuristic vs autotuner, WH 8x10, batch 1, `heads` heads, causal and not."""
-    from tilegrid.kernels.flash_attention import choose_plan, make_problem
     from tilegrid.perf.autotune import autotune_attention
+
+    from tilegrid.kernels.attention import choose_plan, make_problem
 
     print(f"autotune vs default plan: WH 8x10, {heads} heads, {fidelity}, exp {exp}")
     rows = ["| seq | d | causal | default (q, kv) | default ms | autotuned (q, kv) | autotuned ms | default/autotuned "
@@ -115,7 +116,7 @@ def autotune_rows(seqs: list[int], dims: list[int], heads: int, fidelity: str, e
                 x = perf.placeholder(shape)
                 t0 = time.perf_counter()
                 plan = choose_plan(make_problem(x, x, x, causal, None, None, None), AttentionConfig(), WORMHOLE,
-                                   "bf16", None)
+                                   "bf16")
                 dflt = (plan.config.q_chunk, plan.config.kv_chunk)
                 tuned, cands = autotune_attention(shape, shape, causal=causal, device=WORMHOLE, fidelity=fidelity,
                                                   exp=exp, log=None)

@@ -170,7 +170,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from tilegrid.device import DEVICES
-    from tilegrid.kernels.flash_attention import AttentionConfig, choose_plan, flash_attention, reference
+    from tilegrid.kernels.attention import AttentionConfig, choose_plan, flash_attention, make_problem, reference
 
     dtype = bfloat16 if args.dtype == "bf16" else np.float32
     rng = np.random.default_rng(args.seed)
@@ -187,7 +187,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
     cfg = AttentionConfig(q_chunk=args.q_chunk, kv_chunk=args.kv_chunk, grid=args.grid or device.grid,
                           mcast=args.mcast, acc_dtype=args.acc_dtype, fast_exp=args.fast_exp)
     if args.autotune:
-        from tilegrid.kernels.autotune import autotune_attention
+        from tilegrid.kernels.attention import autotune_attention
 
         try:
             cfg, _ = autotune_attention(q.shape, k.shape, causal=args.causal, window=window,
@@ -204,10 +204,8 @@ def cmd_attention(args: argparse.Namespace) -> int:
     try:
         plans: list = []
         t_compile = time.perf_counter()
-        from tilegrid.kernels import flash_attention as fa
-
-        problem = fa.make_problem(q, k, v, args.causal, None, window, None)
-        plan = choose_plan(problem, cfg, device, args.dtype, [])
+        problem = make_problem(q, k, v, args.causal, None, window, None)
+        plan = choose_plan(problem, cfg, device, args.dtype)
         t_compile = time.perf_counter() - t_compile
         print(plan.describe())
         if plan.l1 is not None:
@@ -239,12 +237,12 @@ def _attention_perf(args: argparse.Namespace, q, k, v, window, cfg, device) -> i
     import numpy as np
 
     from tilegrid import perf
-    from tilegrid.kernels.flash_attention import choose_plan, flash_attention, make_problem, reference
+    from tilegrid.kernels.attention import choose_plan, flash_attention, make_problem, reference
 
     b, h, sq, _ = q.shape
     timing_only = b * h * sq * k.shape[2] > 2**28
     try:
-        plan = choose_plan(make_problem(q, k, v, args.causal, None, window, None), cfg, device, args.dtype, [])
+        plan = choose_plan(make_problem(q, k, v, args.causal, None, window, None), cfg, device, args.dtype)
         print(plan.describe())
         t0 = time.perf_counter()
         with perf.session(args.fidelity, data_format=args.data_format, exp=args.exp, timing_only=timing_only,

@@ -28,10 +28,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 sys.path.insert(0, os.path.dirname(__file__))
 import triton_fa2  # noqa: E402
 
+import tilegrid.kernels.attention as F  # noqa: E402
 from tilegrid.device import WORMHOLE  # noqa: E402
 from tilegrid.errors import TilegridError  # noqa: E402
 from tilegrid.targets.gpu import capture  # noqa: E402
-from tilegrid.kernels import flash_attention as F  # noqa: E402
 
 CHUNKS = {64: [(4, 4), (4, 2)], 128: [(4, 2), (4, 4)]}  # (q_chunk, kv_chunk) tiles of 32 rows
 LAUNCH = [(4, 2), (4, 3), (8, 2), (8, 3)]  # (num_warps, num_stages)
@@ -49,12 +49,12 @@ def tilegrid_programs(b, h, n, d, causal):
     for cq, ck in CHUNKS[d]:
         cfg = F.AttentionConfig(q_chunk=cq, kv_chunk=ck, grid=WORMHOLE.grid)
         try:
-            plan = F.choose_plan(p, cfg, WORMHOLE, "bf16", None, backend="gpu")
+            plan = F.choose_plan(p, cfg, WORMHOLE, "bf16", backend="gpu")
         except TilegridError as e:  # a chunk that does not fit a Tensix core's L1 is not a tilegrid program
             print(f"  skip chunks {cq}x{ck}: {e.message[:80]}", flush=True)
             continue
-        args = F._arguments(p, q, q.copy(), q.copy(), None, plan.config)
-        prog = capture(F._build_kernel(plan, WORMHOLE, "deterministic", None), *args)
+        args = F.arguments(plan, q, q.copy(), q.copy(), None)
+        prog = capture(F.build_kernel(plan, WORMHOLE), *args)
         out.append((plan, prog))
     return out
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from ml_dtypes import bfloat16
 
+import tilegrid.kernels.attention as F
+import tilegrid.kernels.gemm as MM
 from tilegrid.device import WORMHOLE
-from tilegrid.kernels import flash_attention as F
-from tilegrid.kernels import matmul as MM
 from tilegrid.targets.gpu import capture
 
 
@@ -17,9 +17,9 @@ def fa_program(b=1, h=2, hk=2, sq=256, skv=256, d=64, causal=False, grid=(2, 2),
     k = np.zeros((b, hk, skv, d), dtype)
     p = F.make_problem(q, k, k, causal, None, window, mask)
     cfg = F.AttentionConfig(q_chunk=q_chunk, kv_chunk=kv_chunk, grid=grid, mcast=mcast)
-    plan = F.choose_plan(p, cfg, WORMHOLE, "bf16" if dtype == bfloat16 else "f32", None, backend="gpu")
-    args = F._arguments(p, q, k, k.copy(), mask, plan.config)
-    return capture(F._build_kernel(plan, WORMHOLE, "deterministic", None), *args), plan
+    plan = F.choose_plan(p, cfg, WORMHOLE, "bf16" if dtype == bfloat16 else "f32", backend="gpu")
+    args = F.arguments(plan, q, k, k.copy(), mask)
+    return capture(F.build_kernel(plan, WORMHOLE), *args), plan
 
 
 def matmul_program(m=128, k=256, n=128, grid=(2, 2), mcast=False, bk=2):

@@ -35,7 +35,7 @@ def test_flash_attention_source_compiles(case):
     src = prog.source
     tree = structure(src)
     kernels = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name.startswith("tg_")]
-    assert len(kernels) == 1 and len(kernels[0].args.args) == 6  # q, k, v, mask, out, lse
+    assert len(kernels) == 1 and len(kernels[0].args.args) == 7  # q, k, v, mask, slopes, lse, out
     assert "semaphore" not in src.lower() and "sem_" not in src
     # Q once per work item, K and V once per K/V chunk: three loads, two stores (out, lse)
     assert src.count("tl.load(") == 3 and src.count("tl.store(") == 2
@@ -166,13 +166,13 @@ def test_causal_mask_stays_in_the_loop_on_the_gpu():
 def test_fast_exp_lowers_to_the_gpus_exp2():
     from gpu_cases import WORMHOLE
 
-    import tilegrid.kernels.flash_attention as F
+    import tilegrid.kernels.attention as F
 
     q = np.zeros((1, 2, 128, 64), np.float32)
     p = F.make_problem(q, q, q, True, None, None, None)
     plan = F.choose_plan(p, F.AttentionConfig(grid=(1, 2), q_chunk=2, kv_chunk=2, fast_exp=True), WORMHOLE, "f32",
-                         None, backend="gpu")
-    args = F._arguments(p, q, q, q.copy(), None, plan.config)
-    src = capture(F._build_kernel(plan, WORMHOLE, "deterministic", None), *args).source
+                         backend="gpu")
+    args = F.arguments(plan, q, q, q.copy(), None)
+    src = capture(F.build_kernel(plan, WORMHOLE), *args).source
     structure(src)
     assert "tl.exp2(" in src

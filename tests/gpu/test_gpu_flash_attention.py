@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import NP, TOL, rel_err
 
-from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention, reference
+from tilegrid.kernels.attention import AttentionConfig, flash_attention, reference
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
@@ -112,7 +112,7 @@ def test_interpreter_runs_generated_flash_attention():
     """TRITON_INTERPRET=1: the generated kernel runs on the CPU on a small shape."""
     code = """
 import numpy as np
-from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention, reference
+from tilegrid.kernels.attention import AttentionConfig, flash_attention, reference
 rng = np.random.default_rng(0)
 q, k, v = (rng.standard_normal((1, 2, 96, 32)).astype(np.float32) for _ in range(3))
 out = flash_attention(q, k, v, causal=True, config=AttentionConfig(grid=(1, 2)), backend="gpu")

@@ -6,6 +6,8 @@ seq_q != seq_kv, GQA / MQA, sliding windows, masks, fully masked rows, 1x1 .. 8x
 K/V multicast, bf16 and fp32; plus hypothesis-drawn shapes and options.
 """
 
+from collections import Counter
+
 import numpy as np
 import pytest
 from helpers import NP, TOL, rel_err
@@ -13,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tilegrid import TilegridError
-from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention, reference
+from tilegrid.kernels.attention import AttentionConfig, flash_attention, reference
+from tilegrid.sim.observer import Counts
 
 
 def qkv(rng, b, h, hk, sq, skv, d, dtype):
@@ -67,17 +70,75 @@ def test_matrix(b, h, hk, sq, skv, d, causal, grid, dtype, rng):
     check(rng, b, h, hk, sq, skv, d, dtype, causal=causal, grid=grid)
 
 
+class ChunkSteps:
+    """An observer counting the K/V chunk steps each core's compute thread actually ran: every step
+    is two matmuls (Q K^T and P V)."""
+
+    def __init__(self) -> None:
+        self.matmuls: Counter = Counter()
+
+    def on_op(self, core, thread, op, tiles, loc) -> None:
+        if op.name == "tile.matmul":
+            self.matmuls[core] += 1
+
+    def on_transfer(self, *a, **kw) -> None:
+        return None
+
+    def on_sync(self, *a) -> None:
+        pass
+
+    @property
+    def per_core(self) -> dict:
+        return {c: n // 2 for c, n in self.matmuls.items()}
+
+
+def visible_chunks(sq, skv, q_rows, kv_rows, causal=False, window=None) -> int:
+    """Chunk pairs with at least one allowed (query, key), from the float64 reference's own mask
+    (per head): the work a skipping kernel must do and may not skip."""
+    i = np.arange(sq)[:, None] + (skv - sq)
+    j = np.arange(skv)[None, :]
+    allowed = np.ones((sq, skv), bool)
+    if causal:
+        allowed &= j <= i
+    if window is not None:
+        if window[0] is not None:
+            allowed &= j >= i - window[0]
+        if window[1] is not None:
+            allowed &= j <= i + window[1]
+    blocks = allowed.reshape(sq // q_rows, q_rows, skv // kv_rows, kv_rows).any(axis=(1, 3))
+    return int(blocks.sum())
+
+
+def run_counted(rng, h, sq, skv, causal=False, window=None, grid=(2, 2), q_chunk=2, kv_chunk=2, balance=True):
+    q, k, v = qkv(rng, 1, h, h, sq, skv, 64, "f32")
+    steps = ChunkSteps()
+    cfg = AttentionConfig(grid=grid, q_chunk=q_chunk, kv_chunk=kv_chunk, balance=balance)
+    out = flash_attention(q, k, v, causal=causal, window=window, config=cfg, observer=steps)
+    assert rel_err(out, reference(q, k, v, causal=causal, window=window)[0]) < TOL["f32"]
+    return steps.per_core
+
+
 @pytest.mark.parametrize("window,causal", [((48, 16), False), ((40, None), True), ((None, 0), False), ((0, 0), False)])
-def test_sliding_window(window, causal, rng):
-    plan = check(rng, 1, 2, 2, 256, 256, 64, causal=causal, window=window, grid=(2, 2), q_chunk=2, kv_chunk=2)
-    full = 2 * (256 // 64) * (256 // 64)
-    assert plan.kv_steps < full, "chunks outside the window must be skipped"
+def test_sliding_window_skips_chunks_outside_the_band(window, causal, rng):
+    per_core = run_counted(rng, 2, 256, 256, causal=causal, window=window)
+    assert sum(per_core.values()) == 2 * visible_chunks(256, 256, 64, 64, causal, window)
+    assert sum(per_core.values()) < 2 * 4 * 4, "chunks outside the window must be skipped"
 
 
 def test_causal_skips_chunks_above_the_diagonal(rng):
-    plan = check(rng, 1, 1, 1, 512, 512, 64, causal=True, grid=(2, 2), q_chunk=2, kv_chunk=2)
+    per_core = run_counted(rng, 1, 512, 512, causal=True)
     n = 512 // 64
-    assert plan.kv_steps == n * (n + 1) // 2
+    assert sum(per_core.values()) == n * (n + 1) // 2 == visible_chunks(512, 512, 64, 64, causal=True)
+
+
+def test_causal_balance_pairs_early_and_late_chunks(rng):
+    """Causal work per core, as the cores ran it: pairing Q chunk i with chunk n-1-i gives every core
+    the same number of K/V steps; dealing chunks in order does not."""
+    balanced = run_counted(rng, 1, 512, 512, causal=True, grid=(1, 4), q_chunk=1, kv_chunk=1)
+    naive = run_counted(rng, 1, 512, 512, causal=True, grid=(1, 4), q_chunk=1, kv_chunk=1, balance=False)
+    assert sum(balanced.values()) == sum(naive.values()) == visible_chunks(512, 512, 32, 32, causal=True)
+    assert max(balanced.values()) - min(balanced.values()) == 0
+    assert max(naive.values()) - min(naive.values()) >= 4
 
 
 @pytest.mark.parametrize("kind", ["bool", "additive"])
@@ -97,10 +158,16 @@ def test_kv_multicast(seed, rng):
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_gqa_reads_each_kv_chunk_once_per_group(causal, rng):
-    packed = check(rng, 1, 4, 1, 128, 96, 64, causal=causal, grid=(2, 2), q_chunk=1, kv_chunk=1, gqa_pack=True)
-    per_head = check(rng, 1, 4, 1, 128, 96, 64, causal=causal, grid=(2, 2), q_chunk=1, kv_chunk=1, gqa_pack=False)
-    assert per_head.kv_steps == 4 * packed.kv_steps
-    assert "4 Q heads per work item" in packed.describe()
+    """K/V chunks read from DRAM, counted by an observer: packed, once per group; unpacked, once per head."""
+    reads = {}
+    for pack in (True, False):
+        q, k, v = qkv(rng, 1, 4, 1, 128, 96, 64, "bf16")
+        counts = Counts()
+        cfg = AttentionConfig(grid=(2, 2), q_chunk=1, kv_chunk=1, gqa_pack=pack)
+        out = flash_attention(q, k, v, causal=causal, config=cfg, observer=counts)
+        assert rel_err(out, reference(q, k, v, causal=causal)[0]) < TOL["bf16"]
+        reads[pack] = counts.bytes["dram_read"] - q.size * 2  # less Q, read once either way
+    assert reads[False] == 4 * reads[True]
 
 
 def test_kv_multicast_under_random_schedules(rng):
@@ -149,11 +216,6 @@ def test_fast_score_exp_costs_the_approximations_accuracy(rng):
         errs[fast] = rel_err(flash_attention(q, k, v, causal=True, config=cfg), ref)
     # exact exp: fp32 rounding only; the fast exp's +-3% per weight mostly cancels in softmax's ratio
     assert errs[False] < 1e-5 and 1e-3 < errs[True] < 4e-2, errs
-
-
-def test_causal_balance_pairs_early_and_late_chunks(rng):
-    plan = check(rng, 1, 1, 1, 512, 512, 32, causal=True, grid=(1, 4), q_chunk=1, kv_chunk=1)
-    assert "causal balance on" in plan.describe()
 
 
 def test_fp32_accumulators_beat_bf16_accumulators(rng):
@@ -245,11 +307,76 @@ def test_production_chunks_keep_the_causal_mask_in_l1():
     from ml_dtypes import bfloat16
 
     from tilegrid.device import BLACKHOLE_P100A
-    from tilegrid.kernels.flash_attention import choose_plan, make_problem
+    from tilegrid.kernels.attention import choose_plan, make_problem
 
     q = np.zeros((1, 32, 4096, 128), bfloat16)
     k = np.zeros((1, 8, 4096, 128), bfloat16)
     cfg = AttentionConfig(q_chunk=8, kv_chunk=8, grid=(8, 8), gqa_pack=False)
-    plan = choose_plan(make_problem(q, k, k, True, None, None, None), cfg, BLACKHOLE_P100A, "bf16", None)
+    plan = choose_plan(make_problem(q, k, k, True, None, None, None), cfg, BLACKHOLE_P100A, "bf16")
     assert plan.diagonals == (0,) and plan.item_slots == 2
     assert plan.l1.used <= plan.l1.budget
+
+
+# ---- score transforms, large chunks, planning fallbacks ---------------------------------------
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", ["bf16", "f32"])
+def test_softcap(causal, dtype, rng):
+    q, k, v = qkv(rng, 1, 2, 1, 96, 160, 64, dtype)
+    q = (np.asarray(q, np.float32) * 4).astype(q.dtype)  # large logits, so the cap bites
+    out, lse = flash_attention(q, k, v, causal=causal, softcap=5.0, return_lse=True,
+                               config=AttentionConfig(grid=(2, 2), q_chunk=1, kv_chunk=2))
+    ref, ref_lse = reference(q, k, v, causal=causal, softcap=5.0)
+    assert rel_err(out, ref) < TOL[dtype]
+    assert rel_err(out, reference(q, k, v, causal=causal)[0]) > 10 * TOL[dtype]  # the cap changed the result
+    live = np.isfinite(ref_lse)
+    assert np.allclose(lse[live], ref_lse[live], atol=5e-2 if dtype == "bf16" else 1e-4)
+
+
+@pytest.mark.parametrize("causal,gqa_pack", [(False, True), (True, True), (True, False)])
+def test_alibi(causal, gqa_pack, rng):
+    q, k, v = qkv(rng, 2, 4, 2, 128, 128, 64, "f32")
+    slopes = 2.0 ** (-8.0 * np.arange(1, 5) / 4)  # the ALiBi paper's geometric slopes, one per head
+    out = flash_attention(q, k, v, causal=causal, alibi_slopes=slopes,
+                          config=AttentionConfig(grid=(2, 2), q_chunk=1, kv_chunk=2, gqa_pack=gqa_pack))
+    assert rel_err(out, reference(q, k, v, causal=causal, alibi_slopes=slopes)[0]) < TOL["f32"]
+    per_batch = np.stack([slopes, slopes[::-1]])  # [batch, heads]
+    out = flash_attention(q, k, v, causal=causal, alibi_slopes=per_batch,
+                          config=AttentionConfig(grid=(2, 2), q_chunk=1, kv_chunk=2, gqa_pack=gqa_pack))
+    assert rel_err(out, reference(q, k, v, causal=causal, alibi_slopes=per_batch)[0]) < TOL["f32"]
+
+
+@pytest.mark.parametrize("kv_rows", [512, 128])
+@pytest.mark.parametrize("causal", [False, True])
+def test_tt_metal_chunks_fit_one_blackhole_core(kv_rows, causal, rng):
+    """tt-metal's largest SDPA chunks on Blackhole, 512 query rows with 512 or 128 key rows, head_dim
+    128, bf16, GQA unpacked: the kernel fits one p100a core's L1 (accumulators updated in place) and
+    is correct."""
+    from tilegrid.device import BLACKHOLE_P100A
+
+    q, k, v = qkv(rng, 1, 2, 1, 1024, 1024, 128, "bf16")
+    plans = []
+    cfg = AttentionConfig(grid=(1, 2), q_chunk=16, kv_chunk=kv_rows // 32, gqa_pack=False)
+    out = flash_attention(q, k, v, causal=causal, config=cfg, device=BLACKHOLE_P100A, plan_out=plans)
+    plan = plans[0]
+    assert (plan.config.q_chunk, plan.config.kv_chunk, plan.group) == (16, kv_rows // 32, 1)
+    assert plan.l1.used <= plan.l1.budget == BLACKHOLE_P100A.l1_bytes
+    assert rel_err(out, reference(q, k, v, causal=causal)[0]) < TOL["bf16"]
+
+
+def test_gqa_problem_from_the_fa2_matrix_that_did_not_fit(rng):
+    """From FlashAttention-2's test matrix: MQA with 9 query heads, head_dim 192, 108 x 256, fp32
+    (once an L1 overflow: nine heads stacked in one block)."""
+    q, k, v = qkv(rng, 1, 9, 1, 108, 256, 192, "f32")
+    assert rel_err(flash_attention(q, k, v), reference(q, k, v)[0]) < TOL["f32"]
+
+
+def test_gqa_packing_that_does_not_fit_unpacks(rng):
+    """32 query heads on one K/V head, head_dim 256, fp32: the 32 heads' Q chunks stacked in one
+    block (1 MiB) cannot fit L1 whatever the chunks; the planner unpacks them instead of failing."""
+    q, k, v = qkv(rng, 1, 32, 1, 32, 64, 256, "f32")
+    plans = []
+    out = flash_attention(q, k, v, plan_out=plans, config=AttentionConfig(grid=(2, 2)))
+    assert plans[0].group == 1 and "GQA packing does not fit L1" in plans[0].describe()
+    assert rel_err(out, reference(q, k, v)[0]) < TOL["f32"]

@@ -1,4 +1,4 @@
-"""tilegrid.kernels.matmul against float64: square and non-square, bf16 and fp32, with and without multicast."""
+"""tilegrid.kernels.gemm against float64: square and non-square, bf16 and fp32, with and without multicast."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ from helpers import assert_close, rand
 
 from tilegrid import TilegridError
 from tilegrid.device import WORMHOLE
-from tilegrid.kernels.matmul import matmul, plan_matmul
+from tilegrid.kernels.gemm import matmul, plan_matmul
 
 SHAPES = [(64, 64, 64, (2, 2)), (128, 96, 64, (4, 2)), (64, 256, 192, (2, 3)), (256, 64, 256, (8, 8)), (96, 32, 320, (3, 5))]
 

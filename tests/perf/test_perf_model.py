@@ -11,7 +11,7 @@ from ml_dtypes import bfloat16
 
 from tilegrid import perf
 from tilegrid.device import WORMHOLE_N150
-from tilegrid.kernels.matmul import matmul
+from tilegrid.kernels.gemm import matmul
 from tilegrid.numerics import fidelity_matmul, round_bfp8_b
 from tilegrid.perf.costs import CostContext, op_cost
 from tilegrid.perf.model import Calendar, PerfModel
@@ -136,7 +136,7 @@ def test_dram_read_below_dram_bandwidth():
 
 
 def test_timing_only_predicts_the_same_and_writes_trace(tmp_path):
-    from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention
+    from tilegrid.kernels.attention import AttentionConfig, flash_attention
 
     rng = np.random.default_rng(2)
     q, k, v = (rng.standard_normal((1, 2, 256, 64)).astype(bfloat16) for _ in range(3))
@@ -188,7 +188,7 @@ def test_bfp8_applies_to_outputs_too():
 
 def _fa(seq=512, heads=8, kv_heads=None, causal=False, **cfg):
     from tilegrid.device import WORMHOLE
-    from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention
+    from tilegrid.kernels.attention import AttentionConfig, flash_attention
 
     q = perf.placeholder((1, heads, seq, 64))
     kv = perf.placeholder((1, kv_heads or heads, seq, 64))
@@ -226,8 +226,7 @@ def test_cli_attention_perf_with_exp_modes(tmp_path, capsys):
 
 def test_autotune_inside_a_session_tunes_for_its_settings():
     from tilegrid.device import WORMHOLE
-    from tilegrid.kernels.autotune import autotune_attention
-    from tilegrid.kernels.flash_attention import AttentionConfig, flash_attention
+    from tilegrid.kernels.attention import AttentionConfig, autotune_attention, flash_attention
 
     q = perf.placeholder((1, 8, 1024, 128))
     picks = {}
@@ -239,3 +238,22 @@ def test_autotune_inside_a_session_tunes_for_its_settings():
                                      config=AttentionConfig())
         picks[fid] = (plans[0].config.q_chunk, plans[0].config.kv_chunk)
         assert picks[fid] == (want.q_chunk, want.kv_chunk)
+
+
+def test_sessions_nest_a_perf_session_inside_planning_inside_another():
+    """The autotuner runs its own perf sessions inside FlashAttention's planning, itself inside the
+    caller's session: the caller's session sees only its kernel's run, with the same numbers as
+    the same run alone, and the context is restored after every session."""
+    from tilegrid import context
+    from tilegrid.kernels.attention import AttentionConfig, flash_attention
+
+    q = perf.placeholder((1, 4, 512, 64))
+    plans: list = []
+    with perf.session("HiFi2", exp="approx", timing_only=True, trace=False) as outer:
+        flash_attention(q, q, q, causal=True, config=AttentionConfig(autotune=True, grid=(2, 2)), plan_out=plans)
+        assert context.current().perf is outer
+    assert context.current().perf is None and context.current().target is None
+    assert len(outer.results) == 1  # the tuner's candidate runs went to its own sessions
+    with perf.session("HiFi2", exp="approx", timing_only=True, trace=False) as alone:
+        flash_attention(q, q, q, causal=True, config=plans[0].config)
+    assert outer.last.cycles == alone.last.cycles and outer.last.flops == alone.last.flops

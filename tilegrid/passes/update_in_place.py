@@ -8,8 +8,9 @@ value of each iteration). Here a tile op writes its output into an input buffer 
   input of the output's type (no broadcast) that its body loads before it packs that output, or
   the `acc` of a `tile.matmul` / `tile.reduce` (read into DST before the subblock is packed) that
   the op reads in no other way;
-- the input dies at the op: it is a buffer made in the op's block (or the loop-carried value of
-  the loop whose body the op is in) and nothing after the op reads it;
+- the input dies at the op: it is a buffer made in the op's block (an alloc, or an `scf.if`
+  result over allocs only the `if` reads, or the loop-carried value of the loop whose body the
+  op is in) and nothing after the op reads it;
 - the output is a fresh buffer of the same type whose first user is the op.
 
 Then the output buffer is replaced by the input buffer. When a loop body so updates its carried
@@ -58,13 +59,32 @@ def candidates(op: Operation) -> list[tuple[SSAValue, SSAValue]]:
     return []
 
 
+def _owned_if_result(v: SSAValue, block: Block) -> bool:
+    """`v` is a result of an `scf.if` in `block` whose branches yield buffers (allocs) that nothing
+    but the `if` reads: the `if`'s result is the only handle on them (FlashAttention's masked S)."""
+    ifop = v.owner
+    if not (isinstance(ifop, scf.IfOp) and ifop.parent_block() is block and ifop.false_region.blocks):
+        return False
+    k, at = v.index, _index(ifop)
+    for region in (ifop.true_region, ifop.false_region):
+        y = region.block.last_op.operands[k]
+        if not isinstance(y.owner, C.AllocOp):
+            return False
+        for u in y.uses:  # written and read before the `if`, or inside it; never after it
+            anc = _ancestor_in(u.operation, block)
+            if anc is None or (anc is not ifop and _index(anc) > at):
+                return False
+    return True
+
+
 def dies_at(v: SSAValue, op: Operation) -> bool:
-    """`v` is a buffer of `op`'s block (or the block's loop-carried value) read by nothing after `op`."""
+    """`v` is a buffer of `op`'s block (an alloc, the result of an `if` over allocs, or the block's
+    loop-carried value) read by nothing after `op`."""
     block = op.parent_block()
     if isinstance(v, BlockArgument):
         if v.block is not block or not isinstance(block.parent_op(), scf.ForOp) or v.index == 0:
             return False
-    elif not (isinstance(v.owner, C.AllocOp) and v.owner.parent_block() is block):
+    elif not (isinstance(v.owner, C.AllocOp) and v.owner.parent_block() is block) and not _owned_if_result(v, block):
         return False
     at = _index(op)
     for use in v.uses:

@@ -1,6 +1,6 @@
 """Kernels in the tilegrid language that the published measurements describe (for the timing model).
 
-- `blocked_matmul`: `tilegrid.kernels.matmul` (tt-metal's 2-D multicast matmul structure) with
+- `blocked_matmul`: `tilegrid.kernels.gemm` (tt-metal's 2-D multicast matmul structure) with
   the output block and K step fixed, as the published GEMM runs fix them.
 - `dram_read` / `dram_copy`: every core streams its shard of a DRAM tensor through L1 (and back).
 """
@@ -14,13 +14,13 @@ from ml_dtypes import bfloat16
 
 from tilegrid.device import WORMHOLE, Device
 from tilegrid.errors import TilegridError
-from tilegrid.kernels.matmul import matmul
+from tilegrid.kernels.gemm import matmul
 from tilegrid.lang import Program, compute, fill, pykernel_gen
 
 
 def blocked_matmul(a: Any, b: Any, *, grid: tuple[int, int] = (8, 8), bm: int = 8, bn: int = 8, bk: int = 2,
                    acc_dtype: str = "bf16", mcast: bool = True, device: Device = WORMHOLE, out: Any = None) -> Any:
-    """C = A @ B with (bm, bn, bk)-tile blocks per core: `tilegrid.kernels.matmul` with the blocks fixed.
+    """C = A @ B with (bm, bn, bk)-tile blocks per core: `tilegrid.kernels.gemm` with the blocks fixed.
 
     acc_dtype "bf16" runs DST in 16-bit mode (8 tiles double-buffered), as tt-metal's BF16 GEMM
     runs; "f32" uses fp32 accumulation (4 tiles)."""

@@ -49,6 +49,11 @@ class Compiled:
 _cache: dict[Any, Compiled] = {}
 
 
+def clear_cache() -> None:
+    """Forget every compiled kernel (the next launch compiles anew: what a compile-time benchmark times)."""
+    _cache.clear()
+
+
 def as_array(t: Any) -> np.ndarray:
     """A NumPy view (or host copy) of a NumPy array or torch tensor; torch bf16 becomes ml_dtypes bf16."""
     if isinstance(t, np.ndarray):
