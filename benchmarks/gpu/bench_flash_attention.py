@@ -93,7 +93,8 @@ def run_row(d: int, n: int, causal: bool, source_dir: str | None) -> dict:
     out = torch.full_like(q, float("nan"))
     lse = torch.empty(b, h, n, 32, device="cuda")
     mask = torch.zeros(32, 32, device="cuda")
-    tensors = (q, k, v, mask, out, lse)
+    slopes = torch.zeros(32, 32, device="cuda")
+    tensors = (q, k, v, mask, slopes, lse, out)
     for plan, prog in tilegrid_programs(b, h, n, d, causal):
         for w, s in LAUNCH:
             try:
@@ -126,6 +127,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=None)
     ap.add_argument("--seqs", default=None, help="comma-separated sequence lengths")
+    ap.add_argument("--dims", default="64,128", help="comma-separated head dims")
     ap.add_argument("--source-dir", default=None, help="write each generated Triton source here")
     a = ap.parse_args()
     rows = []
@@ -133,7 +135,7 @@ def main() -> None:
     if a.seqs:
         seqs = [int(x) for x in a.seqs.split(",")]
     torch.manual_seed(0)
-    for d in (64, 128):
+    for d in [int(x) for x in a.dims.split(",")]:
         for n in seqs:
             for causal in (False, True):
                 row = run_row(d, n, causal, a.source_dir)

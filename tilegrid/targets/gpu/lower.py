@@ -576,6 +576,13 @@ class Lowering:
         if d.scalable and op.scale is not None:  # exp(x * s) as exp2(x * s * log2(e))
             s = self.get(op.scale)
             s2 = flit(float(s.const) * LOG2E) if s.const is not None else f"({self.f32(s)} * {LOG2E!r})"
+            sub = op.x.owner
+            if isinstance(sub, B.ElementwiseOp) and sub.OP.name == "sub" and all(
+                    isinstance(v.type, BlockType) for v in sub.operands):
+                # exp((a - b) * s): one FMA per element, a * s' - (b * s') (b is a row max: one column)
+                a, b = (self.f32(self.get(v)) for v in sub.operands)
+                out(f"tl.exp2({a} * {s2} - {b} * {s2})", shape)
+                return
             out(f"tl.exp2({text['x']} * {s2})", shape)
             return
         text.update({k: flit(v) if isinstance(v, float) else repr(v) for k, v in op.params().items()})
