@@ -154,6 +154,7 @@ def test_matmul_one_core_k_loop(dev):
     core = [[0, 0]]
     mt = kt = nt = 2
     prog = {
+        "engines": True,  # also ask wolfpine's per-unit counters for this program
         "tensors": {"a": {"shape": [64, 64], "dtype": "bf16", "data": a},
                     "b": {"shape": [64, 64], "dtype": "bf16", "data": b},
                     "c": {"shape": [64, 64], "dtype": "bf16", "output": True}},
@@ -180,6 +181,12 @@ def test_matmul_one_core_k_loop(dev):
     TIMINGS["matmul_max_abs_err"] = float(err.max())
     TIMINGS["matmul_max_abs_ref"] = float(np.abs(ref).max())
     assert np.all(err <= bound), f"max error {err.max()} (bound there {bound.flat[np.argmax(err - bound)]})"
+    # wolfpine's cost model charged the matrix unit for the 8 tile products (2 x 2 outputs x 2 K steps), and the
+    # wall-clock stamps of the five RISC-V threads bracket them.
+    units = res.reply["engines"]["cores"]["0,0"]
+    assert units["MATRIX"]["busy_cycles"] > 0 and units["PACKER"]["ops"] > 0 and units["UNPACKER"]["ops"] > 0
+    TIMINGS["matmul_engines"] = {u: units[u] for u in ("MATRIX", "PACKER", "UNPACKER") if u in units}
+    TIMINGS["matmul_cycles"] = {k: v["cycles"] for k, v in res.cycles["cores"][0].items() if isinstance(v, dict)}
 
 
 def test_semaphore_handshake_and_multicast(dev):

@@ -124,7 +124,7 @@ class DeviceSession:
         self.stderr_log.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         self._replies = queue.Queue()
-        self._proc = subprocess.Popen([str(self.env.python), "-u", str(HOST_PY)], stdin=subprocess.PIPE,
+        self._proc = subprocess.Popen([str(self.env.python), "-P", "-u", str(HOST_PY)], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(self._tmp),
                                       start_new_session=True, text=True, bufsize=1)
         threading.Thread(target=self._read_stdout, args=(self._proc, self._replies), daemon=True).start()
@@ -153,7 +153,7 @@ class DeviceSession:
             except DeviceError:
                 pass
             try:
-                self._proc.wait(timeout=30)
+                self._proc.wait(timeout=150)  # the simulator may be writing TT_SIM_PROFILE / TT_SIM_TRACE_* outputs
             except subprocess.TimeoutExpired:
                 pass
         self._kill()

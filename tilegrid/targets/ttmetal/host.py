@@ -169,7 +169,12 @@ def _sim_children() -> list[int]:
     return out
 
 
-def _kill_children_and_exit(code: int) -> None:
+def _kill_children_and_exit(code: int, grace: float = 0.0) -> None:
+    """Exit without leaving the simulator behind.  After a clean close_device tt-metal tells the simulator to shut
+    down; `grace` seconds let it finish (and write any TT_SIM_PROFILE / TT_SIM_TRACE_* outputs) before it is killed."""
+    deadline = time.monotonic() + grace
+    while grace and _sim_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
     for pid in _sim_children():
         try:
             os.kill(pid, signal.SIGKILL)
@@ -203,11 +208,15 @@ class Server:
                          "HiFi3": ttnn.MathFidelity.HiFi3, "HiFi4": ttnn.MathFidelity.HiFi4}
         self.kernel_cache = os.environ.get("TT_METAL_CACHE")
         self.profile = profile
+        self.probe_dir = os.environ.get("TILEGRID_SIMPROBE_DIR")
+        self._probe_seq = 0
+        self.probe_ok = self.probe_dir is not None and self._probe_snapshot(timeout=10.0) is not None
+        self.probe_err = None if self.probe_ok or not self.probe_dir else "the simulator probe did not answer"
         self.programs_run = 0
 
     def info(self) -> dict:
         return {"grid": list(self.grid), "import_s": round(self.import_s, 3), "open_s": round(self.open_s, 3),
-                "profile": self.profile,
+                "profile": self.profile, "sim_counters": self.probe_ok,
                 "pid": os.getpid(), "sim_pids": _sim_children(), "protocol": PROTOCOL_VERSION,
                 "ttnn": getattr(self.ttnn, "__version__", None), "programs_run": self.programs_run}
 
@@ -421,6 +430,8 @@ class Server:
         if len(io) < 2:  # generic_op wants at least one input and one output; an output-only program gets a dummy
             io = [tensors[order_out[0]], *io]
         # ---- run ----
+        want_engines = bool(req.get("engines")) and self.probe_ok
+        snap0 = self._probe_snapshot("on") if want_engines else None
         t0 = time.time()
         t_prog = time.perf_counter()
         try:
@@ -429,6 +440,7 @@ class Server:
         except Exception as e:  # noqa: BLE001 - classify whatever tt-metal threw
             raise _classify(e) from e
         program_s = time.perf_counter() - t_prog
+        snap1 = self._probe_snapshot("off") if want_engines else None
         built = self._newest_build_since(t0)
         build_s = min(max(built - t0, 0.0), program_s) if built else 0.0
         timing.update(program_s=program_s, build_s=build_s, run_s=program_s - build_s)
@@ -443,13 +455,58 @@ class Server:
             np.save(specs[n]["output"], arr)
             outputs[n] = specs[n]["output"]
         timing["download_s"] = time.perf_counter() - t_out
-        cycles = self._read_profile(prof, [self._cores_of(k["cores"]) for k in req["kernels"]])
+        kernel_cores = [self._cores_of(k["cores"]) for k in req["kernels"]]
+        cycles = self._read_profile(prof, kernel_cores)
+        engines = self._engine_counters(snap0, snap1, sorted({c for cs in kernel_cores for c in cs}))
         for t in [*tensors.values(), *([prof] if prof is not None else [])]:
             t.deallocate()
         timing["total_s"] = time.perf_counter() - t_start
         self.programs_run += 1
         return {"ok": True, "outputs": outputs, "timing": {k: round(v, 4) for k, v in timing.items()},
-                "built": bool(built), "cycles": cycles}
+                "built": bool(built), "cycles": cycles, "engines": engines}
+
+    def _probe_snapshot(self, switch: str = "", timeout: float = 5.0) -> dict | None:
+        """Ask the probe in the simulator (simprobe/sitecustomize.py) for its running counters; switch "on"/"off"
+        turns wolfpine's event bus on or off right after the snapshot."""
+        if not self.probe_dir:
+            return None
+        self._probe_seq += 1
+        seq = self._probe_seq
+        tmp = os.path.join(self.probe_dir, f".req-{seq}")
+        with open(tmp, "w") as f:
+            f.write(switch)
+        os.replace(tmp, os.path.join(self.probe_dir, f"req-{seq}"))
+        path = os.path.join(self.probe_dir, f"snap-{seq}.json")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if os.path.exists(path):
+                with open(path) as f:
+                    snap = json.load(f)["counters"]
+                os.unlink(path)
+                return snap
+            time.sleep(0.003)
+        return None
+
+    def _engine_counters(self, before: dict | None, after: dict | None, cores: list[tuple[int, int]]) -> dict | None:
+        """Per core and wolfpine unit: what the simulator's cost model charged during this program (the difference of
+        two probe snapshots).  Keys of "cores": logical "x,y" for the program's cores (mapped through tt-metal's
+        logical -> NoC coordinates); other tiles (DRAM, other workers) keep the probe's tile name."""
+        if before is None or after is None:
+            return None
+        to_logical = {}
+        for x, y in cores:
+            c = self.device.worker_core_from_logical_core(self.ttnn.CoreCoord(x, y))
+            to_logical[f"noc0:{int(c.x)}:{int(c.y)}"] = f"{x},{y}"
+        out: dict[str, dict] = {}
+        for k, v in after.items():
+            d = v - before.get(k, 0)
+            if not d:
+                continue
+            tile, unit, name = k.split(",", 2)
+            core = to_logical.get(tile, tile)
+            out.setdefault(core, {}).setdefault(unit, {})[name] = d
+        return {"unit": "wolfpine model cycles / counts per tile and unit (TT_SIM_COST_MODEL=1 for busy/stall cycles)",
+                "cores": out}
 
     def _newest_build_since(self, t0: float) -> float | None:
         """The mtime of the newest kernel binary tt-metal's JIT wrote since t0 (None: everything came from cache)."""
@@ -532,6 +589,13 @@ def main() -> int:
         proto.flush()
 
     profile = os.environ.get("TILEGRID_TTMETAL_PROFILE", "1") != "0"
+    if os.environ.get("TILEGRID_TTMETAL_SIMPROBE", "1") != "0":
+        # The simulator (started by UMD when the device opens) inherits this environment and imports our probe.
+        import tempfile
+
+        os.environ["TILEGRID_SIMPROBE_DIR"] = tempfile.mkdtemp(prefix="tilegrid-simprobe-")
+        probe_code = os.path.join(os.path.dirname(os.path.abspath(__file__)), "simprobe")
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (probe_code, os.environ.get("PYTHONPATH")) if p)
     mark = tap.mark()
     try:
         server = Server(tap, profile=profile)
@@ -561,7 +625,8 @@ def main() -> int:
                 server.close()
             finally:
                 reply({"id": rid, "ok": True, "closed": True})
-            _kill_children_and_exit(0)
+            writes_reports = any(k == "TT_SIM_PROFILE" or k.startswith("TT_SIM_TRACE") for k in os.environ)
+            _kill_children_and_exit(0, grace=120.0 if writes_reports else 5.0)
         elif op == "run":
             _serve_run(server, tap, req, reply)
         else:
@@ -570,7 +635,7 @@ def main() -> int:
     try:
         server.close()
     finally:
-        _kill_children_and_exit(0)
+        _kill_children_and_exit(0, grace=5.0)
     return 0
 
 
