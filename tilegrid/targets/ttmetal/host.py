@@ -626,7 +626,7 @@ def main() -> int:
             finally:
                 reply({"id": rid, "ok": True, "closed": True})
             writes_reports = any(k == "TT_SIM_PROFILE" or k.startswith("TT_SIM_TRACE") for k in os.environ)
-            _kill_children_and_exit(0, grace=120.0 if writes_reports else 5.0)
+            _kill_children_and_exit(0, grace=120.0 if writes_reports else 0.0)
         elif op == "run":
             _serve_run(server, tap, req, reply)
         else:
