@@ -153,7 +153,7 @@ def test_matmul_one_core_k_loop(dev, fp32_acc):
     rng = np.random.default_rng(3)
     a = bf16(rng.standard_normal((64, 64)))
     b = bf16(rng.standard_normal((64, 64)))
-    core = [[0, 0]]
+    core = [0, 0]
     mt = kt = nt = 2
     prog = {
         "engines": not fp32_acc,  # also ask wolfpine's per-unit counters for this program

@@ -222,45 +222,41 @@ class Server:
 
     # ----------------------------------------------------------------------------------------- request parsing
 
-    def _core_range_set(self, spec) -> object:
-        """[x, y] (one core), [[x0, y0], [x1, y1]] (an inclusive rectangle) or a list of those."""
-        ttnn = self.ttnn
+    def _rects(self, spec) -> list[tuple[int, int, int, int]]:
+        """A core set, by nesting depth: [x, y] (one core), [[x0, y0], [x1, y1]] (one inclusive rectangle), or
+        [[[x0, y0], [x1, y1]], ...] (a list of rectangles).  Logical worker coordinates, x = column."""
 
-        def one(r):
-            if len(r) == 2 and all(isinstance(v, int) for v in r):
-                (x0, y0), (x1, y1) = r, r
-            elif len(r) == 2 and all(isinstance(v, (list, tuple)) and len(v) == 2 for v in r):
-                (x0, y0), (x1, y1) = r
-            else:
-                raise RequestError("invalid_request", f"bad core range {r!r}: want [x, y] or [[x0, y0], [x1, y1]]")
-            gx, gy = self.grid
-            if not (0 <= x0 <= x1 < gx and 0 <= y0 <= y1 < gy):
-                raise RequestError("invalid_request", f"core range {r!r} is outside the {gx}x{gy} worker grid")
-            return ttnn.CoreRange(ttnn.CoreCoord(x0, y0), ttnn.CoreCoord(x1, y1))
+        def is_pair(v) -> bool:
+            return isinstance(v, (list, tuple)) and len(v) == 2 and all(type(w) is int for w in v)
 
-        if spec and isinstance(spec[0], int):
-            spec = [spec]
-        elif spec and len(spec) == 2 and all(isinstance(v, (list, tuple)) and len(v) == 2 and
-                                             all(isinstance(w, int) for w in v) for v in spec):
-            # ambiguous [[x0,y0],[x1,y1]]: a rectangle, not two single cores
-            spec = [spec]
-        return ttnn.CoreRangeSet([one(r) for r in spec])
-
-    @staticmethod
-    def _cores_of(spec) -> list[tuple[int, int]]:
-        if spec and isinstance(spec[0], int):
-            spec = [spec]
-        elif spec and len(spec) == 2 and all(isinstance(v, (list, tuple)) and len(v) == 2 and
-                                             all(isinstance(w, int) for w in v) for v in spec):
-            spec = [spec]
+        if is_pair(spec):
+            rects = [(spec, spec)]
+        elif isinstance(spec, (list, tuple)) and len(spec) == 2 and all(is_pair(v) for v in spec):
+            rects = [tuple(spec)]
+        elif isinstance(spec, (list, tuple)) and spec and all(
+                isinstance(r, (list, tuple)) and len(r) == 2 and all(is_pair(v) for v in r) for r in spec):
+            rects = [tuple(r) for r in spec]
+        else:
+            raise RequestError("invalid_request", f"bad core set {spec!r}: want [x, y], [[x0, y0], [x1, y1]] or a "
+                                                  "list of [[x0, y0], [x1, y1]] rectangles (single cores as "
+                                                  "[[x, y], [x, y]])")
+        gx, gy = self.grid
         out = []
-        for r in spec:
-            if len(r) == 2 and all(isinstance(v, int) for v in r):
-                out.append((r[0], r[1]))
-            else:
-                (x0, y0), (x1, y1) = r
-                out += [(x, y) for y in range(y0, y1 + 1) for x in range(x0, x1 + 1)]
+        for (x0, y0), (x1, y1) in rects:
+            if not (0 <= x0 <= x1 < gx and 0 <= y0 <= y1 < gy):
+                raise RequestError("invalid_request", f"core range {[[x0, y0], [x1, y1]]} is outside the {gx}x{gy} "
+                                                      "worker grid (or not start <= end)")
+            out.append((x0, y0, x1, y1))
         return out
+
+    def _core_range_set(self, spec) -> object:
+        ttnn = self.ttnn
+        return ttnn.CoreRangeSet([ttnn.CoreRange(ttnn.CoreCoord(x0, y0), ttnn.CoreCoord(x1, y1))
+                                  for x0, y0, x1, y1 in self._rects(spec)])
+
+    def _cores_of(self, spec) -> list[tuple[int, int]]:
+        return sorted({(x, y) for x0, y0, x1, y1 in self._rects(spec)
+                       for y in range(y0, y1 + 1) for x in range(x0, x1 + 1)})
 
     def _values(self, items, tensors: dict, where: str) -> list[int]:
         """Resolve an argument list: ints, {"addr": t}, {"accessor": t} (TensorAccessorArgs compile-time args, a list),
@@ -317,7 +313,8 @@ class Server:
         total_size, page_size, format, cores}], semaphores [{initial_value, cores, id?}], kernels [{kind: reader|
         writer|compute|dataflow, source, cores, compile_args, runtime_args: [{core, args}], common_runtime_args,
         defines {name: value}, and for compute: math_fidelity, fp32_dest_acc_en, dst_full_sync_en,
-        math_approx_mode; for dataflow: processor 0|1, noc 0|1}]."""
+        math_approx_mode; for dataflow: processor 0|1, noc 0|1}], engines (bool), timeout_s.  Core sets: see
+        _rects; argument values: see _values.  docs/ttmetal_setup.md has the whole schema and the reply."""
         np, ttnn = self.np, self.ttnn
         t_start = time.perf_counter()
         timing: dict[str, float] = {}
