@@ -122,6 +122,9 @@ class DeviceSession:
         env["TILEGRID_TTMETAL_PROFILE"] = "1" if self.profile else "0"
         env.pop("PYTHONPATH", None)  # the ttnn venv must not see tilegrid's site-packages
         self.stderr_log.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            if self.stderr_log.stat().st_size > 20_000_000:  # keep the log of the last sessions, not of all
+                self.stderr_log.replace(self.stderr_log.with_suffix(".old.log"))
         t0 = time.perf_counter()
         self._replies = queue.Queue()
         self._proc = subprocess.Popen([str(self.env.python), "-P", "-u", str(HOST_PY)], stdin=subprocess.PIPE,
