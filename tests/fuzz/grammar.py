@@ -131,13 +131,15 @@ class Var(Expr):
 
 
 class Num(Expr):
-    def __init__(self, v: int | float) -> None:
-        self.v = v
+    """A number, written as a literal or as `name`, a constant of the kernel function."""
+
+    def __init__(self, v: int | float, name: str | None = None) -> None:
+        self.v, self.name = v, name
         self.t = "int" if isinstance(v, int) else "float"
         self.exact, self.nonneg = True, v >= 0
 
     def src(self) -> str:
-        return repr(self.v)
+        return self.name or repr(self.v)
 
 
 class CoreIdx(Expr):
@@ -400,6 +402,34 @@ class AsType(Expr):
         return f"{self.a.src()}.astype({self.like + '.dtype' if self.like else repr(self.dtype)})"
 
 
+@dataclass
+class Helper:
+    """A plain function of the module, inlined where a thread calls it: `def h0(p, q): r = ...; return ...`."""
+
+    name: str
+    params: list[str]
+    types: list[BT]
+    body: list[tuple[str, Expr]]  # assignments, then the returned expression under the name ""
+    t: BT
+
+    def emit(self, out: Emitter) -> None:
+        out.line(0, f"def {self.name}({', '.join(self.params)}):", None)
+        for name, e in self.body:
+            out.line(1, f"return {e.src()}" if name == "" else f"{name} = {e.src()}", None)
+
+
+class Call(Expr):
+    def __init__(self, helper: Helper, args: list[Expr]) -> None:
+        self.helper, self.args = helper, args
+        self.t = helper.t
+
+    def kids(self) -> tuple[Expr, ...]:
+        return tuple(self.args)
+
+    def src(self) -> str:
+        return f"{self.helper.name}({', '.join(a.src() for a in self.args)})"
+
+
 def alias_root(e: Expr) -> Var | None:
     """The variable `e` is the very same block as (`x`, or `x.astype(x.dtype)`), if any."""
     while isinstance(e, AsType) and e.dtype == e.a.t.dtype:
@@ -433,6 +463,20 @@ class Assign(Stmt):
 
     def assigned(self) -> list[str]:
         return [self.name]
+
+
+@dataclass
+class TupleAssign(Stmt):
+    """`a, b = e1, e2` (all right-hand sides evaluated before any name is bound)."""
+
+    names: list[str]
+    exprs: list[Expr]
+
+    def emit(self, out: Emitter, ind: int) -> None:
+        out.line(ind, f"{', '.join(self.names)} = {', '.join(e.src() for e in self.exprs)}", self)
+
+    def assigned(self) -> list[str]:
+        return list(self.names)
 
 
 @dataclass
@@ -472,12 +516,21 @@ class For(Stmt):
     body: list[Stmt]
     carried: list[tuple[str, Any]] = field(default_factory=list)  # (name, type at loop entry)
     style: int = 0
+    step: int = 1
+    n_name: str | None = None  # the trip count is this constant of the kernel function
+
+    @property
+    def values(self) -> range:
+        return range(self.start, self.start + self.n * self.step, self.step)
 
     def emit(self, out: Emitter, ind: int) -> None:
-        if self.start == 0 and self.style == 0:
-            rng = f"range({self.n})"
+        n = self.n_name or str(self.n)
+        if self.step != 1:
+            rng = f"range({self.start}, {self.start + self.n * self.step}, {self.step})"
+        elif self.start == 0 and self.style == 0:
+            rng = f"range({n})"
         elif self.style == 2:
-            rng = f"range({self.start}, {self.start + self.n}, 1)"
+            rng = f"range({self.start}, {self.start} + {n}, 1)"
         else:
             rng = f"range({self.start}, {self.start + self.n})"
         out.line(ind, f"for {self.var} in {rng}:", self)
@@ -657,6 +710,9 @@ class Program:
     source: str = ""
     expect_line: int | None = None
     bugs: frozenset[str] = frozenset()
+    options: dict[str, Any] = field(default_factory=dict)  # more pykernel_gen arguments (the DST mode)
+    helpers: list[Helper] = field(default_factory=list)
+    consts: dict[str, int | float] = field(default_factory=dict)  # constants of the kernel function
 
     @property
     def inputs(self) -> list[Arg]:
@@ -675,9 +731,16 @@ class Program:
         o.line(0, f"from tilegrid import {', '.join(EXPORTS)}  # noqa: F401", None)
         o.line(0, "", None)
         o.line(0, "", None)
-        o.line(0, f"@pykernel_gen(grid={self.grid}, block_factors=[{bfs}])", None)
+        for h in self.helpers:
+            h.emit(o)
+            o.line(0, "", None)
+            o.line(0, "", None)
+        opts = "".join(f", {k}={v!r}" for k, v in self.options.items())
+        o.line(0, f"@pykernel_gen(grid={self.grid}, block_factors=[{bfs}]{opts})", None)
         decorator = len(o.lines)
         o.line(0, f"def kern({', '.join(names)}):", None)
+        for k, v in self.consts.items():
+            o.line(1, f"{k} = {v!r}", None)
         explicit = [a for a in self.args if a.mode != "implicit"]
         for a in explicit:
             o.line(1, f"{a.name}_s = Stream({a.name})", None)
@@ -771,6 +834,7 @@ class Gen:
         self.scopes: list[list[int]] = []  # slots popped in each open Python block
         self.acc_updates: dict[int, list[str]] = {}
         self.in_if = False
+        self.in_helper = False
 
     # ---- drawing ----------------------------------------------------------------------------
 
@@ -852,9 +916,61 @@ class Gen:
         args.append(self.arg("out", self.out_level, output=True))
         self.args = args
         self.scopes.append([])
+        self.consts: dict[str, int | float] = {}
+        self.helpers: list[Helper] = []
         body = self.level(0)
         self.site(body)
-        return Program(self.grid, args, body, bugs=self.bugs)
+        options = {}
+        if self.coin(20):
+            options["fp32_acc"] = False
+        if self.coin(20):
+            options["dst_double_buffer"] = False
+        return Program(self.grid, args, body, bugs=self.bugs, options=options, consts=self.consts,
+                       helpers=self.helpers)
+
+    def helper(self, shape: tuple[int, int]) -> Helper:
+        """A module-level helper returning a `shape` block (an existing one, or a new one)."""
+        known = [h for h in self.helpers if h.t.shape == shape]
+        if known and self.coin(50):
+            return self.pick(known)
+        name = f"h{len(self.helpers)}"
+        r, c = shape
+        types = [BT(self.weighted([(3, shape), (1, (r, 1)), (1, (1, c))]), self.pick([BF16, F32]))
+                 for _ in range(self.integer(1, 2))]
+        params = [f"p{k}" for k in range(len(types))]
+        saved, saved_uses = self.env, None
+        self.env = {p: Sym(t, ssa=next(self.ids)) for p, t in zip(params, types)}
+        self.in_helper = True
+        body: list[tuple[str, Expr]] = []
+        try:
+            if self.coin(50):
+                e = self.expr(self.pick_shape_in(shape), self.integer(1, 2))
+                body.append(("q", e))
+                self.env["q"] = Sym(e.t, ssa=next(self.ids))
+            ret = self.reach(self.expr(shape, self.integer(1, 2)), shape, everything=True)
+            if alias_root(ret) is not None:
+                ret = Bin("+", ret, Num(0.0))
+            body.append(("", ret))
+        finally:
+            self.env, self.in_helper = saved, False
+        del saved_uses
+        h = Helper(name, params, types, body, ret.t)
+        self.helpers.append(h)
+        return h
+
+    def pick_shape_in(self, shape: tuple[int, int]) -> tuple[int, int]:
+        return self.pick([shape, shape, (shape[0], 1), (1, shape[1])])
+
+    def const(self, v: int | float) -> Num:
+        """`v`, sometimes as a constant of the kernel function."""
+        if not self.coin(15):
+            return Num(v)
+        for k, w in self.consts.items():
+            if w == v and type(w) is type(v):
+                return Num(v, k)
+        name = f"K{len(self.consts)}"
+        self.consts[name] = v
+        return Num(v, name)
 
     def arg(self, name: str, level: int, output: bool) -> Arg:
         count = 1
@@ -944,6 +1060,13 @@ class Gen:
         return self.weighted([(12, shape), (2, (shape[0], 1)), (2, (1, shape[1])), (1, (1, 1))])
 
     def assign(self, stmts: list[Stmt]) -> None:
+        if self.coin(15):  # two names at once
+            names = [self.fresh("t"), self.fresh("t")]
+            exprs = [self.expr(self.pick_shape(), self.integer(1, 2)) for _ in names]
+            stmts.append(TupleAssign(names, exprs))
+            for n, e in zip(names, exprs):
+                self.bind(n, e).must = True
+            return
         name = self.fresh("t")
         e = self.expr(self.pick_shape(), self.integer(1, 3))
         stmts.append(Assign(name, e))
@@ -994,7 +1117,9 @@ class Gen:
             if s.t == "reserved":
                 continue
             carried.append((name, s.t))
-        stmts.append(For(var, start, n, body, carried, self.integer(0, 2)))
+        step = self.weighted([(6, 1), (1, 2)])
+        n_name = self.const(n).name if step == 1 else None
+        stmts.append(For(var, start, n, body, carried, self.integer(0, 2), step, n_name))
         # after the loop: carried names hold the loop's results; the rest of the body's names are gone
         new_env = {}
         for name, s in before.items():
@@ -1026,6 +1151,10 @@ class Gen:
         shape = s.t.shape
         r, c = shape
         forms = [(4, "add"), (1, "sub"), (2, "aug"), (1, "decay"), (2, "max"), (1, "where"), (1, "if")]
+        partners = [n for n in self.blocks(shape) if n != name and n in self.loops[-1][1] and self.env[n].slot is None
+                    and self.env[n].t == s.t] if self.loops else []
+        if partners:
+            forms.append((2, "swap"))
         if r > 1 and c > 1:
             forms.append((4, "mm"))
         if c == 1 or r == 1:
@@ -1065,6 +1194,18 @@ class Gen:
                 e = Reduce(self.pick(["colmax", "colsum"]), self.expr((k, c), d), acc)
         elif form == "alias":
             e = self.var(self.pick(pops))
+        elif form == "swap":  # two carried blocks exchange roles: `a, b = b + e, a`
+            other = self.pick(partners)
+            first = Bin("+", self.var(other), self.expr(shape, d))
+            second = Bin("*", acc, Num(1.0)) if self.coin(30) else acc
+            stmts.append(TupleAssign([name, other], [first, second]))
+            self.bind(name, first).must = s.must
+            if alias_root(second) is not None:
+                self.env[other] = Sym(second.t, ssa=acc.ssa, root=acc.root, tr_of=acc.trsrc, must=True,
+                                      frame=self.frames[-1] if self.frames else None)
+            else:
+                self.bind(other, second).must = True
+            return
         else:  # an if: start over on the first iteration
             var, _, start = self.loops[-1]
             cond = Cond("==", self.var(var), Num(start))
@@ -1164,11 +1305,11 @@ class Gen:
         if out.mode == "implicit" and self.coin(15):
             stmts.append(OutPop())
 
-    def reach(self, e: Expr, target: tuple[int, int]) -> Expr:
+    def reach(self, e: Expr, target: tuple[int, int], everything: bool = False) -> Expr:
         """`e` combined with every accumulator and popped block in scope that it does not read yet."""
         used = e.names()
         for n, s in list(self.env.items()):
-            if s.must and not s.avoid and n not in used and isinstance(s.t, BT) and s.uses == 0:
+            if (s.must or everything) and not s.avoid and n not in used and isinstance(s.t, BT) and s.uses == 0:
                 term = self.connect(n, target)
                 if term is not None:
                     e = Bin(self.pick(["+", "-"]), e, term)
@@ -1208,10 +1349,15 @@ class Gen:
             kinds += [(3, "reduce"), (1, "tr")]
         if "vector_matmul" not in self.bugs:
             kinds += [(1, "vecmm")]
+        if not self.in_helper:
+            kinds += [(1, "call")]
         kind = self.weighted(kinds)
         d = depth - 1
         if kind == "leaf":
             return self.leaf(shape)
+        if kind == "call":
+            h = self.helper(shape)
+            return Call(h, [self.expr(t.shape, d - 1) for t in h.types])
         if kind == "bin":
             a, b = self.expr(shape, d), self.expr(shape, d)
             op = self.pick(["+", "-", "*"])
@@ -1225,7 +1371,7 @@ class Gen:
             x = self.expr(shape, d)
             if op == "/":
                 return Bin("/", x, Num(self.pick([2.0, -4.0, 0.5, 3.0])))
-            n = Num(self.pick(FLOATS + INTS))
+            n = self.const(self.pick(FLOATS + INTS))
             return Bin(op, x, n) if self.coin(50) else Bin(op, n, x)
         if kind == "runtime":
             op = self.pick(["+", "-", "*"])

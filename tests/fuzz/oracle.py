@@ -19,7 +19,7 @@ Two modes:
 Tolerance rule (`check`): with base = 1e-2 if any value of the program is bf16 (an input, the
 output, a fill / astype format) else 1e-5 (DESIGN.md's criteria for bf16 / fp32 data), and
 sens = ||pess - ref|| / ||ref|| (how much rounding every intermediate can move this program's
-result), the output passes iff it has no NaN and ||out - ref|| <= max(base, 4 * sens) * ||ref||.
+result; infinite when ref is exactly zero but pess is not), the output passes iff it has no NaN and ||out - ref|| <= max(base, 4 * sens) * ||ref||.
 A program with sens > 5% (a result dominated by rounding: cancellation, a near-singular divisor)
 says nothing at 1% and is rejected as an example, as are programs that leave the safe domain
 (`Unsafe`: exp of more than 12, a divisor / recip / log argument within 0.05 of zero, a sqrt
@@ -41,6 +41,7 @@ from fuzz.grammar import (
     Assign,
     AsType,
     Bin,
+    Call,
     Cmp,
     Cond,
     CoreIdx,
@@ -62,6 +63,7 @@ from fuzz.grammar import (
     Stmt,
     StoreInto,
     Transpose,
+    TupleAssign,
     Unary,
     Var,
     Where,
@@ -128,6 +130,10 @@ class Interpreter:
         if isinstance(s, Assign):
             self.env[s.name] = self.ev(s.expr)
             self.types[s.name] = s.expr.t
+        elif isinstance(s, TupleAssign):
+            values = [self.ev(e) for e in s.exprs]
+            for name, e, v in zip(s.names, s.exprs, values):
+                self.env[name], self.types[name] = v, e.t
         elif isinstance(s, Pop | With):
             a = self.prog.args[s.cb]
             self.env[s.name] = np.array(self.queues[s.cb].popleft())
@@ -135,7 +141,7 @@ class Interpreter:
             if isinstance(s, With):
                 self.exec(s.body)
         elif isinstance(s, For):
-            for v in range(s.start, s.start + s.n):
+            for v in s.values:
                 self.env[s.var] = v
                 self.exec(s.body)
                 for name, t in s.carried:  # a changed data format is converted back
@@ -235,6 +241,17 @@ class Interpreter:
             r, c = e.shape
             idx = np.arange(r)[:, None] + np.zeros((1, c)) if e.which == "row_index" else np.arange(c)[None, :] + np.zeros((r, 1))
             return self.result(e, idx)
+        if isinstance(e, Call):  # the helper's body, its parameters bound to the arguments
+            args = [self.ev(a) for a in e.args]
+            saved = self.env
+            self.env = dict(zip(e.helper.params, args))
+            try:
+                for name, x in e.helper.body:
+                    v = self.ev(x)
+                    self.env[name] = v
+            finally:
+                self.env = saved
+            return v
         if isinstance(e, AsType):
             v = self.ev(e.a)
             if e.dtype == BF16 and e.a.t.dtype == F32:  # a narrowing conversion is packed (rounded)
@@ -276,8 +293,11 @@ def uses_bf16(prog: Program) -> bool:
 def tolerance(prog: Program, ref: np.ndarray, pess: np.ndarray) -> tuple[float, float]:
     """(allowed relative error, sensitivity) for this program; see the module docstring."""
     base = 1e-2 if uses_bf16(prog) else 1e-5
-    norm = np.linalg.norm(ref)
-    sens = float(np.linalg.norm(pess - ref) / norm) if norm > 0 else 0.0
+    norm, dev = np.linalg.norm(ref), np.linalg.norm(pess - ref)
+    if norm == 0:  # exact cancellation: any rounding is infinitely large relative to it
+        sens = 0.0 if dev == 0 else float("inf")
+    else:
+        sens = float(dev / norm)
     return max(base, 4 * sens), sens
 
 

@@ -3,7 +3,8 @@ same program (tests/fuzz/oracle.py, whose docstring states the tolerance rule).
 
 - Valid programs must compile, run and match the interpretation — under the deterministic
   schedule and, for about half of them, also under `schedule="random"` with a drawn seed (a fused
-  op reading a CB slot after its release shows there).
+  op reading a CB slot after its release shows there); half are compiled with
+  TILEGRID_SUBBLOCK_LOOPS=1 (the simulator then loops over DST subblocks).
 - Invalid programs (one mutation of a valid one, grammar.MUTATIONS) must end in a TilegridError
   whose rendered text points at the user's file (and at the mutated line where the mistake has one
   line), with no compiler-internal file, traceback, Python repr or "internal compiler error".
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import os
 import traceback
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -49,9 +51,9 @@ seeds = st.integers(0, 2**32 - 1)
 schedules = st.one_of(st.none(), st.integers(0, 2**16))
 
 
-def run_valid(prog: Program, seed: int, schedule_seed: int | None) -> None:
+def run_valid(prog: Program, seed: int, schedule_seed: int | None, subblock_loops: bool = False) -> None:
     note(f"--- program ---\n{prog.source}")
-    note(f"input seed {seed}; random schedule seed {schedule_seed}")
+    note(f"input seed {seed}; random schedule seed {schedule_seed}; TILEGRID_SUBBLOCK_LOOPS={int(subblock_loops)}")
     inputs, out = make_inputs(prog, seed)
     try:
         ref = interpret(prog, inputs, "ref")
@@ -65,7 +67,7 @@ def run_valid(prog: Program, seed: int, schedule_seed: int | None) -> None:
     runs = [("deterministic", {})]
     if schedule_seed is not None:
         runs.append((f"random (seed={schedule_seed})", {"schedule": "random", "seed": schedule_seed}))
-    with Loaded(prog.source) as k:
+    with Loaded(prog.source) as k, subblocks(subblock_loops):
         for what, options in runs:
             out = np.full(out.shape, np.nan, dtype=NP[prog.out.dtype])
             try:
@@ -74,6 +76,21 @@ def run_valid(prog: Program, seed: int, schedule_seed: int | None) -> None:
                 pytest.fail(f"a valid program was rejected ({what} schedule):\n{e.render()}")
             why = check(prog, out, ref, pess)
             assert why is None, f"wrong answer ({what} schedule): {why}"
+
+
+@contextmanager
+def subblocks(on: bool):
+    """TILEGRID_SUBBLOCK_LOOPS=1 while compiling: the simulator loops over DST subblocks (same results)."""
+    old = os.environ.get("TILEGRID_SUBBLOCK_LOOPS")
+    if on:
+        os.environ["TILEGRID_SUBBLOCK_LOOPS"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TILEGRID_SUBBLOCK_LOOPS", None)
+        else:
+            os.environ["TILEGRID_SUBBLOCK_LOOPS"] = old
 
 
 def run_invalid(prog: Program, seed: int) -> None:
@@ -91,9 +108,9 @@ def run_invalid(prog: Program, seed: int) -> None:
 
 
 @CI
-@given(programs(), seeds, schedules)
-def test_valid_programs_match_float64(prog, seed, schedule_seed):
-    run_valid(prog, seed, schedule_seed)
+@given(programs(), seeds, schedules, st.booleans())
+def test_valid_programs_match_float64(prog, seed, schedule_seed, subblock_loops):
+    run_valid(prog, seed, schedule_seed, subblock_loops)
 
 
 @CI_BAD
@@ -104,9 +121,9 @@ def test_invalid_programs_end_in_a_clean_error(prog, seed):
 
 @pytest.mark.slow
 @SLOW
-@given(programs(), seeds, schedules)
-def test_valid_programs_match_float64_large(prog, seed, schedule_seed):
-    run_valid(prog, seed, schedule_seed)
+@given(programs(), seeds, schedules, st.booleans())
+def test_valid_programs_match_float64_large(prog, seed, schedule_seed, subblock_loops):
+    run_valid(prog, seed, schedule_seed, subblock_loops)
 
 
 @pytest.mark.slow
