@@ -23,7 +23,10 @@ What a program can contain:
   `@`, `.transpose()`, row / column reductions (method, `dim=` / `axis=`, `.max(dim=)` and
   free-function forms with an accumulator), the unary ops on safe domains, `maximum`,
   `minimum`, `where` on exact comparisons, `fill`, `row_index` / `col_index`, `astype`;
-- `if` on run-time integer conditions reassigning blocks, with the branch types joined.
+- `if` on run-time integer conditions reassigning blocks, with the branch types joined;
+- `a, b = e1, e2` (also swapping two carried blocks), `range(start, stop, step)`, constants of
+  the kernel function (loop bounds, scalars), module-level helper functions (inlined), and the
+  DST modes (`fp32_acc=False`, `dst_double_buffer=False`: other capacities, other fusion).
 
 `invalid_programs()` applies one mutation from `MUTATIONS` to a valid program: a mistake the
 language must reject with a TilegridError naming the user's line (see test_random_programs.py).
@@ -661,6 +664,9 @@ class Arg:
     output: bool = False
     style: int = 0  # which spelling an explicit reader / writer uses
     bad_index: bool = False  # mutation: a constant stream index out of range
+    bad_runtime_index: bool = False  # mutation: a run-time stream index out of range
+    count_delta: int = 0  # mutation: the reader / writer moves this many blocks more
+    bad_params: bool = False  # mutation: the reader / writer declares one CB parameter too few
 
     @property
     def bshape(self) -> tuple[int, int]:
@@ -689,6 +695,8 @@ class Arg:
         nr, nc = self.layout
         if self.bad_index:
             return f"{grid[0] * nr + 1}, 0"
+        if self.bad_runtime_index:
+            return f"core_index(0) * {nr} + t // {nc} + {grid[0] * nr}, core_index(1) * {nc} + t % {nc}"
         if self.mode == "colmajor":
             return f"core_index(0) * {nr} + t % {nr}, core_index(1) * {nc} + t // {nr}"
         if self.mode == "shared":
@@ -755,8 +763,10 @@ class Program:
             threads.append(th)
             o.line(0, "", None)
             o.line(1, "@datamovement()", None)
-            o.line(1, f"async def {th}({params}):", None)
-            o.line(2, f"for t in range({a.count}):", None)
+            o.line(1, f"async def {th}({params if not a.bad_params else params.rsplit(', ', 1)[0]}):", None)
+            if a.bad_params:
+                self.expect_line = len(o.lines)
+            o.line(2, f"for t in range({a.count + a.count_delta}):", None)
             idx = f"{a.name}_s[{a.index_src(self.grid)}]"
             cb = f"{a.name}_cb"
             if a.output:
@@ -770,7 +780,7 @@ class Program:
                          [f"h = dma({idx}, {cb}.reserve())", "h.wait()"]][a.style % 4]
             for k, text in enumerate([lines] if isinstance(lines, str) else lines):
                 o.line(3 + (text.startswith("    ")), text.strip(), None)
-                if a.bad_index and "dma(" in text:
+                if (a.bad_index or a.bad_runtime_index) and "dma(" in text:
                     self.expect_line = len(o.lines)
         o.line(0, "", None)
         o.line(1, f"return Program({', '.join(threads)})({', '.join(names)})", None)
@@ -938,7 +948,7 @@ class Gen:
         types = [BT(self.weighted([(3, shape), (1, (r, 1)), (1, (1, c))]), self.pick([BF16, F32]))
                  for _ in range(self.integer(1, 2))]
         params = [f"p{k}" for k in range(len(types))]
-        saved, saved_uses = self.env, None
+        saved = self.env
         self.env = {p: Sym(t, ssa=next(self.ids)) for p, t in zip(params, types)}
         self.in_helper = True
         body: list[tuple[str, Expr]] = []
@@ -953,7 +963,6 @@ class Gen:
             body.append(("", ret))
         finally:
             self.env, self.in_helper = saved, False
-        del saved_uses
         h = Helper(name, params, types, body, ret.t)
         self.helpers.append(h)
         return h
@@ -962,8 +971,8 @@ class Gen:
         return self.pick([shape, shape, (shape[0], 1), (1, shape[1])])
 
     def const(self, v: int | float) -> Num:
-        """`v`, sometimes as a constant of the kernel function."""
-        if not self.coin(15):
+        """`v`, sometimes as a constant of the kernel function (not in a module-level helper)."""
+        if self.in_helper or not self.coin(15):
             return Num(v)
         for k, w in self.consts.items():
             if w == v and type(w) is type(v):
@@ -1218,8 +1227,6 @@ class Gen:
             stmts.append(If(cond, then, other, [(name, t)]))
             self.env[name] = Sym(t, ssa=next(self.ids), must=s.must)
             return
-        if alias_root(e) is None and form == "alias":
-            raise AssertionError
         stmts.append(Assign(name, e, aug=aug))
         new = self.bind(name, e)
         new.must = s.must
@@ -1654,7 +1661,8 @@ SITE_MUTATIONS = (
     "runtime_div_by_zero", "runtime_mod_by_zero",
 )
 OTHER_MUTATIONS = ("cb_count", "stream_const", "float64_input", "ragged_input", "never_written", "unfilled",
-                   "store_twice", "extra_store", "compute_pops_output", "read_own_output")
+                   "store_twice", "extra_store", "compute_pops_output", "read_own_output", "stream_runtime",
+                   "mover_extra", "mover_short", "mover_cb_count", "writers_collide")
 MUTATIONS = SITE_MUTATIONS + OTHER_MUTATIONS
 
 # (template, what it exercises); {x} a block in scope, {m} a matrix block, {cb} an input CB
@@ -1699,6 +1707,9 @@ UNSUPPORTED: list[tuple[list[str], str]] = [
     (["bad = {cb}.foo()"], "foo"),
     (["bad = {cb} + 1"], "unsupported"),
     (["bad = {x} and {x}"], "condition"),
+    (["with {x} as q:", "    pass"], "with"),
+    (["with {cb}.wait() as q, {cb}.wait() as r:", "    pass"], "with"),
+    (["bad = {cb}.reserve().store({x})"], "store"),
     (["{x}.store({x})"], "reserved"),
     (["bad = {x}.transpose().transpose().rowsum(dim=3)"], "dim"),
 ]
@@ -1718,6 +1729,28 @@ def mutate(g: Gen, prog: Program, kind: str) -> bool:
         if not explicit:
             return False
         g.pick(explicit).bad_index = True
+        return True
+    if kind in ("stream_runtime", "mover_extra", "mover_short", "mover_cb_count", "writers_collide"):
+        movers = [a for a in prog.args if a.mode != "implicit"]
+        if kind == "stream_runtime":
+            movers = [a for a in movers if a.mode != "shared"]
+        if kind == "writers_collide":  # every core writes the same output blocks
+            movers = [a for a in movers if a.output and prog.grid != (1, 1)]
+        if kind == "mover_short":
+            movers = [a for a in movers if a.count > 1 or a.output]
+        if not movers:
+            return False
+        a = g.pick(movers)
+        if kind == "stream_runtime":
+            a.bad_runtime_index = True
+        elif kind == "mover_extra":
+            a.count_delta = 1
+        elif kind == "mover_short":
+            a.count_delta = -1
+        elif kind == "mover_cb_count":
+            a.bad_params = True
+        else:
+            a.mode = "shared"
         return True
     if kind == "float64_input":
         prog.float64_input = g.integer(0, len(prog.inputs) - 1)
