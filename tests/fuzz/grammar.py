@@ -55,6 +55,7 @@ KNOWN_BUGS: dict[str, str] = {
     "negative_mod": "test_runtime_mod_of_negative_follows_python",  # run-time % follows C
     "runtime_div_by_zero": "test_runtime_division_by_zero_is_a_clean_error",  # raw ZeroDivisionError
     "runtime_mod_by_zero": "test_runtime_modulo_by_zero_is_a_clean_error",  # raw ValueError
+    "compute_fills_input": "test_compute_filling_an_implicitly_read_input_names_its_line",  # names a pop
 }
 
 FLOATS = (0.5, 0.25, 1.5, 2.0, -1.0, -0.5, 0.75, 3.0, 0.125, -2.0, 1.0)  # exact in bf16
@@ -104,6 +105,7 @@ class Expr:
     t: Any = None
     exact: bool = False
     nonneg: bool = True  # integers: never negative
+    runtime: bool = False  # known only at run time (a loop or core index): an `if` on it is a branch
     root: str = ""  # "mm" / "tr": the value is a matmul / transpose (for KNOWN_BUGS)
     trsrc: Any = None  # the value a transpose reads (for KNOWN_BUGS)
 
@@ -126,7 +128,7 @@ class Expr:
 
 class Var(Expr):
     def __init__(self, name: str, sym: Sym) -> None:
-        self.name, self.t, self.exact, self.nonneg = name, sym.t, sym.exact, sym.nonneg
+        self.name, self.t, self.exact, self.nonneg, self.runtime = name, sym.t, sym.exact, sym.nonneg, sym.runtime
         self.root, self.trsrc, self.ssa = sym.root, sym.tr_of, sym.ssa
 
     def src(self) -> str:
@@ -146,7 +148,7 @@ class Num(Expr):
 
 
 class CoreIdx(Expr):
-    t, exact = "int", True
+    t, exact, runtime = "int", True, True
 
     def __init__(self, d: int) -> None:
         self.d = d
@@ -162,6 +164,7 @@ class IntOp(Expr):
         self.op, self.a, self.b = op, a, b
         self.t = "int" if a.t == b.t == "int" and op != "/" else "float"
         self.exact = self.t == "int"
+        self.runtime = a.runtime or b.runtime
         if op in ("+", "*"):
             self.nonneg = a.nonneg and b.nonneg
         elif op in ("//", "%"):
@@ -183,6 +186,10 @@ class Cond(Expr):
 
     def __init__(self, op: str, a: Expr, b: Expr | None = None) -> None:
         self.op, self.a, self.b = op, a, b
+        if op in ("and", "or"):  # (a constant part could decide it at compile time)
+            self.runtime = a.runtime and b.runtime
+        else:
+            self.runtime = a.runtime or (b is not None and b.runtime)
 
     def kids(self) -> tuple[Expr, ...]:
         return (self.a,) if self.b is None else (self.a, self.b)
@@ -804,6 +811,7 @@ class Sym:
     t: Any  # BT | "int" | "float" | "reserved"
     exact: bool = False
     nonneg: bool = True
+    runtime: bool = False  # an int known only at run time
     slot: int | None = None  # a popped CB slot this name is (an alias of)
     ssa: int = 0  # value identity: aliases share it
     root: str = ""
@@ -1104,13 +1112,13 @@ class Gen:
             v = self.pick([0, 1, 0.5, 0.0])
             stmts.append(Assign(name, Num(v)))
             self.env[name] = Sym("int" if isinstance(v, int) else "float", exact=isinstance(v, int),
-                                 ssa=next(self.ids))
+                                 ssa=next(self.ids), runtime=True)  # (read only in and after the loop)
             accs.append(name)
         self.acc_updates[L] = accs
         self.site(stmts)
         before = dict(self.env)
         self.loops.append((var, before, start))
-        self.env[var] = Sym("int", exact=True, nonneg=True, ssa=next(self.ids))
+        self.env[var] = Sym("int", exact=True, nonneg=True, ssa=next(self.ids), runtime=True)
         self.scopes.append([])
         released_before = len(self.released)
         body = self.level(L)
@@ -1136,7 +1144,8 @@ class Gen:
                 new_env[name] = s
         for name, t in carried:
             old = before[name]
-            new_env[name] = Sym(t, exact=False, nonneg=old.nonneg, ssa=next(self.ids), must=old.must)
+            new_env[name] = Sym(t, exact=False, nonneg=old.nonneg, ssa=next(self.ids), must=old.must,
+                                runtime=t == "int")
         for name in assigned_in(body):
             if name not in new_env and name != var:
                 self.loop_locals.append(name)
@@ -1155,7 +1164,7 @@ class Gen:
             else:
                 e = IntOp(self.pick(["+", "*"]), self.var(name), Num(self.pick([0.5, 1.5, 0.25])))
             stmts.append(Assign(name, e, aug=e.op if self.coin(30) else None))
-            self.env[name] = Sym(s.t, exact=s.t == "int", nonneg=e.nonneg, ssa=next(self.ids))
+            self.env[name] = Sym(s.t, exact=s.t == "int", nonneg=e.nonneg, ssa=next(self.ids), runtime=True)
             return
         shape = s.t.shape
         r, c = shape
@@ -1361,6 +1370,16 @@ class Gen:
         kind = self.weighted(kinds)
         d = depth - 1
         if kind == "leaf":
+            same = self.blocks(shape)
+            if same and self.coin(15):  # one value on both sides: `p + p`, `p * p`
+                v = self.pick(same)
+                op = self.pick(["+", "*"])
+                if op == "+" and "matmul_reused" in self.bugs and self.env[v].root == "mm":
+                    op = "*"
+                return Bin(op, self.var(v), self.var(v))
+            if r == c and same and self.coin(10) and "transpose_both" not in self.bugs:
+                v = self.pick(same)  # `v.transpose() @ v.transpose()`
+                return MatMul(Transpose(self.var(v)), Transpose(self.var(v)))
             return self.leaf(shape)
         if kind == "call":
             h = self.helper(shape)
@@ -1371,7 +1390,7 @@ class Gen:
             if op == "-" and a.src() == b.src():
                 op = "+"
             if op == "+" and "matmul_reused" in self.bugs and self.same_matmul(a, b):
-                op = "-"
+                op = "*"
             return Bin(op, a, b)
         if kind == "scalar":
             op = self.pick(["+", "-", "*", "/"])
@@ -1643,8 +1662,8 @@ class Gen:
 
     def cond_cmp(self) -> Cond:
         a = self.int_expr()
-        if isinstance(a, Num):  # make it depend on something known only at run time
-            runtime = [n for n, s in self.env.items() if s.t == "int"]
+        if not a.runtime:  # make it depend on something known only at run time (else the `if` is resolved)
+            runtime = [n for n, s in self.env.items() if s.t == "int" and s.runtime]
             atom = self.var(self.pick(runtime)) if runtime and self.coin(70) else CoreIdx(self.integer(0, 1))
             a = IntOp(self.pick(["+", "-"]), atom, a)
         b = self.int_expr(depth=0) if self.coin(30) else Num(self.pick([0, 1, 2, -1]))
@@ -1658,7 +1677,7 @@ class Gen:
 SITE_MUTATIONS = (
     "shape_mismatch", "matmul_inner", "use_after_release", "loop_local_after", "read_reserved",
     "unsupported", "extra_pop", "carried_shape", "one_branch", "store_wrong_shape",
-    "runtime_div_by_zero", "runtime_mod_by_zero",
+    "runtime_div_by_zero", "runtime_mod_by_zero", "compute_fills_input",
 )
 OTHER_MUTATIONS = ("cb_count", "stream_const", "float64_input", "ragged_input", "never_written", "unfilled",
                    "store_twice", "extra_store", "compute_pops_output", "read_own_output", "stream_runtime",
@@ -1709,7 +1728,6 @@ UNSUPPORTED: list[tuple[list[str], str]] = [
     (["bad = {x} and {x}"], "condition"),
     (["with {x} as q:", "    pass"], "with"),
     (["with {cb}.wait() as q, {cb}.wait() as r:", "    pass"], "with"),
-    (["bad = {cb}.reserve().store({x})"], "store"),
     (["{x}.store({x})"], "reserved"),
     (["bad = {x}.transpose().transpose().rowsum(dim=3)"], "dim"),
 ]
@@ -1883,6 +1901,12 @@ def mutate_at_site(g: Gen, prog: Program, kind: str) -> bool:
     elif kind == "store_wrong_shape":
         r, c = prog.out.bshape
         lines = ["bad_o = out_cb.reserve()", f"bad_o.store(fill(1.0, ({r + 32}, {c})))"]
+    elif kind == "compute_fills_input":  # a second producer for a CB the implicit reader fills
+        implicit = [a for a in prog.inputs if a.mode == "implicit"]
+        if not implicit:
+            return False
+        a = g.pick(implicit)
+        lines = [f"{a.name}_cb.reserve().store(fill(1.0, ({a.bshape[0]}, {a.bshape[1]})))"]
     elif kind in ("runtime_div_by_zero", "runtime_mod_by_zero"):
         ints = [n for n, s in site.env.items() if s.t == "int"] or ["core_index(0)"]
         op = "//" if kind == "runtime_div_by_zero" else "%"

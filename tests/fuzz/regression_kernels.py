@@ -133,3 +133,15 @@ def runtime_mod_by_zero(x, out):
         o.store(blk * (core_index(0) % 0))  # ERR[runtime_mod_by_zero]
 
     return Program(comp)(x, out)
+
+
+@pykernel_gen(grid=(1, 1), block_factors=[(1, 1), (1, 1)])
+def compute_fills_input(x, out):
+    @compute()
+    async def comp(x_cb, out_cb):
+        x_cb.reserve().store(fill(1.0, (32, 32)))  # ERR[compute_fills_input]
+        blk = x_cb.pop()
+        o = out_cb.reserve()
+        o.store(blk)
+
+    return Program(comp)(x, out)
