@@ -39,7 +39,7 @@ marked xfail). When a bug is fixed, delete its entry here and the fuzzer covers 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hypothesis import strategies as st
@@ -1058,14 +1058,38 @@ class Gen:
         self.env[name] = sym
         body: list[Stmt] = []
         self.items(inner, body, L)
+        late = None
+        if "absorbed_after_release" not in self.bugs and self.coin(30):
+            late = self.absorbable(name, body)  # a matmul / transpose of the slot, used after the `with`
         self.site(body)
         stmts.append(With(name, k, f"{a.name}_cb", body))
         self.frames.pop()
         self.release(self.scopes.pop())
+        if late is not None:
+            tname, use = late
+            stmts.append(Assign(tname, use))
+            self.bind(tname, use).must = True
         if "absorbed_after_release" in self.bugs:
             for s in self.env.values():
                 if s.frame == frame and s.root in ("mm", "tr"):
                     s.avoid = True
+
+    def absorbable(self, x: str, body: list[Stmt]) -> tuple[str, Expr]:
+        """In the `with` body of slot `x`: `p = x @ w` (or `p = x.transpose()`); returned: the statement
+        for after the `with` that a fusion could absorb that matmul / transpose into (`t = v + p`, `t = v @ p`)."""
+        r, c = self.env[x].t.shape
+        p = self.fresh("t")
+        if self.coin(50):
+            k = self.pick(self.dims)
+            e: Expr = MatMul(self.var(x), self.leaf((c, k)))
+            body.append(Assign(p, e))
+            self.bind(p, e)
+            return self.fresh("t"), Bin("+", self.leaf((r, k)), self.var(p))
+        e = Transpose(self.var(x))
+        body.append(Assign(p, e))
+        self.bind(p, e)
+        k = self.pick(self.dims)
+        return self.fresh("t"), MatMul(self.leaf((k, c)), self.var(p))
 
     def pick_shape(self) -> tuple[int, int]:
         fresh = [s.t.shape for s in self.env.values() if isinstance(s.t, BT) and s.uses == 0 and not s.avoid]
@@ -1117,6 +1141,9 @@ class Gen:
         self.acc_updates[L] = accs
         self.site(stmts)
         before = dict(self.env)
+        for name, sym in self.env.items():  # a block the body may reassign is exact only in the first iteration
+            if isinstance(sym.t, BT) and sym.slot is None and sym.exact:
+                self.env[name] = replace(sym, exact=False)
         self.loops.append((var, before, start))
         self.env[var] = Sym("int", exact=True, nonneg=True, ssa=next(self.ids), runtime=True)
         self.scopes.append([])
@@ -1377,7 +1404,7 @@ class Gen:
                 if op == "+" and "matmul_reused" in self.bugs and self.env[v].root == "mm":
                     op = "*"
                 return Bin(op, self.var(v), self.var(v))
-            if r == c and same and self.coin(10) and "transpose_both" not in self.bugs:
+            if r == c and same and self.coin(3) and "transpose_both" not in self.bugs:
                 v = self.pick(same)  # `v.transpose() @ v.transpose()`
                 return MatMul(Transpose(self.var(v)), Transpose(self.var(v)))
             return self.leaf(shape)

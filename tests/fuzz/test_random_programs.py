@@ -32,7 +32,7 @@ from fuzz.oracle import REJECT_SENS, Unsafe, check, interpret, tolerance
 from tilegrid.errors import TilegridError
 
 CI_VALID = int(os.environ.get("TILEGRID_FUZZ_CI_VALID", 120))
-CI_INVALID = int(os.environ.get("TILEGRID_FUZZ_CI_INVALID", 120))
+CI_INVALID = int(os.environ.get("TILEGRID_FUZZ_CI_INVALID", 200))
 SLOW_VALID = int(os.environ.get("TILEGRID_FUZZ_SLOW_VALID", 3000))
 SLOW_INVALID = int(os.environ.get("TILEGRID_FUZZ_SLOW_INVALID", 2000))
 
@@ -137,7 +137,7 @@ def test_every_mutation_applies():
     """Each mutation kind can be applied to some generated program (so the invalid-program test covers it)."""
     seen: set[str] = set()
 
-    @settings(max_examples=300, derandomize=True, **COMMON)
+    @settings(max_examples=800, derandomize=True, **COMMON)
     @given(st.data())
     def draw(data):
         kind = data.draw(st.sampled_from(MUTATIONS))
