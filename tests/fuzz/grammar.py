@@ -1065,8 +1065,9 @@ class Gen:
         stmts.append(With(name, k, f"{a.name}_cb", body))
         self.frames.pop()
         self.release(self.scopes.pop())
-        if late is not None:
-            tname, use = late
+        if late is not None and late[0] in self.env:  # (built now: the slot is released)
+            use = self.absorb_after(*late)
+            tname = self.fresh("t")
             stmts.append(Assign(tname, use))
             self.bind(tname, use).must = True
         if "absorbed_after_release" in self.bugs:
@@ -1074,22 +1075,26 @@ class Gen:
                 if s.frame == frame and s.root in ("mm", "tr"):
                     s.avoid = True
 
-    def absorbable(self, x: str, body: list[Stmt]) -> tuple[str, Expr]:
-        """In the `with` body of slot `x`: `p = x @ w` (or `p = x.transpose()`); returned: the statement
-        for after the `with` that a fusion could absorb that matmul / transpose into (`t = v + p`, `t = v @ p`)."""
+    def absorbable(self, x: str, body: list[Stmt]) -> tuple[str, tuple[int, int]]:
+        """In the `with` body of slot `x`: `p = x @ w` or `p = x.transpose()`, for `absorb_after` to use
+        after the `with` where a fusion could absorb that matmul / transpose (`v + p`, `v @ p`)."""
         r, c = self.env[x].t.shape
         p = self.fresh("t")
         if self.coin(50):
             k = self.pick(self.dims)
             e: Expr = MatMul(self.var(x), self.leaf((c, k)))
-            body.append(Assign(p, e))
-            self.bind(p, e)
-            return self.fresh("t"), Bin("+", self.leaf((r, k)), self.var(p))
-        e = Transpose(self.var(x))
+        else:
+            e = Transpose(self.var(x))
         body.append(Assign(p, e))
         self.bind(p, e)
-        k = self.pick(self.dims)
-        return self.fresh("t"), MatMul(self.leaf((k, c)), self.var(p))
+        return p, e.t.shape
+
+    def absorb_after(self, p: str, shape: tuple[int, int]) -> Expr:
+        if self.env[p].root == "mm":  # a lone add (a name, not a fill, on the other side) absorbs the matmul
+            others = [n for n in self.blocks(shape) if n != p and not self.same_matmul(self.var(n), Var(p, self.env[p]))]
+            other = self.var(self.pick(others)) if others else self.fill(shape)
+            return Bin("+", other, self.var(p))
+        return MatMul(self.leaf((self.pick(self.dims), shape[0])), self.var(p))
 
     def pick_shape(self) -> tuple[int, int]:
         fresh = [s.t.shape for s in self.env.values() if isinstance(s.t, BT) and s.uses == 0 and not s.avoid]

