@@ -1,0 +1,1 @@
+"""Random tilegrid programs from the language's grammar, checked against a float64 interpreter."""
