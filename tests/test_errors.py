@@ -340,7 +340,7 @@ def test_two_cores_write_the_same_output_block(rng):
 def test_an_output_without_num_outs_is_named_with_the_fix(rng):
     x = rand(rng, (32, 32))
     e = raises(lambda: rm.forgot_num_outs(x, out_like((32, 32)), out_like((32, 32))))
-    text = check(e, "forgot_num_outs", rm, "forgot_num_outs", "'out'", "never popped")
+    text = check(e, "forgot_num_outs", rm, "forgot_num_outs", "'out'", "is an input of the kernel")
     assert "num_outs" in e.note, text
 
 

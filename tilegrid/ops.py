@@ -242,6 +242,7 @@ class IndexOp:
     python: str
     triton: str
     cpp: str
+    divides: bool = False  # a zero divisor is an error (the simulator checks it at run time)
 
 
 def _trunc_div(a: int, b: int) -> int:
@@ -254,10 +255,12 @@ INDEX_OPS: dict[str, IndexOp] = {
     "arith.addi": IndexOp(lambda a, b: a + b, "({a} + {b})", "({a} + {b})", "({a} + {b})"),
     "arith.subi": IndexOp(lambda a, b: a - b, "({a} - {b})", "({a} - {b})", "({a} - {b})"),
     "arith.muli": IndexOp(lambda a, b: a * b, "({a} * {b})", "({a} * {b})", "({a} * {b})"),
-    "arith.floordivsi": IndexOp(lambda a, b: a // b, "({a} // {b})", "_floordiv({a}, {b})", "floordiv({a}, {b})"),
-    "arith.divsi": IndexOp(lambda a, b: _trunc_div(a, b), "_trunc_div({a}, {b})", "({a} // {b})", "({a} / {b})"),
+    "arith.floordivsi": IndexOp(lambda a, b: a // b, "({a} // {b})", "_floordiv({a}, {b})", "floordiv({a}, {b})",
+                                divides=True),
+    "arith.divsi": IndexOp(lambda a, b: _trunc_div(a, b), "_trunc_div({a}, {b})", "({a} // {b})", "({a} / {b})",
+                           divides=True),
     "arith.remsi": IndexOp(lambda a, b: a - b * _trunc_div(a, b), "({a} - {b} * _trunc_div({a}, {b}))", "({a} % {b})",
-                           "({a} % {b})"),
+                           "({a} % {b})", divides=True),
     "arith.minsi": IndexOp(min, "min({a}, {b})", "tl.minimum({a}, {b})", "std::min<int32_t>({a}, {b})"),
     "arith.maxsi": IndexOp(max, "max({a}, {b})", "tl.maximum({a}, {b})", "std::max<int32_t>({a}, {b})"),
     "arith.andi": IndexOp(lambda a, b: a and b if isinstance(a, bool) else a & b, "({a} and {b})", "({a} & {b})",

@@ -59,11 +59,10 @@ class Loaded:
 
     def close(self) -> None:
         """Forget the module and its compiled kernels (the compile cache keys on code objects)."""
-        from tilegrid import runner
+        from tilegrid.targets.compile import clear_cache
 
         sys.modules.pop(self.module_name, None)
-        runner._cache.clear()
-        runner.compile_log.clear()
+        clear_cache()
 
     def __enter__(self) -> Loaded:
         return self

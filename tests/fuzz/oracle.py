@@ -32,6 +32,7 @@ from collections import deque
 from typing import Any
 
 import numpy as np
+import scipy.special
 from ml_dtypes import bfloat16
 
 from fuzz.grammar import (
@@ -276,8 +277,16 @@ class Interpreter:
         if name == "log":
             need(x.min() >= 0.05, "log of near zero or negative")
             return np.log(x)
+        if name == "log1p":
+            need(x.min() >= -0.9, "log1p of -1 or less")
+            return np.log1p(x)
+        if name == "square":
+            need(np.abs(x).max() <= 1e3, "square of a large value")
+            return x * x
         return {"abs": np.abs, "neg": np.negative, "relu": lambda v: np.maximum(v, 0),
-                "sigmoid": lambda v: 1 / (1 + np.exp(-v)), "tanh": np.tanh}[name](x)
+                "sigmoid": lambda v: 1 / (1 + np.exp(-v)), "tanh": np.tanh, "erf": scipy.special.erf,
+                "gelu": lambda v: 0.5 * v * (1 + scipy.special.erf(v / np.sqrt(2))),
+                "silu": lambda v: v / (1 + np.exp(-v)), "softplus": lambda v: np.logaddexp(0, v)}[name](x)
 
 
 def interpret(prog: Program, inputs: list[np.ndarray], mode: str = "ref") -> np.ndarray:

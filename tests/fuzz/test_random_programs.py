@@ -139,7 +139,7 @@ def test_every_mutation_applies():
     """Each mutation kind can be applied to some generated program (so the invalid-program test covers it)."""
     seen: set[str] = set()
 
-    @settings(max_examples=800, derandomize=True, **COMMON)
+    @settings(max_examples=1500, derandomize=True, **COMMON)
     @given(st.data())
     def draw(data):
         kind = data.draw(st.sampled_from(MUTATIONS))

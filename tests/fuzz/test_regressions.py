@@ -49,8 +49,6 @@ def test_every_known_bug_has_a_regression_test():
 # ---- from the issue -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="lower-to-tile: xDSL ValueError 'Attempting to delete SSA value that still "
-                   "has uses' (the add's both operands are the one matmul it absorbs)")
 def test_matmul_result_used_twice(rng):
     x, y = rand(rng, (32, 32)), rand(rng, (32, 32))
     out = poisoned((32, 32))
@@ -58,8 +56,6 @@ def test_matmul_result_used_twice(rng):
     assert_close(out, 2 * (x.astype(np.float64) @ y), "f32")
 
 
-@pytest.mark.xfail(strict=True, reason="the matmul is fused into the add after the `with` and reads the released "
-                   "slot of x: wrong answer under schedule='random'")
 def test_matmul_in_with_accumulated_after(rng):
     x, y = rand(rng, (32, 64)), rand(rng, (64, 32))
     for seed in range(4):  # the interleavings under which the reader refills the slot first
@@ -68,8 +64,6 @@ def test_matmul_in_with_accumulated_after(rng):
         assert_close(out, x.astype(np.float64) @ y, "f32")
 
 
-@pytest.mark.xfail(strict=True, reason="the transpose made inside the `with` is absorbed by the matmul after it, "
-                   "which reads the released slot: wrong answer under schedule='random'")
 def test_transpose_in_with_used_after(rng):
     x, y = rand(rng, (64, 32)), rand(rng, (64, 32))
     x64, y64 = x.astype(np.float64), y.astype(np.float64)
@@ -79,8 +73,6 @@ def test_transpose_in_with_used_after(rng):
         assert_close(out, y64[:32] @ x64[:32].T + y64[32:] @ x64[32:].T, "f32")
 
 
-@pytest.mark.xfail(strict=True, reason="NotImplementedError: codegen: no rule for block.transpose (the left "
-                   "transpose is taken for the absorbed right one: same source block)")
 def test_transpose_of_same_block_on_both_sides(rng):
     x = rand(rng, (32, 32))
     out = poisoned((32, 32))
@@ -88,8 +80,6 @@ def test_transpose_of_same_block_on_both_sides(rng):
     assert_close(out, x.T.astype(np.float64) @ x.T, "f32")
 
 
-@pytest.mark.xfail(strict=True, reason="refused: 'a block of CB x_cb is used after its release' (acc = blk * 1.0 "
-                   "works: the carried value should be a copy)")
 def test_carried_block_reassigned_to_popped_block(rng):
     x = rand(rng, (64, 32))
     out = poisoned((32, 32))
@@ -97,8 +87,6 @@ def test_carried_block_reassigned_to_popped_block(rng):
     assert_close(out, x[32:].astype(np.float64), "f32")
 
 
-@pytest.mark.xfail(strict=True, reason="refused with an internal repr: \"'acc' changes kind inside the loop/branch "
-                   "(the Poison Poison(why=...))\"")
 def test_carried_block_reassigned_to_popped_block_in_if(rng):
     x = rand(rng, (64, 32))
     out = poisoned((32, 32))
@@ -110,8 +98,6 @@ def test_carried_block_reassigned_to_popped_block_in_if(rng):
     assert_close(out, x[32:].astype(np.float64), "f32")
 
 
-@pytest.mark.xfail(strict=True, reason="run-time % follows C (math.fmod: the sign of the left operand) while // "
-                   "follows Python (floor)")
 def test_runtime_mod_of_negative_follows_python(rng):
     x = rand(rng, (32, 32))
     out = poisoned((32, 32))
@@ -123,19 +109,13 @@ def test_runtime_mod_of_negative_follows_python(rng):
 # ---- found by tests/fuzz (new) ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a raw ZeroDivisionError from the generated thread code, not a TilegridError")
 def test_runtime_division_by_zero_is_a_clean_error(rng):
     assert_clean_error(lambda: rk.runtime_div_by_zero(rand(rng, (32, 32)), poisoned((32, 32))), "runtime_div_by_zero")
 
 
-@pytest.mark.xfail(strict=True, reason="a raw ValueError('math domain error') from math.fmod in the generated "
-                   "thread code, not a TilegridError")
 def test_runtime_modulo_by_zero_is_a_clean_error(rng):
     assert_clean_error(lambda: rk.runtime_mod_by_zero(rand(rng, (32, 32)), poisoned((32, 32))), "runtime_mod_by_zero")
 
 
-@pytest.mark.xfail(strict=True, reason="the compute thread's extra push into input CB 'x' (which the implicit reader "
-                   "fills) is reported as 'pushed ... never popped; the last push is here' at the line of a pop, "
-                   "with a note about num_outs")
 def test_compute_filling_an_implicitly_read_input_names_its_line(rng):
     assert_clean_error(lambda: rk.compute_fills_input(rand(rng, (32, 32)), poisoned((32, 32))), "compute_fills_input")

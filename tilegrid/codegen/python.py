@@ -118,6 +118,8 @@ def _constant(g: Gen, op: arith.ConstantOp) -> None:
 @rule(*(c for c in arith.Arith.operations if c.name in ARITH))
 def _arith_binary(g: Gen, op: Operation) -> None:
     a, b = (g.name(v) for v in op.operands)
+    if op.name in INDEX_OPS and INDEX_OPS[op.name].divides:
+        g.line(f"if {b} == 0: rt.zero_division(core, {g.loc(op)})")
     g.line(f"{g.name(op.results[0])} = {ARITH[op.name].format(a=a, b=b)}")
 
 

@@ -261,7 +261,8 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
             with self.scope(node):
                 for stmt in node.body:
                     self.visit(stmt)
-            yields = [self.coerce(self.vars[n], v.type, n, node) for n, v in zip(carried, inits)]
+                # before the body's slots are released: a carried CB block is copied while it is live
+                yields = [self.coerce(self.vars[n], v.type, n, node) for n, v in zip(carried, inits)]
             self.emit(scf.YieldOp(*yields))
         op = self.emit(scf.ForOp(self.index(lb), self.index(ub), self.index(step), inits, Region(body)))
         self.vars = saved
@@ -296,6 +297,7 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
         before = [(sl.filled, sl.pending_dma) for sl in outer]
         branches = []
         filled_after = []
+        both = set(assigned_names(node.body)) & set(assigned_names(node.orelse))
         for stmts in (node.body, node.orelse):
             self.vars = dict(saved)
             for sl, (f, d) in zip(outer, before):
@@ -305,6 +307,12 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
                 with self.scope(node):
                     for stmt in stmts:
                         self.visit(stmt)
+                    # a CB block the branch binds to a result of the `if` is copied before its release
+                    for name in assigned_names(stmts):
+                        v = self.vars.get(name)
+                        if (name in saved or name in both) and isinstance(v, Blk) and v.slot is not None \
+                                and v.slot.role == "popped" and v.slot.released_at is None:
+                            self.vars[name] = self.copy_block(v, node)
             branches.append((blk, self.vars))
             filled_after.append([sl.filled for sl in outer])
         # A slot filled (and so pushed) in one branch only is pushed at the end of the other.
@@ -753,6 +761,8 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
             except ZeroDivisionError as e:
                 raise self.error("division by zero", node) from e
         if isinstance(a, int | Idx) and isinstance(b, int | Idx):
+            if isinstance(op, ast.Mod | ast.FloorDiv) and b == 0:
+                raise self.error("integer division by zero", node)
             if isinstance(op, ast.Mod):  # Python's modulo, the sign of the divisor: a - (a // b) * b
                 x, y = self.index(a), self.index(b)
                 q = self.emit(arith.FloorDivSIOp(x, y)).results[0]
@@ -894,6 +904,8 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
             return f"the method .{v.name} (not called)"
         if isinstance(v, tuple):
             return f"the tuple {v!r}"
+        if isinstance(v, Poison):
+            return "a name that cannot be read here"
         return f"the {type(v).__name__} {v!r}"
 
 

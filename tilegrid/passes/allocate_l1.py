@@ -101,19 +101,23 @@ def _positions(thread: C.ThreadOp) -> tuple[dict[Operation, int], dict[Operation
 
 
 def _aliases(v: SSAValue) -> list[SSAValue]:
-    """The value and everything it flows into through scf.yield (loop args, loop / if results)."""
+    """The value and every value its buffer may be reached as: what it flows into through
+    `scf.yield` (loop body arguments, loop and `if` results) and, as a loop's initial value, the
+    loop's body argument (a loop that updates its carried value in place keeps it in this buffer)."""
     out, todo = [v], [v]
     while todo:
         x = todo.pop()
         for u in list(x.uses):
             y = u.operation
-            if not isinstance(y, scf.YieldOp):
+            if isinstance(y, scf.YieldOp):
+                parent = y.parent_op()
+                nxt = [parent.results[u.index]]
+                if isinstance(parent, scf.ForOp):
+                    nxt.append(parent.body.block.args[u.index + 1])
+            elif isinstance(y, scf.ForOp) and u.index >= 3:  # an iter_arg: lb, ub, step come first
+                nxt = [y.body.block.args[u.index - 3 + 1]]
+            else:
                 continue
-            parent = y.parent_op()
-            k = u.index
-            nxt = [parent.results[k]]
-            if isinstance(parent, scf.ForOp):
-                nxt.append(parent.body.block.args[k + 1])
             for n in nxt:
                 if n not in out:
                     out.append(n)
@@ -144,7 +148,8 @@ def _buffers(thread: C.ThreadOp) -> list[Buffer]:
             vhome = v.block if isinstance(v, BlockArgument) else v.owner.parent_block()
             for u in v.uses:
                 user = u.operation
-                if isinstance(user, scf.YieldOp):
+                if isinstance(user, scf.YieldOp) and not isinstance(v, BlockArgument):
+                    # a new value each iteration while the old one is read: two places
                     carried = carried or isinstance(user.parent_op(), scf.ForOp)
                 anc = _ancestor_in(user, vhome) or thread  # the use as seen from where the value is defined
                 end = max(end, last.get(anc, pos.get(user, end)))

@@ -137,6 +137,16 @@ class ImplicitDataMovement(ModulePass):
             if not used_by_compute:
                 continue
             if not info["output"] and i not in dm_fills:
+                fills = [o for t in comp for o in cb_ops(t, C.CBReserveOp).get(i, [])]
+                if fills:
+                    raise CompileError(
+                        f"the compute thread fills CB '{info['name']}', but '{info['name']}' is an input of the kernel, "
+                        f"whose CB the implicit reader fills with the core's shard of '{info['name']}'",
+                        loc_of(fills[0]),
+                        note=f"if '{info['name']}' is an output, pass num_outs= to @pykernel_gen (the last num_outs "
+                        "arguments are the outputs); an input's CB is filled by a reader: keep a computed block in a "
+                        "variable instead",
+                    )
                 waits = [o for t in comp for o in cb_ops(t, C.CBWaitOp).get(i, [])]
                 if waits:
                     new_threads.append(implicit_thread(prog, i, info, write=False, where=loc_of(waits[0])))

@@ -293,6 +293,10 @@ class Runtime:
 
     # ---- compute --------------------------------------------------------------------------
 
+    def zero_division(self, core: Core, loc: int) -> None:
+        raise self.error(f"core ({core.r}, {core.c}) thread '{core.thread}': integer division by zero at run time",
+                         loc, note="the divisor of // and % is a run-time value that is 0 on this core")
+
     def dst_acquire(self, tiles: int, loc: int) -> None:
         if tiles > self.dst_capacity:
             raise self.error(f"Insufficient DST capacity: {tiles} tiles needed, {self.dst_capacity} available", loc)

@@ -35,6 +35,7 @@ class Compiled:
     args: list[dict]
     stages: list[tuple[str, str]] = field(default_factory=list)
     compile_seconds: float = 0.0
+    programs: dict[Any, Any] = field(default_factory=dict)  # what each target lowered it to, by options
 
     @property
     def program(self) -> Any:

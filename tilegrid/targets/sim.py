@@ -50,18 +50,15 @@ class SimProgram:
         return [(s.name, f) for s, f in zip(self.sources, self.fns)]
 
 
-_programs: dict[tuple, SimProgram] = {}
-
-
 def lower(compiled: Compiled, options: SimOptions = SimOptions()) -> SimProgram:
-    """The compiled tile IR as Python generators (cached per compiled kernel and options)."""
-    key = (id(compiled.module), options)
-    hit = _programs.get(key)
-    if hit is None or hit.compiled is not compiled:
+    """The compiled tile IR as Python generators (kept with the compiled kernel, per options)."""
+    key = ("sim", options)
+    hit = compiled.programs.get(key)
+    if hit is None:
         sources, locs, events = generate(compiled.module, timing=not options.arithmetic, fidelity=options.fidelity,
                                          exp=options.exp)
-        l1 = compiled.l1
-        hit = _programs[key] = SimProgram(compiled, sources, load(sources), locs, events, options, l1.used)
+        hit = compiled.programs[key] = SimProgram(compiled, sources, load(sources), locs, events, options,
+                                                  compiled.l1.used)
     return hit
 
 

@@ -110,13 +110,10 @@ class GpuProgram:
         return best[1], best[2]
 
 
-_programs: dict[int, GpuProgram] = {}
-
-
 def lower(compiled: Compiled) -> GpuProgram:
-    """Block IR -> pairing -> Triton source (no torch or Triton needed), cached per compiled kernel."""
-    hit = _programs.get(id(compiled.module))
-    if hit is not None and hit.compiled is compiled:
+    """Block IR -> pairing -> Triton source (no torch or Triton needed), kept with the compiled kernel."""
+    hit = compiled.programs.get("gpu")
+    if hit is not None:
         return hit
     t0 = time.perf_counter()
     try:
@@ -124,7 +121,7 @@ def lower(compiled: Compiled) -> GpuProgram:
         src = lower_program(prog, pair_program(prog))
     except TilegridError as e:
         raise e.with_kernel(compiled.name) from None
-    out = _programs[id(compiled.module)] = GpuProgram(src, compiled, compiled.compile_seconds + time.perf_counter() - t0)
+    out = compiled.programs["gpu"] = GpuProgram(src, compiled, compiled.compile_seconds + time.perf_counter() - t0)
     return out
 
 
