@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+os.environ.setdefault("TILEGRID_VERIFY", "each")  # every pass's output verifies in every test compile
 
 
 @pytest.fixture

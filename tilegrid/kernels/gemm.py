@@ -66,7 +66,8 @@ def plan_matmul(m: int, k: int, n: int, grid: tuple[int, int], device: Device, i
 
 def matmul(a: Any, b: Any, *, grid: tuple[int, int] = (8, 8), mcast: bool = False, bk: int | None = None,
            block: tuple[int, int] | None = None, acc_dtype: str = "f32", device: Device = WORMHOLE,
-           schedule: str = "deterministic", seed: int | None = None, out: Any = None) -> Any:
+           schedule: str = "deterministic", seed: int | None = None, out: Any = None, observer: Any = None,
+           backend: str = "sim") -> Any:
     """C = A @ B on a grid of cores. A: [M, K], B: [K, N] (bf16 or float32, multiples of 32).
 
     Returns C in A's dtype (a new NumPy array, or `out`). `mcast` shares A / B blocks along grid
@@ -85,7 +86,8 @@ def matmul(a: Any, b: Any, *, grid: tuple[int, int] = (8, 8), mcast: bool = Fals
     plan = plan_matmul(m, k, n, grid, device, in_dtype, acc_dtype, bk, block)
     if out is None:
         out = np.full((m, n), np.nan, dtype=a_np.dtype)
-    _build(plan, k // 32 // plan.bk, mcast, acc_dtype, device, schedule, seed)(a_np, b_np, out)
+    _build(plan, k // 32 // plan.bk, mcast, acc_dtype, device, schedule, seed)(a_np, b_np, out, observer=observer,
+                                                                            backend=backend)
     return out
 
 

@@ -9,6 +9,7 @@ Every pass runs here and only here; a target never re-runs one.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from xdsl.dialects.builtin import ModuleOp
@@ -59,17 +60,26 @@ def verify(module: ModuleOp, after: str) -> None:
         raise CompileError(f"internal compiler error: IR does not verify after {after}: {e}") from e
 
 
+def verify_each_pass() -> bool:
+    """TILEGRID_VERIFY=each (the test suite sets it): verify the IR after every pass. Otherwise the
+    frontend's IR and the level's final IR are verified (xDSL's verifier is most of a compile's time)."""
+    return os.environ.get("TILEGRID_VERIFY", "") == "each"
+
+
 def run_pipeline(module: ModuleOp, level: str = "tile", dump: Callable[[str, str], None] | None = None) -> ModuleOp:
-    """Run the passes in order up to `level`, verifying after each; `dump(stage, text)` sees the IR."""
+    """Run the passes in order up to `level`, verifying (see `verify_each_pass`); `dump(stage, text)`
+    sees the IR after each."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
     ctx = ir.context()
+    each = verify_each_pass() or dump is not None
     verify(module, "the frontend")
     if dump:
         dump("frontend", ir.to_text(module))
     for p, reached in PIPELINE:
         p.apply(ctx, module)
-        verify(module, p.name)
+        if each or reached == level:
+            verify(module, p.name)
         if dump:
             dump(p.name, ir.to_text(module))
         if reached == level:
