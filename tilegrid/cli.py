@@ -270,6 +270,14 @@ def _attention_perf(args: argparse.Namespace, q, k, v, window, cfg, device) -> i
     return 0 if ok else 1
 
 
+def cmd_setup(args: argparse.Namespace) -> int:
+    from tilegrid.targets.ttmetal import setup
+
+    flags = (["--root", args.root] if args.root else []) + (["--smoke"] if args.smoke else []) + \
+        (["--print-env"] if args.print_env else [])
+    return setup.main(flags)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tilegrid", description="tilegrid: Tensix kernels in Python")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -306,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--seed", type=int, default=0)
     _perf_flags(a, autotune=True)
     a.set_defaults(fn=cmd_attention)
+    s = sub.add_parser("setup", help="install what a target needs (tt-metal: ttnn + wolfpine + the stand-in toolchain)")
+    s.add_argument("target", choices=["tt-metal"])
+    s.add_argument("--root", default=None, help="cache root (default $TILEGRID_TTMETAL_HOME or ~/.cache/tilegrid/ttmetal)")
+    s.add_argument("--smoke", action="store_true", help="open the simulated device once even if nothing changed")
+    s.add_argument("--print-env", action="store_true", help="print the run environment as shell exports and exit")
+    s.set_defaults(fn=cmd_setup)
     args = p.parse_args(argv)
     return args.fn(args)
 

@@ -2,7 +2,7 @@
 tt-metal environment layer: setup.find_env -> DeviceSession -> host.py -> ttnn.generic_op.
 
 One device (one server, one simulator) for the whole module; wolfpine's cycle-cost model is on, so the per-core
-cycle stamps are modelled cycles.  Skips unless `python -m tilegrid.targets.ttmetal.setup` has run.
+cycle stamps are modelled cycles.  Skips unless `tilegrid setup tt-metal` has run.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ ENV = find_env()
 pytestmark = [
     pytest.mark.ttmetal,
     pytest.mark.skipif(ENV is None, reason="tt-metal environment not installed (or out of date): run "
-                                           "`python -m tilegrid.targets.ttmetal.setup` (see docs/ttmetal_setup.md)"),
+                                           "`tilegrid setup tt-metal` (see docs/ttmetal_setup.md)"),
 ]
 
 KERNELS = Path(__file__).resolve().parent / "kernels"

@@ -83,7 +83,7 @@ class DeviceSession:
         self.env = env if env is not None else find_env()
         if self.env is None:
             raise DeviceError("not_installed", "the tt-metal environment is not installed (or is out of date): run "
-                                               "`python -m tilegrid.targets.ttmetal.setup`")
+                                               "`tilegrid setup tt-metal`")
         self.profile = profile
         self.sim_env = dict(sim_env or {})
         self.timeout_s = timeout_s

@@ -1,7 +1,7 @@
 """One-command, idempotent installer of the tt-metal + wolfpine environment tilegrid's tt-metal target runs on.
 
-    python -m tilegrid.targets.ttmetal.setup          # install or verify (a warm run takes about a second)
-    python -m tilegrid.targets.ttmetal.setup --print-env   # the variables a run needs, as shell exports
+    tilegrid setup tt-metal          # install or verify (a warm run takes about a second)
+    tilegrid setup tt-metal --print-env   # the variables a run needs, as shell exports
 
 Why each step exists is recorded in docs/ttmetal_setup.md (and, measured, in the project's anchors): ttnn 0.81.1
 from PyPI *is* tt-metal (libtt_metal.so, firmware and kernel-API sources, tt-llk), wolfpine 2.2 is a pure-Python
@@ -417,7 +417,7 @@ def setup(root: Path | None = None, log: Callable[[str], None] = print, smoke: b
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tilegrid.targets.ttmetal.setup", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="tilegrid setup tt-metal", description=__doc__.split("\n")[0])
     ap.add_argument("--root", type=Path, default=None, help=f"cache root (default ${HOME_ENV} or ~/.cache/...)")
     ap.add_argument("--smoke", action="store_true", help="open the simulated device once even if nothing changed")
     ap.add_argument("--print-env", action="store_true", help="print the run environment as shell exports and exit")
@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_env:
             env = find_env(args.root)
             if env is None:
-                print("not installed (or out of date): run python -m tilegrid.targets.ttmetal.setup", file=sys.stderr)
+                print("not installed (or out of date): run tilegrid setup tt-metal", file=sys.stderr)
                 return 1
             full = env.env({})
             for k in sorted(full):
