@@ -182,6 +182,10 @@ def test_triton_source(name, expr, kernel_dir):
     compile(src, "<triton>", "exec")
 
 
+# Where the GPU's f32 formula is looser than the simulator's (float64, rounded once), in units of the
+# test's measure (|error| / max(|ref|, 1e-3)): gelu's 1 + erf(x / sqrt 2) cancels for x < -2 (absolute
+# error ~6e-8 where gelu ~ -1e-4; Triton has no erfc); x % b rounds a / b before the floor.
+GPU_TOL = {"gelu": 1e-4, "gelu_tanh": 2e-4, "mod": 1e-4}
 HAVE_TRITON = all(importlib.util.find_spec(m) is not None for m in ("torch", "triton"))
 INTERPRET = '''
 import importlib.util, json, sys
@@ -198,17 +202,18 @@ for name, expr in SPELLINGS:
     kernel_for(expr, Path({tmp!r}))(ta, tb, out, backend="gpu")
     ref = reference(name, expr, a, b)
     o = out.double().numpy()
-    # DESIGN.md's criterion for f32 data: ||out - ref|| / ||ref||
-    worst[expr] = float(np.linalg.norm(o - ref) / np.linalg.norm(ref)) if not np.isnan(o).any() else float("inf")
+    # elementwise, as the simulator's test: a wrong line on any part of the range shows
+    rel = np.abs(o - ref) / np.maximum(np.abs(ref), 1e-3)
+    worst[expr] = float(rel.max()) if not np.isnan(o).any() else float("inf")
 print(json.dumps(worst))
 '''
 
 
 @pytest.mark.skipif(not HAVE_TRITON, reason="needs torch and triton (the interpret extra)")
 def test_triton_interpreter(tmp_path):
-    """Every spelling run by the generated Triton kernel in Triton's CPU interpreter, f32, within
-    DESIGN.md's 1e-5 relative (norm) error (the approximate exp within its 3.1%: the GPU's exp2 unit
-    computes both exps)."""
+    """Every spelling run by the generated Triton kernel in Triton's CPU interpreter, f32, each element
+    within 1e-5 relative error (of |ref|, or of 1e-3 near zero; the approximate exp within its 3.1%:
+    the GPU's exp2 unit computes both exps), so a wrong coefficient in any branch of a spelling fails."""
     code = INTERPRET.format(tests=str(Path(__file__).parent), tmp=str(tmp_path))
     env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
@@ -216,6 +221,6 @@ def test_triton_interpreter(tmp_path):
     import json
 
     worst = json.loads(res.stdout.strip().splitlines()[-1])
-    tol = {expr: CASES[name][3] or 1e-5 for name, expr in SPELLINGS}
+    tol = {expr: GPU_TOL.get(name) or CASES[name][3] or 1e-5 for name, expr in SPELLINGS}
     bad = {e: r for e, r in worst.items() if r > tol[e]}
     assert not bad, bad

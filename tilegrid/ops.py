@@ -105,6 +105,11 @@ def _pow_triton(x: str, n: int) -> str:
     return f"({p})" if n > 0 else f"(1.0 / ({p}))"
 
 
+def _log1p_triton(x: str) -> str:
+    """log(1 + x) to a few ulp for small x too (Goldberg: the rounding of 1 + x divided back out)."""
+    return f"tl.where(1.0 + {x} == 1.0, {x}, tl.log(1.0 + {x}) * {x} / ((1.0 + {x}) - 1.0))"
+
+
 def _tanh_triton(x: str) -> str:
     """tanh accurate to a few ulp everywhere: its odd Taylor series near 0 (where (1 - e) / (1 + e)
     would cancel), else sign(x) (1 - e) / (1 + e) with e = exp(-2|x|) (no overflow)."""
@@ -147,9 +152,8 @@ UNARY = [
            ttmetal="rsqrt_tile({dst})"),
     _unary("abs", np.abs, SFPU_SIMPLE, "tl.abs({x})", "|x|, elementwise (also `abs(x)`)", ttmetal="abs_tile({dst})"),
     _unary("log", np.log, Cost("poly"), "tl.log({x})", "natural logarithm, elementwise", ttmetal="log_tile({dst})"),
-    _unary("log1p", np.log1p, Cost("poly"),
-           lambda x: f"tl.where(1.0 + {x} == 1.0, {x}, tl.log(1.0 + {x}) * {x} / ((1.0 + {x}) - 1.0))",
-           "log(1 + x), accurate for small x", ttmetal="log1p_tile({dst})"),
+    _unary("log1p", np.log1p, Cost("poly"), _log1p_triton, "log(1 + x), accurate for small x",
+           ttmetal="log1p_tile({dst})"),
     _unary("relu", lambda x: np.maximum(x, F32(0.0)), SFPU_SIMPLE, "tl.maximum({x}, 0.0)", "max(x, 0), elementwise",
            ttmetal="relu_tile({dst})"),
     _unary("sigmoid", _f64(lambda x: 1.0 / (1.0 + np.exp(-x))), Cost("poly"), "tl.sigmoid({x})",
@@ -168,7 +172,7 @@ UNARY = [
     _unary("silu", _f64(lambda x: x / (1.0 + np.exp(-x))), Cost("poly"), "({x} * tl.sigmoid({x}))",
            "SiLU (swish), x * sigmoid(x)", ttmetal="silu_tile({dst})"),
     _unary("softplus", _f64(lambda x: np.logaddexp(0.0, x)), Cost("poly"),
-           lambda x: f"(tl.maximum({x}, 0.0) + tl.log(1.0 + tl.exp(-tl.abs({x}))))", "log(1 + e**x), computed stably",
+           lambda x: f"(tl.maximum({x}, 0.0) + {_log1p_triton(f'tl.exp(-tl.abs({x}))')})", "log(1 + e**x), computed stably",
            ttmetal="softplus_tile({dst})"),
     OpDef("pow", 1, _pow_sim, Cost("sfpu", 4), _pow_triton, "x ** n for an integer n known when the kernel compiles "
           "(also `x ** n`)", ttmetal="power_tile({dst}, {n})", params=(Param("n", int),), api=("pow",)),
