@@ -273,7 +273,8 @@ def _recip(fp32_dest: bool) -> Program:
 SQRT2 = _f32(1.4142135623730951)
 LN2_HI_LOG = _f32(0.693145751953125)  # 16 significant bits: k * LN2_HI_LOG is exact for |k| <= 255
 LN2_LO_LOG = _f32(0.6931471805599453 - 0.693145751953125)
-# ln(1 + f) = f + f^2 (L2 + f (L3 + ... + f L10)) on f in [sqrt(1/2) - 1, sqrt(2) - 1]: relative error 4.1e-9.
+# ln(1 + f) = f + f^2 (L2 + f (L3 + ... + f L10)) on f in [sqrt(1/2) - 1, sqrt(2) - 1]: relative error 4.1e-9
+# (Lawson-iterated least squares on relative error).
 LOG_C = (-0.49999988079071045, 0.33333325386047363, -0.25001582503318787, 0.2000197470188141, -0.16609081625938416,
          0.14181813597679138, -0.13242985308170319, 0.12904496490955353, -0.07621857523918152)
 
@@ -310,10 +311,10 @@ def _log(fp32_dest: bool) -> Program:
         *I.const(p, c[1]),
         I.mad(x, m, p, x, note="... + L3"),
         *I.const(p, c[0]),
-        I.mad(x, m, p, x, note="... + L2"),
-        I.mad(x, m, I.LONE, x, note="... + 1"),
-        I.mad(k, 11, I.LZERO, p, note="k ln2_lo"),
-        I.mad(x, m, p, x, note="ln(1+f) + k ln2_lo"),
+        I.mad(x, m, p, x, note="q = ... + L2"),
+        I.mad(x, m, I.LZERO, x, note="q f"),
+        I.mad(x, m, m, x, note="s = ln(1+f) = (q f) f + f: the small part rounded, f exact"),
+        I.mad(k, 11, x, x, note="+ k ln2_lo"),
         *I.const(p, LN2_HI_LOG),
         I.mad(k, p, x, x, note="y = k ln2_hi + that"),
         *_round_bf16(x, fp32_dest),

@@ -309,14 +309,15 @@ def _eval(expr: str, params: dict[str, int]) -> int:
 
 
 def to_dst(x: np.ndarray, fp32_dest: bool) -> np.ndarray:
-    """An input as a DST tile holds it: FP32 bits, or bf16 (rounded to nearest even, as the unpacker gets it from a
-    bf16 tensor) in the high half."""
-    b = np.asarray(x, np.float32).ravel().view(U32).copy()
-    if not fp32_dest:
-        import ml_dtypes
+    """An input as a DST tile holds it: FP32 bits, or bf16 in the high half — rounded to nearest even and with every
+    NaN made +NaN, as ttnn converts a float32 array to a bf16 tensor on the host."""
+    x = np.asarray(x, np.float32).ravel()
+    if fp32_dest:
+        return x.view(U32).copy()
+    import ml_dtypes
 
-        b = np.asarray(x, np.float32).ravel().astype(ml_dtypes.bfloat16).astype(np.float32).view(U32).copy()
-    return b
+    b = x.astype(ml_dtypes.bfloat16).astype(np.float32).view(U32)
+    return np.where(np.isnan(x), U32(0x7FC00000), b)
 
 
 def execute(program, operands: list[np.ndarray], fp32_dest: bool, params: dict[str, int] | None = None) -> np.ndarray:

@@ -1,6 +1,6 @@
-// Compute (SFPU harness): per tile, copy input k (circular buffer k) into DST[DST_k], apply the SFPU routine under
-// test, pack DST[OUT_DST] to circular buffer 16.  The harness fills in the routine's definitions and call (the
-// SFPU_* markers) and defines N_IN, DST_0 .. DST_3 and OUT_DST.  Runtime args: count (tiles).
+// Compute (SFPU harness): for each case (an SFPU routine and its tiles), per tile: copy input k (circular buffer k)
+// into DST[slot k], apply the routine, pack DST[OUT] to circular buffer 16.  The harness fills in the routines'
+// definitions and the cases (the SFPU_* markers) and defines N_IN (inputs per tile, 1 to 4).
 #include <cstdint>
 #include "api/compute/common.h"
 #include "api/compute/compute_kernel_hw_startup.h"
@@ -11,26 +11,29 @@
 
 // SFPU_DEFINITIONS
 
-void kernel_main() {
-    const uint32_t count = get_arg_val<uint32_t>(0);
+template <uint32_t S0, uint32_t S1, uint32_t S2, uint32_t S3, uint32_t OUT, typename Apply>
+void run_case(uint32_t tiles, Apply apply) {
     constexpr uint32_t cb_out = 16;
-    constexpr uint32_t dst[4] = {DST_0, DST_1, DST_2, DST_3};
-    compute_kernel_hw_startup(0, cb_out);
-    // SFPU_INIT
-    for (uint32_t i = 0; i < count; ++i) {
+    constexpr uint32_t slot[4] = {S0, S1, S2, S3};
+    for (uint32_t i = 0; i < tiles; ++i) {
         for (uint32_t cb = 0; cb < N_IN; ++cb) cb_wait_front(cb, 1);
         tile_regs_acquire();
         for (uint32_t cb = 0; cb < N_IN; ++cb) {
             copy_init(cb);
-            copy_tile(cb, 0, dst[cb]);
+            copy_tile(cb, 0, slot[cb]);
         }
-        // SFPU_CALL
+        apply();
         tile_regs_commit();
         for (uint32_t cb = 0; cb < N_IN; ++cb) cb_pop_front(cb, 1);
         cb_reserve_back(cb_out, 1);
         tile_regs_wait();
-        pack_tile(OUT_DST, cb_out);
+        pack_tile(OUT, cb_out);
         tile_regs_release();
         cb_push_back(cb_out, 1);
     }
+}
+
+void kernel_main() {
+    compute_kernel_hw_startup(0, 16);
+    // SFPU_CASES
 }
