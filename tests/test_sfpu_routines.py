@@ -144,11 +144,11 @@ def test_fma_model_rounds_once_but_for_the_partial_fusion(rng):
     reads denormals as zero, flushes -0 and denormal results to +0, and follows IEEE for infinities and NaN."""
     a, b, c = (rng.standard_normal(50000).astype(np.float32) for _ in range(3))
     c = np.abs(c) * np.sign(a * b)  # same signs: no cancellation
-    got = M._fma(a.view(np.uint32), b.view(np.uint32), c.view(np.uint32)).view(np.float32)
+    got = M.fma(a.view(np.uint32), b.view(np.uint32), c.view(np.uint32)).view(np.float32)
     want = (a.astype(np.float64) * b + c).astype(np.float32)
     assert np.mean(got == want) > 0.99 and np.all(np.abs(got - want) <= np.spacing(np.abs(want)))
     sp = np.array([[np.inf, 0, 1], [1e-40, 1e30, 0], [-1.0, 0.0, 0.0], [np.inf, 1, -np.inf], [2, 3, 1e-40]],
                   np.float32).T
-    got = M._fma(*(v.view(np.uint32) for v in sp)).view(np.float32)
+    got = M.fma(*(v.view(np.uint32) for v in sp)).view(np.float32)
     assert np.isnan(got[0]) and got[1] == 0 and got[2] == 0 and not np.signbit(got[2])
     assert np.isnan(got[3]) and got[4] == 6.0

@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tilegrid.ops import OPS
 from tilegrid.targets.ttmetal import sfpu_isa as I
 from tilegrid.targets.ttmetal.sfpu_isa import Insn
 
@@ -157,20 +158,23 @@ def _exp(fp32_dest: bool, scale: float | str | None) -> Program:
         I.loadi(t, I.LOADI_BF16, I.f32_bits(MAGIC) >> 16, note="1.5*2^23"),
         I.mad(x, 4, t, t, note="t = x*log2(e) + 1.5*2^23: n = round(x log2 e) in t's low bits"),
         I.loadi(nf, I.LOADI_BF16, I.f32_bits(-MAGIC) >> 16),
-        *_nan_probe(t, p),  # t is NaN exactly when x is
-        I.setcc(p, I.SETCC_GTE0), Insn("SFPPUSHC", note="remember the NaN lanes"), I.encc(),
         I.mad(t, I.LONE, nf, nf, note="n as a float: t - 1.5*2^23 (exact)"),
         I.loadi(p, I.LOADI_BF16, I.f32_bits(-LN2_HI) >> 16, note="-ln2_hi"),
         I.mad(nf, p, x, x, note="r = x - n*ln2_hi (exact)"),
         I.loadi(p, I.LOADI_BF16, I.f32_bits(EXP_C[4]) >> 16, note="C6"),
         I.mad(nf, 5, x, x, note="r -= n*ln2_lo"),
-        I.loadi(nf, I.LOADI_BF16, (-0x4B400000 & 0xFFFFFFFF) >> 16, note="-bits(1.5*2^23)"),
+        # the NaN probe on t (NaN exactly when x is) fills the slots where Horner's steps wait on each other
+        I.setsgn(t, nf, sign=0, note="|t| as bits"),
         I.mad(p, x, 6, p, note="Horner: C6 r + C5"),
-        I.iadd(nf, t, note="n = bits(t) - bits(1.5*2^23), an integer"),
+        I.iadd_imm(nf, nf, -1),
         I.mad(p, x, 7, p, note="... + C4"),
+        I.iadd(11, nf, note="NaN probe: >= 0 iff NaN"),
         I.mad(p, x, 12, p, note="... + C3"),
+        I.setcc(nf, I.SETCC_GTE0), Insn("SFPPUSHC", note="remember the NaN lanes"), I.encc(),
         I.mad(p, x, 13, p, note="... + C2"),
+        I.loadi(nf, I.LOADI_BF16, (-0x4B400000 & 0xFFFFFFFF) >> 16, note="-bits(1.5*2^23)"),
         I.mad(p, x, I.LONE, p, note="... + 1"),
+        I.iadd(nf, t, note="n = bits(t) - bits(1.5*2^23), an integer"),
         I.mad(p, x, I.LONE, p, note="p = e^r = ... * r + 1, in [0.7, 1.42]"),
         I.exexp(p, x, note="p's biased exponent (126 or 127)"),
         I.iadd(x, t, note="e = the result's biased exponent"),
@@ -464,23 +468,26 @@ def definitions(p: Program, fname: str, fp32_dest: bool) -> str:
 
 # ---- the kernel-API spellings (real sfpi) --------------------------------------------------------------------------
 
-API: dict[str, tuple[str, str, Callable[..., str]]] = {
-    # op: (header, init, call)
-    "exp": ("api/compute/eltwise_unary/exp.h", "exp_tile_init();", lambda i: f"exp_tile({i});"),
-    "exp_approx": ("api/compute/eltwise_unary/exp.h", "exp_tile_init<true>();",
-                   lambda i: f"exp_tile<true, true>({i});"),
-    "recip": ("api/compute/eltwise_unary/recip.h", "recip_tile_init();", lambda i: f"recip_tile({i});"),
-    "log": ("api/compute/compute_kernel_api.h", "log_tile_init();", lambda i: f"log_tile({i});"),
-    "max": ("api/compute/binary_max_min.h", "binary_max_tile_init();",
-            lambda a, b, o: f"binary_max_tile({a}, {b}, {o});"),
-    "min": ("api/compute/binary_max_min.h", "binary_min_tile_init();",
-            lambda a, b, o: f"binary_min_tile({a}, {b}, {o});"),
-    "where": ("api/compute/eltwise_unary/where.h", "where_tile_init();",
-              lambda c, a, b, o: f"where_tile({c}, {a}, {b}, {o});"),
-    "neg": ("api/compute/eltwise_unary/negative.h", "negative_tile_init();", lambda i: f"negative_tile({i});"),
-    "abs": ("api/compute/compute_kernel_api.h", "abs_tile_init();", lambda i: f"abs_tile({i});"),
-    "relu": ("api/compute/eltwise_unary/relu.h", "relu_tile_init();", lambda i: f"relu_tile({i});"),
+# op: (header, init); the call is the op table's `ttmetal` spelling (tilegrid/ops.py)
+API: dict[str, tuple[str, str]] = {
+    "exp": ("api/compute/eltwise_unary/exp.h", "exp_tile_init();"),
+    "exp_approx": ("api/compute/eltwise_unary/exp.h", "exp_tile_init<true>();"),
+    "recip": ("api/compute/eltwise_unary/recip.h", "recip_tile_init();"),
+    "log": ("api/compute/compute_kernel_api.h", "log_tile_init();"),
+    "max": ("api/compute/binary_max_min.h", "binary_max_tile_init();"),
+    "min": ("api/compute/binary_max_min.h", "binary_min_tile_init();"),
+    "where": ("api/compute/eltwise_unary/where.h", "where_tile_init();"),
+    "neg": ("api/compute/eltwise_unary/negative.h", "negative_tile_init();"),
+    "abs": ("api/compute/compute_kernel_api.h", "abs_tile_init();"),
+    "relu": ("api/compute/eltwise_unary/relu.h", "relu_tile_init();"),
 }
+
+
+def _api_call(op: str) -> Callable[..., str]:
+    d = OPS[op]
+    if d.arity == 1:
+        return lambda i: d.spell("ttmetal", dst=i) + ";"
+    return lambda *dst: f"{d.ttmetal}({', '.join(str(x) for x in dst)});"  # binary / where: the function's name
 
 
 def _api_mad(a: float | str, b: float | str) -> SfpuRoutine:
@@ -502,10 +509,10 @@ def routine(op: str, mode: str = "api", fp32_dest: bool = False, **params: float
             return _api_mad(params.get("a", 1.0), params.get("b", 0.0))  # type: ignore[arg-type]
         if op not in API:
             raise KeyError(f"no kernel-API spelling for SFPU op {op!r}")
-        header, init, call = API[op]
+        header, init = API[op]
         if params.get("scale") is not None:
             raise ValueError("the kernel-API exp takes its scale as a bf16 template argument; use mode='raw'")
-        return SfpuRoutine(op, "api", f'#include "{header}"\n', init, call)
+        return SfpuRoutine(op, "api", f'#include "{header}"\n', init, _api_call(op))
     if mode != "raw":
         raise ValueError(f"mode must be 'api' or 'raw', not {mode!r}")
     if op not in RAW:

@@ -7,7 +7,7 @@ Wormhole, an independent implementation of the same ISA) agrees with it, and tha
 each routine's stated bound over the whole float range — so accuracy work happens here, in milliseconds.
 
 SFPMAD is "partially fused" (ISA SFPMAD.md: the product kept in more than FP32 precision, then one rounding); the
-ISA does not say how many bits, so `_fma` models the datapath wolfpine and ttsim use (see its docstring).
+ISA does not say how many bits, so `fma` models the datapath wolfpine and ttsim use (see its docstring).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _sticky_shr(v: np.ndarray, amount: np.ndarray, width: int) -> np.ndarray:
     return np.where(amount >= width, np.uint64(0), out)
 
 
-def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:  # noqa: C901
+def fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:  # noqa: C901
     """Wormhole's SFPMAD on bit patterns: a * b + c, "partially fused" (ISA SFPMAD.md).  The product's 48 bits are cut
     to 24 + 3 guard bits and a sticky bit, the addend gets 3 guard bits, the smaller operand is aligned with a sticky
     bit kept only when something survives, the sum (32 bits) is normalised keeping just its last bit as sticky,
@@ -168,11 +168,11 @@ class Machine:
             else:
                 raise NotImplementedError("SFPCONFIG other than LReg[11..14] = LReg[0]")
         elif op == "SFPMAD":
-            self.write(ins.vd, _fma(L[ins.va], L[ins.vb], L[ins.vc]))
+            self.write(ins.vd, fma(L[ins.va], L[ins.vb], L[ins.vc]))
         elif op == "SFPADDI":
-            self.write(ins.vd, _fma(np.full(self.n, imm << 16, U32), np.full(self.n, I.f32_bits(1.0), U32), vd))
+            self.write(ins.vd, fma(np.full(self.n, imm << 16, U32), np.full(self.n, I.f32_bits(1.0), U32), vd))
         elif op == "SFPMULI":
-            self.write(ins.vd, _fma(np.full(self.n, imm << 16, U32), vd, np.zeros(self.n, U32)))
+            self.write(ins.vd, fma(np.full(self.n, imm << 16, U32), vd, np.zeros(self.n, U32)))
         elif op == "SFPIADD":
             m = ins.mod
             if m & I.IADD_IMM:
