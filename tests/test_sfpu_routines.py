@@ -95,8 +95,8 @@ def test_schedule_inserts_nops_only_where_needed():
 def test_instruction_encoding_matches_the_macros():
     """Negative 12-bit immediates are masked (they would otherwise corrupt the neighbouring fields); a C++
     expression immediate makes a run-time (TT_) instruction."""
-    assert I.iadd_imm(1, 2, -255).cpp() == "TTI_SFPIADD(3841, 1, 2, 5);"
-    assert I.shft(3, -16).cpp() == "TTI_SFPSHFT(4080, 0, 3, 1);"
+    assert I.iadd_imm(1, 2, -255).cpp() == "TTI_SFPIADD(0xf01, 1, 2, 5);"
+    assert I.shft(3, -16).cpp() == "TTI_SFPSHFT(0xff0, 0, 3, 1);"
     assert I.loadi(4, I.LOADI_UPPER, "((s) >> 16)").cpp() == "TT_SFPLOADI(4, 8, ((s) >> 16));"
     assert I.const(5, 2.0) == [I.loadi(5, I.LOADI_BF16, 0x4000, "2.0")]
     assert [i.mod for i in I.const(5, 0.1)] == [I.LOADI_UPPER, I.LOADI_LOWER]

@@ -90,7 +90,8 @@ def _persist(values: list[tuple[int, float | int | str]]) -> list[Insn]:
         if isinstance(v, float):
             out += I.const(dst, v)
         else:
-            out += I.const_bits(dst, v)
+            out += I.const_bits(dst, v, note="run-time f32" if isinstance(v, str) else
+                                "-0x7f800000 (NaN probe)" if v == K_NAN else f"0x{v:08x}")
         if reg >= 11:
             out.append(I.config(reg))
     return out
@@ -157,7 +158,7 @@ def _exp(fp32_dest: bool, scale: float | str | None) -> Program:
     body += [
         I.loadi(t, I.LOADI_BF16, I.f32_bits(MAGIC) >> 16, note="1.5*2^23"),
         I.mad(x, 4, t, t, note="t = x*log2(e) + 1.5*2^23: n = round(x log2 e) in t's low bits"),
-        I.loadi(nf, I.LOADI_BF16, I.f32_bits(-MAGIC) >> 16),
+        I.loadi(nf, I.LOADI_BF16, I.f32_bits(-MAGIC) >> 16, note="-1.5*2^23"),
         I.mad(t, I.LONE, nf, nf, note="n as a float: t - 1.5*2^23 (exact)"),
         I.loadi(p, I.LOADI_BF16, I.f32_bits(-LN2_HI) >> 16, note="-ln2_hi"),
         I.mad(nf, p, x, x, note="r = x - n*ln2_hi (exact)"),
@@ -166,11 +167,11 @@ def _exp(fp32_dest: bool, scale: float | str | None) -> Program:
         # the NaN probe on t (NaN exactly when x is) fills the slots where Horner's steps wait on each other
         I.setsgn(t, nf, sign=0, note="|t| as bits"),
         I.mad(p, x, 6, p, note="Horner: C6 r + C5"),
-        I.iadd_imm(nf, nf, -1),
+        I.iadd_imm(nf, nf, -1, note="|t| - 1"),
         I.mad(p, x, 7, p, note="... + C4"),
         I.iadd(11, nf, note="NaN probe: >= 0 iff NaN"),
         I.mad(p, x, 12, p, note="... + C3"),
-        I.setcc(nf, I.SETCC_GTE0), Insn("SFPPUSHC", note="remember the NaN lanes"), I.encc(),
+        I.setcc(nf, I.SETCC_GTE0, note="lanes: x is NaN"), Insn("SFPPUSHC", note="remember them"), I.encc(),
         I.mad(p, x, 13, p, note="... + C2"),
         I.loadi(nf, I.LOADI_BF16, (-0x4B400000 & 0xFFFFFFFF) >> 16, note="-bits(1.5*2^23)"),
         I.mad(p, x, I.LONE, p, note="... + 1"),
@@ -178,8 +179,8 @@ def _exp(fp32_dest: bool, scale: float | str | None) -> Program:
         I.mad(p, x, I.LONE, p, note="p = e^r = ... * r + 1, in [0.7, 1.42]"),
         I.exexp(p, x, note="p's biased exponent (126 or 127)"),
         I.iadd(x, t, note="e = the result's biased exponent"),
-        I.mov(t, nf),
-        I.setexp(p, nf, note="y = p * 2^n (exponent field = e)"),
+        I.mov(t, nf, note="e"),
+        I.setexp(p, nf, note="y = p * 2^n: p with exponent field e"),
         I.iadd_imm(t, t, -1, cc=I.CC_LT0, note="lanes: e <= 0 (underflow)"),
         I.mov(I.LZERO, nf, note="y = 0"),
         I.encc(),

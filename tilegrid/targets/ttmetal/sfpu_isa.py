@@ -126,8 +126,13 @@ class Insn:
         a = self.args(addr)
         runtime = any(isinstance(x, str) for x in a)
         name = ("TT_" if runtime else "TTI_") + self.op
-        text = name if self.op == "SFPNOP" else f"{name}({', '.join(str(x) for x in a)})"
+        text = name if self.op == "SFPNOP" else f"{name}({', '.join(_lit(x) for x in a)})"
         return f"{text};" + (f"  // {self.note}" if self.note else "")
+
+
+def _lit(x: int | str) -> str:
+    """A macro argument: immediates (bit patterns) in hex, small numbers (registers, modes) in decimal."""
+    return f"0x{x:x}" if isinstance(x, int) and x > 15 else str(x)
 
 
 # ---- constructors, one per instruction form (the ISA's semantics in each docstring) --------------------------------
