@@ -243,6 +243,13 @@ def setexp(vc: int, vd: int, imm: int | None = None, note: str = "") -> Insn:
     return Insn("SFPSETEXP", vc=vc, vd=vd, imm=imm, mod=SETEXP_IMM, note=note)
 
 
+def setman(vc: int, vd: int, imm: int | None = None, note: str = "") -> Insn:
+    """VD = {VC.sign, VC.exponent, M}: M = imm << 11 (imm a 12-bit immediate), or VD's mantissa."""
+    if imm is None:
+        return Insn("SFPSETMAN", vc=vc, vd=vd, note=note)
+    return Insn("SFPSETMAN", vc=vc, vd=vd, imm=imm, mod=1, note=note)
+
+
 def setsgn(vc: int, vd: int, sign: int | None = None, note: str = "") -> Insn:
     """VD = {S, VC.exponent, VC.mantissa}: S = sign (0/1), or VD's sign bit."""
     if sign is None:

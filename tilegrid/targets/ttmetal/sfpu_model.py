@@ -236,6 +236,9 @@ class Machine:
             else:
                 e = vd & U32(0xFF)
             self.write(ins.vd, (vc & ~_EXP) | (e << U32(23)))
+        elif op == "SFPSETMAN":
+            man = U32((imm << 11) & 0x7FFFFF) if ins.mod & 1 else (vd & _MAN)
+            self.write(ins.vd, (vc & ~_MAN) | man)
         elif op == "SFPSETSGN":
             s = U32((imm & 1) << 31) if ins.mod & 1 else (vd & _SIGN)
             self.write(ins.vd, (vc & ~_SIGN) | s)
