@@ -68,7 +68,7 @@ class Program:
 class SfpuRoutine:
     """What the code generator needs to apply one op to DST tiles: `definitions` once at the top of the compute
     kernel, `init` once before use, `call(*dst)` per application (unary: call(i) in place; binary: call(a, b, out);
-    where: call(c, a, b, out))."""
+    where: call(c, a, b, out)); `program`: a raw routine's instructions (for sfpu_model and the cost model)."""
 
     op: str
     mode: str

@@ -11,7 +11,7 @@ sfpu_model.py, so a routine's numerics can be checked without a device.
 
 Names and modifier values follow the ISA documents (tenstorrent/tt-isa-documentation, WormholeB0/TensixTile/
 TensixCoprocessor/SFP*.md); LReg numbering: 0-7 general, 8 = 0.8373, 9 = 0.0, 10 = 1.0 (read-only), 11-14 written
-by SFPCONFIG only (sfpi reserves 11 = -1.0; tilegrid uses 12-14), 15 = lane index * 2.
+by SFPCONFIG only (sfpi reserves 11 = -1.0: tilegrid's routines borrow it and put -1.0 back), 15 = lane index * 2.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import struct
 
 # ---- registers and modifiers (values from the ISA pages) ----------------------------------------------------------
 LCONST_0837, LZERO, LONE = 8, 9, 10
-PRGM = (12, 13, 14)  # LReg[12..14]: constants, written through SFPCONFIG from LReg[0]'s first 8 lanes
 
 LOADI_BF16, LOADI_FP16, LOADI_USHORT, LOADI_SHORT, LOADI_UPPER, LOADI_LOWER = 0, 1, 2, 4, 8, 10
 SETCC_LT0, SETCC_NE0, SETCC_GTE0, SETCC_EQ0 = 0, 2, 4, 6
@@ -219,11 +218,6 @@ def encc(enable: bool | None = None, note: str = "") -> Insn:
         return Insn("SFPENCC", note=note or "all lanes on")
     return Insn("SFPENCC", imm=3 if enable else 0, mod=ENCC_EI | ENCC_RI if enable else ENCC_EI,
                 note=note or ("predication on" if enable else "predication off"))
-
-
-def compc(note: str = "") -> Insn:
-    """LaneFlags = !LaneFlags (the `else` of an if, with an empty flag stack)."""
-    return Insn("SFPCOMPC", note=note)
 
 
 def exexp(vc: int, vd: int, biased: bool = True, note: str = "") -> Insn:

@@ -218,9 +218,6 @@ class Machine:
             if ins.mod != 0:
                 raise NotImplementedError("SFPPOPC peek modes")
             self.flags, self.use_flags = self.stack.pop()
-        elif op == "SFPCOMPC":
-            top_f, top_u = self.stack[-1] if self.stack else (np.ones(self.n, bool), np.ones(self.n, bool))
-            self.flags = np.where(top_u & self.use_flags, top_f & ~self.flags, False)
         elif op == "SFPEXEXP":
             e = ((vc >> U32(23)) & U32(0xFF)).astype(np.int64) - (0 if ins.mod & I.EXEXP_NODEBIAS else 127)
             self.write(ins.vd, (e & 0xFFFFFFFF).astype(U32))
