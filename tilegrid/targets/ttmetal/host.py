@@ -309,12 +309,13 @@ class Server:
     def run(self, req: dict) -> dict:
         """Build the ProgramDescriptor a request describes, run it with ttnn.generic_op, save outputs as float32 .npy.
 
-        Request fields: tensors {name: {shape, dtype: bf16|f32, input: path.npy | output: path.npy}}, cbs [{index,
-        total_size, page_size, format, cores}], semaphores [{initial_value, cores, id?}], kernels [{kind: reader|
-        writer|compute|dataflow, source, cores, compile_args, runtime_args: [{core, args}], common_runtime_args,
-        defines {name: value}, and for compute: math_fidelity, fp32_dest_acc_en, dst_full_sync_en,
-        math_approx_mode; for dataflow: processor 0|1, noc 0|1}], engines (bool), timeout_s.  Core sets: see
-        _rects; argument values: see _values.  docs/ttmetal_setup.md has the whole schema and the reply."""
+        Request fields: tensors {name: {shape, dtype: bf16|f32, input: path.npy | output: path.npy, poison: bool (an
+        output starts as NaN)}}, cbs [{index, total_size, page_size, format, cores}], semaphores [{initial_value,
+        cores, id?}], kernels [{kind: reader|writer|compute|dataflow, source, cores, compile_args, runtime_args:
+        [{core, args}], common_runtime_args, defines {name: value}, and for compute: math_fidelity, fp32_dest_acc_en,
+        dst_full_sync_en, math_approx_mode, unpack_to_dest [cb indices]; for dataflow: processor 0|1, noc 0|1}],
+        engines (bool), timeout_s.  Core sets: see _rects; argument values: see _values.  docs/ttmetal_setup.md has
+        the whole schema and the reply."""
         np, ttnn = self.np, self.ttnn
         t_start = time.perf_counter()
         timing: dict[str, float] = {}
@@ -340,6 +341,9 @@ class Server:
                 if list(arr.shape) != shape:
                     raise RequestError("invalid_request", f"tensor {name}: file shape {list(arr.shape)} != {shape}")
                 tensors[name] = ttnn.Tensor(np.ascontiguousarray(arr, dtype=np.float32), data_type=self.dtypes[dtype],
+                                            device=self.device, layout=ttnn.TILE_LAYOUT)
+            elif "output" in s and s.get("poison"):  # NaN-filled, so that what the program never wrote shows
+                tensors[name] = ttnn.Tensor(np.full(shape, np.nan, np.float32), data_type=self.dtypes[dtype],
                                             device=self.device, layout=ttnn.TILE_LAYOUT)
             elif "output" in s:
                 tensors[name] = ttnn.allocate_tensor_on_device(ttnn.Shape(shape), self.dtypes[dtype],
@@ -390,6 +394,11 @@ class Server:
                     math_fidelity=self.fidelity[fid], math_approx_mode=bool(k.get("math_approx_mode", False)),
                     fp32_dest_acc_en=bool(k.get("fp32_dest_acc_en", False)),
                     dst_full_sync_en=bool(k.get("dst_full_sync_en", False)))
+                if k.get("unpack_to_dest"):  # CBs unpacked straight into an fp32 DST (no TF32 SrcA on the way)
+                    modes = [ttnn.UnpackToDestMode.Default] * 32
+                    for cb in k["unpack_to_dest"]:
+                        modes[int(cb)] = ttnn.UnpackToDestMode.UnpackToDestFp32
+                    config.unpack_to_dest_mode = modes
             elif kind == "reader":
                 config = ttnn.ReaderConfigDescriptor()
             elif kind == "writer":
