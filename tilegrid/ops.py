@@ -7,8 +7,8 @@ An entry says what an op means and how every part of tilegrid treats it:
   result's format the wider of theirs (f32 over bf16);
 - `sim`: its numerics on the functional simulator, float32 in and out (DST holds fp32), close to
   the float64 result: computed in float64 and rounded once, or a float32 NumPy ufunc where that is
-  within a few ulp (exp and log: NumPy's float32, up to 2.2 and 2.8 ulp, measured in
-  tests/test_sfpu_routines.py; float64 would make FlashAttention's hottest op 16x slower);
+  within a few ulp (exp and log: NumPy's float32, up to about 2.4 and 2.8 ulp over the float
+  range; in float64 FlashAttention's hottest op would be 16x slower);
 - `cost`: its cost class for the performance model (tilegrid/perf/costs.py prices each class);
 - its spelling on each code-emitting target: `triton` (the GPU backend) and `ttmetal` (the
   tt-metal compute kernel API), a format string over the operand names ({x}, {a}, {b}, {c}) and
