@@ -140,9 +140,16 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool,
     layout the kernels read it in; the user sees column 0)."""
     if q.device.type == "cuda":
         return gpu_entry(q, k, mask, causal, scale, left, right).forward(q, k, v, mask)
-    out, lse = _sim_forward(q, k, v, causal=causal, scale=scale, window=_window(left, right),
+    out, lse = _sim_forward(*(_host(x) for x in (q, k, v)), causal=causal, scale=scale, window=_window(left, right),
                             mask=None if mask is None else mask.numpy(), return_lse=True)
-    return out, lse.unsqueeze(-1).expand(*lse.shape, 32).contiguous()
+    lse = torch.from_numpy(lse)  # float32, whatever q's format
+    return torch.from_numpy(np.asarray(out, np.float32)).to(q.dtype), lse.unsqueeze(-1).expand(*lse.shape, 32).clone()
+
+
+def _host(x: Tensor) -> np.ndarray:
+    """A CPU tensor as the simulator takes it (bf16 as ml_dtypes' bfloat16)."""
+    a = x.detach().float().numpy()
+    return a.astype(bfloat16) if x.dtype == torch.bfloat16 else a
 
 
 @_forward.register_fake

@@ -3,6 +3,7 @@
     kernel.py   the kernel's threads (the online softmax of FlashAttention-2, the reader, the writer)
     plan.py     the plan: chunk sizes, work split, CB depths and masks that fit L1 (or autotuned)
     problem.py  the problem and the config, and the chunk-skipping rule both of those use
+    backward.py, backward_kernel.py   the backward: `flash_attention_backward(...)` and its kernels
 
 This module is the user's entry: it checks and pads the inputs, asks for a plan, lays the tensors
 out as the kernel reads them (GQA-packed heads interleaved chunk by chunk), runs the kernel on a
@@ -22,6 +23,7 @@ from ml_dtypes import bfloat16
 
 from tilegrid.device import WORMHOLE, Device
 from tilegrid.errors import TilegridError
+from tilegrid.kernels.attention.backward import flash_attention_backward, reference_backward
 from tilegrid.kernels.attention.kernel import build_kernel
 from tilegrid.kernels.attention.plan import (
     CHUNKS,
@@ -34,7 +36,8 @@ from tilegrid.kernels.attention.plan import (
 from tilegrid.kernels.attention.problem import AttentionConfig, Problem
 
 __all__ = ["CHUNKS", "AttentionConfig", "Plan", "Problem", "arguments", "autotune_attention", "build_kernel",
-           "choose_plan", "flash_attention", "make_problem", "reference"]
+           "choose_plan", "flash_attention", "flash_attention_backward", "make_problem", "reference",
+           "reference_backward"]
 
 
 def _to_numpy(x: Any, name: str) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
