@@ -205,7 +205,8 @@ class Launch:
         self.fn[self.grid](*tensors, num_warps=self.num_warps, num_stages=self.num_stages)
 
 
-def _launch(kernel: Any, shapes: list, warps: int, stages: int) -> Launch:
+def compile_launch(kernel: Any, shapes: list, warps: int, stages: int) -> Launch:
+    """`kernel` compiled to Triton for arguments of these (shape, NumPy dtype)s, ready to launch."""
     prog = capture(kernel, *(np.broadcast_to(np.zeros((), dt), shape) for shape, dt in shapes))
     return Launch(prog.function(), prog.src.grid, warps, stages)
 
@@ -243,7 +244,7 @@ class GpuEntry:
         if not self.bwd:
             (big, small), *launch = self.bwd_launch
             for (name, build), (w, s) in zip(KERNELS.items(), launch):
-                self.bwd[name] = _launch(build(plan, WORMHOLE), backward_shapes(plan, name), w, s)
+                self.bwd[name] = compile_launch(build(plan, WORMHOLE), backward_shapes(plan, name), w, s)
         p = plan.problem
         b, h, sq, d = q.shape
         hk, skv = k.shape[1], k.shape[2]
@@ -291,17 +292,24 @@ def gpu_entry(q: Tensor, k: Tensor, mask: Tensor | None, causal: bool, scale: fl
     cq, ck, w, s = FORWARD_LAUNCH[(small_d, causal)]
     if dtype == "f32":  # f32 blocks take twice the bytes: half the rows
         cq, ck, w, s = max(1, cq // 2), max(1, ck // 2), 4, 2
-    cfg = AttentionConfig(q_chunk=cq, kv_chunk=ck, grid=WORMHOLE.grid, gqa_pack=False)
-    fwd_plan = choose_plan(problem, cfg, WORMHOLE, dtype, backend="gpu")
     launch = BACKWARD_LAUNCH[small_d]
     if dtype == "f32":
         launch = ((2, 1) if problem.head_dim_pad <= 128 else (1, 1), (4, 2), (4, 2), (4, 2))
-    bwd_plan = choose_backward_plan(problem, WORMHOLE.grid, WORMHOLE, dtype, "gpu", launch[0])
-    fwd = _launch(build_kernel(fwd_plan, WORMHOLE), arguments_shapes(fwd_plan), w, s)
-    entry = GpuEntry(fwd_plan, bwd_plan, q.device, fwd, launch,
-                     dummy=torch.zeros((32, 32), device=q.device, dtype=torch.float32))
+    entry = make_entry(problem, dtype, q.device, (cq, ck, w, s), launch)
     _entries[key] = entry
     return entry
+
+
+def make_entry(problem: Any, dtype: str, device: torch.device, fwd_launch: tuple, bwd_launch: tuple) -> GpuEntry:
+    """Plans and compiled programs for `problem`: forward (q_chunk, kv_chunk, warps, stages) and backward
+    ((big, small), (warps, stages) of prep, dK/dV and dQ); the backward compiles on its first use."""
+    cq, ck, w, s = fwd_launch
+    cfg = AttentionConfig(q_chunk=cq, kv_chunk=ck, grid=WORMHOLE.grid, gqa_pack=False)
+    fwd_plan = choose_plan(problem, cfg, WORMHOLE, dtype, backend="gpu")
+    bwd_plan = choose_backward_plan(problem, WORMHOLE.grid, WORMHOLE, dtype, "gpu", bwd_launch[0])
+    fwd = compile_launch(build_kernel(fwd_plan, WORMHOLE), arguments_shapes(fwd_plan), w, s)
+    return GpuEntry(fwd_plan, bwd_plan, device, fwd, bwd_launch,
+                    dummy=torch.zeros((32, 32), device=device, dtype=torch.float32))
 
 
 def on_device(device: torch.device) -> Any:
