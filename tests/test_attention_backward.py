@@ -140,10 +140,10 @@ def test_causal_chunks_are_skipped(sq, skv, rng):
     """dK/dV runs 4 matmuls per visible (K/V chunk, Q chunk) pair, dQ 3, and no more: chunk pairs a
     causal mask hides wholly are never computed."""
     counts = Matmuls()
-    _, _, plan = run(rng, 1, 1, 1, sq, skv, 32, causal=True, chunks=(2, 1), observer=counts)
-    big, small = 32 * plan.big, 32 * plan.small
-    assert counts.count["dkdv"] == 4 * visible(sq, skv, small, big, True) < 4 * (sq // small) * (skv // big)
-    assert counts.count["dq_pass"] == 3 * visible(sq, skv, big, small, True)
+    _, _, plan = run(rng, 1, 1, 1, sq, skv, 32, causal=True, chunks=((2, 1), (2, 2)), observer=counts)
+    (kk, kq), (qq, qk) = ((32 * a, 32 * b) for a, b in (plan.dkdv, plan.dq))
+    assert counts.count["dkdv"] == 4 * visible(sq, skv, kq, kk, True) < 4 * (sq // kq) * (skv // kk)
+    assert counts.count["dq_pass"] == 3 * visible(sq, skv, qq, qk, True)
 
 
 def test_reference_matches_torch_float64_autograd(rng):

@@ -34,6 +34,7 @@ from tilegrid.kernels.attention.backward import (
     BackwardPlan,
     choose_backward_plan,
     flash_attention_backward,
+    gpu_backward_chunks,
 )
 from tilegrid.kernels.attention.backward import argument_shapes as backward_shapes
 from tilegrid.kernels.attention.plan import Plan, arguments_shapes
@@ -44,11 +45,13 @@ __all__ = ["flash_attention"]
 Tensor = torch.Tensor
 GPU_DTYPES = (torch.bfloat16, torch.float32)
 
-# Launch settings on the GPU, from benchmarks/gpu (H100): forward (q_chunk, kv_chunk, warps, stages)
-# and backward (big, small) chunks with (warps, stages) for prep, dK/dV and dQ, by (head_dim <= 64, causal).
+# Launch settings on the GPU, from benchmarks/gpu (H100), by head_dim <= 64: forward (q_chunk, kv_chunk,
+# warps, stages) by causal, and backward chunks ((dK/dV K/V, Q), (dQ Q, K/V) tiles) with (warps, stages)
+# of prep, dK/dV and dQ.
 FORWARD_LAUNCH = {(True, False): (4, 2, 8, 3), (True, True): (4, 2, 4, 3),
                   (False, False): (4, 2, 4, 2), (False, True): (4, 4, 8, 3)}
-BACKWARD_LAUNCH = {True: ((4, 2), (4, 3), (8, 3), (8, 3)), False: ((4, 1), (4, 3), (8, 3), (8, 3))}
+BACKWARD_LAUNCH = {True: (((4, 1), (4, 2)), (4, 3), (4, 3), (4, 3)),
+                   False: (((4, 2), (4, 2)), (4, 3), (8, 3), (8, 3))}
 
 
 def flash_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, scale: float | None = None,
@@ -67,7 +70,10 @@ def flash_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, sc
     check_inputs(q, k, v, mask)
     left, right = check_window(window)
     s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    out, lse = torch.ops.tilegrid.flash_attention_fwd(q, k, v, mask, causal, s, left, right)
+    if q.is_cuda and not torch.compiler.is_compiling():  # eager: the op's own implementation, less dispatch
+        out, lse = EagerAttention.apply(q, k, v, mask, causal, s, left, right)
+    else:
+        out, lse = torch.ops.tilegrid.flash_attention_fwd(q, k, v, mask, causal, s, left, right)
     return (out, lse[..., 0]) if return_lse else out
 
 
@@ -169,7 +175,7 @@ def _backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: T
 
 @_backward.register_fake
 def _(dout, q, k, v, out, lse, mask, causal, scale, left, right):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)  # contiguous, as the kernels write them
 
 
 def _setup(ctx: Any, inputs: tuple, output: tuple) -> None:
@@ -189,26 +195,66 @@ def _grad(ctx: Any, dout: Tensor, dlse: Tensor | None) -> tuple:
 _forward.register_autograd(_grad, setup_context=_setup)
 
 
+class EagerAttention(torch.autograd.Function):
+    """What the two ops compute, on CUDA tensors, without the dispatcher's two Python hops per op
+    (custom-op dispatch costs more host time than the kernels' launches): eager mode's path.
+    `torch.compile` traces the ops instead (`flash_attention`)."""
+
+    @staticmethod
+    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, scale: float,
+                left: int, right: int) -> tuple[Tensor, Tensor]:
+        entry = gpu_entry(q, k, mask, causal, scale, left, right)
+        out, lse = entry.forward(q, k, v, mask)
+        ctx.save_for_backward(q, k, v, out, lse, mask)
+        ctx.entry = entry
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx: Any, dout: Tensor, dlse: Tensor | None) -> tuple:
+        q, k, v, out, lse, mask = ctx.saved_tensors
+        return (*ctx.entry.backward(dout, q, k, v, out, lse, mask), None, None, None, None, None)
+
+
 # ---- the GPU path ----------------------------------------------------------------------------------
 
 
 @dataclass
 class Launch:
-    """One compiled Triton kernel with its grid and launch settings."""
+    """One compiled Triton kernel with its grid and launch settings. The first call goes through
+    Triton's JIT (compiling and specialising on the arguments); later calls launch the compiled
+    kernel directly, which skips re-binding the arguments (most of a launch's host time), unless a
+    launch hook is registered (a profiler) or a pointer is not 16-byte aligned (a specialisation
+    the compiled kernel may not have)."""
 
     fn: Any
     grid: tuple[int, int]
     num_warps: int
     num_stages: int
+    runtime: Any  # triton.knobs.runtime: the launch hooks
+    compiled: Any = None
+    stream: Any = None  # device index -> the current raw CUDA stream (what Triton's own launches use)
 
     def __call__(self, *tensors: Tensor) -> None:
-        self.fn[self.grid](*tensors, num_warps=self.num_warps, num_stages=self.num_stages)
+        c, rt = self.compiled, self.runtime
+        if c is not None and not (rt.launch_enter_hook.calls or rt.launch_exit_hook.calls) and all(
+                t.data_ptr() % 16 == 0 for t in tensors):
+            c.run(self.grid[0], self.grid[1], 1, self.stream(tensors[0].device.index), c.function,
+                  c.packed_metadata, None, None, None, *tensors)
+            return
+        kernel = self.fn[self.grid](*tensors, num_warps=self.num_warps, num_stages=self.num_stages)
+        if hasattr(kernel, "packed_metadata"):  # compiled (not the interpreter)
+            from triton.runtime import driver
+
+            self.compiled, self.stream = kernel, driver.active.get_current_stream
 
 
 def compile_launch(kernel: Any, shapes: list, warps: int, stages: int) -> Launch:
     """`kernel` compiled to Triton for arguments of these (shape, NumPy dtype)s, ready to launch."""
+    from triton import knobs
+
     prog = capture(kernel, *(np.broadcast_to(np.zeros((), dt), shape) for shape, dt in shapes))
-    return Launch(prog.function(), prog.src.grid, warps, stages)
+    return Launch(prog.function(), prog.src.grid, warps, stages, knobs.runtime)
 
 
 @dataclass
@@ -242,8 +288,7 @@ class GpuEntry:
                  mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         plan = self.bwd_plan
         if not self.bwd:
-            (big, small), *launch = self.bwd_launch
-            for (name, build), (w, s) in zip(KERNELS.items(), launch):
+            for (name, build), (w, s) in zip(KERNELS.items(), self.bwd_launch[1:]):
                 self.bwd[name] = compile_launch(build(plan, WORMHOLE), backward_shapes(plan, name), w, s)
         p = plan.problem
         b, h, sq, d = q.shape
@@ -294,7 +339,7 @@ def gpu_entry(q: Tensor, k: Tensor, mask: Tensor | None, causal: bool, scale: fl
         cq, ck, w, s = max(1, cq // 2), max(1, ck // 2), 4, 2
     launch = BACKWARD_LAUNCH[small_d]
     if dtype == "f32":
-        launch = ((2, 1) if problem.head_dim_pad <= 128 else (1, 1), (4, 2), (4, 2), (4, 2))
+        launch = (gpu_backward_chunks(problem, dtype), (4, 2), (4, 2), (4, 2))
     entry = make_entry(problem, dtype, q.device, (cq, ck, w, s), launch)
     _entries[key] = entry
     return entry
@@ -302,7 +347,7 @@ def gpu_entry(q: Tensor, k: Tensor, mask: Tensor | None, causal: bool, scale: fl
 
 def make_entry(problem: Any, dtype: str, device: torch.device, fwd_launch: tuple, bwd_launch: tuple) -> GpuEntry:
     """Plans and compiled programs for `problem`: forward (q_chunk, kv_chunk, warps, stages) and backward
-    ((big, small), (warps, stages) of prep, dK/dV and dQ); the backward compiles on its first use."""
+    (chunks, (warps, stages) of prep, dK/dV and dQ); the backward compiles on its first use."""
     cq, ck, w, s = fwd_launch
     cfg = AttentionConfig(q_chunk=cq, kv_chunk=ck, grid=WORMHOLE.grid, gqa_pack=False)
     fwd_plan = choose_plan(problem, cfg, WORMHOLE, dtype, backend="gpu")

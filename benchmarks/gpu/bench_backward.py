@@ -29,9 +29,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import tilegrid.torch as tgt
 from tilegrid.device import WORMHOLE
 from tilegrid.kernels.attention import make_problem
+from tilegrid.kernels.attention.backward import KERNELS, choose_backward_plan
+from tilegrid.kernels.attention.backward import argument_shapes as backward_shapes
 
-SWEEP_CHUNKS = [(4, 1), (4, 2)]
-SWEEP_LAUNCH = [(4, 2), (4, 3), (8, 2), (8, 3)]
+# Candidates of the sweep, each kernel alone: (chunks, warps, stages); dK/dV chunks are (K/V, Q) tiles,
+# dQ chunks (Q, K/V) tiles.
+DKDV_SWEEP = [((4, 1), 4, 3), ((4, 1), 4, 4), ((4, 2), 8, 3), ((4, 2), 8, 4), ((2, 2), 4, 3), ((2, 1), 4, 3)]
+DQ_SWEEP = [((4, 2), 8, 3), ((4, 2), 4, 3), ((4, 2), 8, 4), ((4, 4), 8, 3)]
 
 
 def bench(fn) -> float:
@@ -119,7 +123,7 @@ def run_row(d: int, n: int, causal: bool) -> dict:
 
 
 def sweep_row(d: int, n: int, causal: bool) -> list[dict]:
-    """Every (big, small) chunk pair x (warps, stages) of the dK/dV and dQ kernels, timed alone."""
+    """Each dK/dV and dQ candidate (chunks, warps, stages), timed alone, with its gradient's error."""
     b, h = shape(n)
     q, k, v, do = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(4))
     z = np.zeros((), bfloat16)
@@ -128,22 +132,31 @@ def sweep_row(d: int, n: int, causal: bool) -> list[dict]:
     fwd_flops = 4 * b * h * n * n * d / (2 if causal else 1)
     base = entry_for(q, k, causal)
     out, lse = base.forward(q, k, v, None)
+    q32, k32, v32 = (x.float().requires_grad_() for x in (q, k, v))
+    ref = torch.autograd.grad(sdpa(SDPBackend.EFFICIENT_ATTENTION)(q32, k32, v32, causal), (q32, k32, v32), do.float())
+    col, row = torch.empty((b, h, n, 32), device="cuda"), torch.empty((b, h, 32, n), device="cuda")
+    dq, dk, dv = (torch.empty_like(x) for x in (q, k, v))
+    dm = base.dummy
     rows = []
-    for chunks in SWEEP_CHUNKS:
-        for w, s in SWEEP_LAUNCH:
+    for kind, configs in (("dkdv", DKDV_SWEEP), ("dq", DQ_SWEEP)):
+        for chunks, w, s in configs:
             t0 = time.time()
+            full = (chunks, (4, 2)) if kind == "dkdv" else ((4, 1), chunks)
             try:
-                plan = tgt.choose_backward_plan(problem, base.fwd_plan.config.grid, WORMHOLE, "bf16", "gpu", chunks)
-                e = tgt.GpuEntry(base.fwd_plan, plan, q.device, base.fwd, (chunks, (4, 3), (w, s), (w, s)),
-                                 dummy=base.dummy)
-                kt = kernel_times(e, q, k, v, do, causal)
+                plan = choose_backward_plan(problem, WORMHOLE.grid, WORMHOLE, "bf16", "gpu", full)
+                prep = tgt.compile_launch(KERNELS["prep"](plan, WORMHOLE), backward_shapes(plan, "prep"), 4, 3)
+                kern = tgt.compile_launch(KERNELS[kind](plan, WORMHOLE), backward_shapes(plan, kind), w, s)
+                prep(out, do, lse, col, row)
+                args = (q, k, v, do, row, dm, dk, dv) if kind == "dkdv" else (q, k, v, do, col, dm, dq)
+                kern(*args)
+                err = max(rel(dk, ref[1]), rel(dv, ref[2])) if kind == "dkdv" else rel(dq, ref[0])
+                ms = bench(lambda kern=kern, args=args: kern(*args))
             except Exception as ex:  # noqa: BLE001 - a launch configuration that does not fit
-                print(f"  {chunks} w{w} s{s}: {str(ex)[:120]}", flush=True)
+                print(f"  {kind} {chunks} w{w} s{s}: {str(ex)[:120]}", flush=True)
                 continue
-            r = {"D": d, "N": n, "causal": causal, "chunks": chunks, "warps": w, "stages": s,
-                 "dkdv_ms": kt["dkdv"], "dq_ms": kt["dq"], "prep_ms": kt["prep"],
-                 "bwd_tflops": fwd_flops * 2.5 / (kt["prep"] + kt["dkdv"] + kt["dq"]) / 1e9,
-                 "compile_s": round(time.time() - t0, 1)}
+            r = {"D": d, "N": n, "causal": causal, "kernel": kind, "chunks": chunks, "warps": w, "stages": s,
+                 "ms": round(ms, 4), "share_tflops": fwd_flops * (2 if kind == "dkdv" else 1.5) / ms / 1e9,
+                 "err": err, "compile_s": round(time.time() - t0, 1)}
             print(json.dumps(r), flush=True)
             rows.append(r)
     return rows
@@ -173,19 +186,29 @@ def overhead() -> dict:
     entry = entry_for(q, k, False)
     dm = entry.dummy
     lse, out = torch.empty(b, h, n, 32, device="cuda"), torch.empty_like(q)
+    scale = 1 / math.sqrt(d)
+
+    def op(q, k, v):  # the custom op itself (what torch.compile traces), autograd through the dispatcher
+        return torch.ops.tilegrid.flash_attention_fwd(q, k, v, None, False, scale, -1, -1)[0]
+
+    fn = entry.fwd
     cases = {
-        "fwd": (lambda: flash(q, k, v, False), lambda: ours(q, k, v, False),
-                lambda: entry.fwd(q, k, v, dm, dm, lse, out)),
-        "fwd+bwd": (lambda: torch.autograd.grad(flash(qg, kg, vg, False), (qg, kg, vg), do),
-                    lambda: torch.autograd.grad(ours(qg, kg, vg, False), (qg, kg, vg), do), None),
+        "fwd": {"sdpa": lambda: flash(q, k, v, False), "tilegrid": lambda: ours(q, k, v, False),
+                "tilegrid_op": lambda: op(q, k, v), "kernel": lambda: fn(q, k, v, dm, dm, lse, out),
+                "kernel_jit": lambda: fn.fn[fn.grid](q, k, v, dm, dm, lse, out, num_warps=fn.num_warps,
+                                                     num_stages=fn.num_stages)},
+        "fwd+bwd": {"sdpa": lambda: torch.autograd.grad(flash(qg, kg, vg, False), (qg, kg, vg), do),
+                    "tilegrid": lambda: torch.autograd.grad(ours(qg, kg, vg, False), (qg, kg, vg), do),
+                    "tilegrid_op": lambda: torch.autograd.grad(op(qg, kg, vg), (qg, kg, vg), do)},
     }
-    for name, (ref_fn, our_fn, kernel_fn) in cases.items():
-        r = {"sdpa_host_us": host_us(ref_fn), "tilegrid_host_us": host_us(our_fn),
-             "sdpa_ms": bench(ref_fn), "tilegrid_ms": bench(our_fn)}
-        if kernel_fn is not None:
-            r["kernel_host_us"] = host_us(kernel_fn)
-            r["kernel_ms"] = bench(kernel_fn)
+    for name, fns in cases.items():
+        r = {}
+        for who, f in fns.items():
+            r[f"{who}_host_us"] = host_us(f)
+            r[f"{who}_ms"] = bench(f)
+        if "kernel_ms" in r:
             r["beyond_kernel_us"] = (r["tilegrid_ms"] - r["kernel_ms"]) * 1e3
+            r["op_overhead_us"] = r["tilegrid_host_us"] - r["kernel_host_us"]
         res[name] = r
         print(name, json.dumps({k_: round(x, 2) for k_, x in r.items()}), flush=True)
     return res

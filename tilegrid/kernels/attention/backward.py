@@ -29,12 +29,13 @@ BACKWARD_CHUNKS = [(4, 2), (4, 1), (2, 2), (2, 1), (1, 1)]
 
 @dataclass(frozen=True)
 class BackwardPlan:
-    """The layout of the three backward programs (problem lengths padded to whole `big` chunks)."""
+    """The layout of the three backward programs: the problem with lengths padded to whole chunks
+    of both passes, and each pass's chunks in tiles of 32 rows."""
 
     problem: Problem
     grid: tuple[int, int]
-    big: int  # tiles of the chunk a work item keeps (K/V in dK/dV, Q in dQ)
-    small: int  # tiles of the chunk it streams
+    dkdv: tuple[int, int]  # (K/V tiles a work item keeps, Q tiles per step)
+    dq: tuple[int, int]  # (Q tiles a work item keeps, K/V tiles per step); prep works on the same Q chunks
     item_slots: int = 2  # CB slots of blocks read once per work item
     stream_slots: int = 2  # CB slots of the streamed blocks
     balance: bool = True  # pair chunk j with n - 1 - j under a causal mask
@@ -43,34 +44,40 @@ class BackwardPlan:
 
     def describe(self) -> str:
         p = self.problem
-        return (f"backward: grid {self.grid[0]}x{self.grid[1]}, dK/dV: {32 * self.big} K/V rows x {32 * self.small} "
-                f"Q rows per step, dQ: {32 * self.big} Q rows x {32 * self.small} K/V rows per step, "
-                f"{p.batch}x{p.heads} heads ({p.kv_heads} K/V heads), seq {p.seq_q}/{p.seq_kv} padded to "
-                f"{p.seq_q_pad}/{p.seq_kv_pad}, head_dim {p.head_dim}"
+        (kk, kq), (qq, qk) = self.dkdv, self.dq
+        return (f"backward: grid {self.grid[0]}x{self.grid[1]}, dK/dV: {32 * kk} K/V rows x {32 * kq} Q rows per step, "
+                f"dQ: {32 * qq} Q rows x {32 * qk} K/V rows per step, {p.batch}x{p.heads} heads ({p.kv_heads} K/V "
+                f"heads), seq {p.seq_q}/{p.seq_kv} padded to {p.seq_q_pad}/{p.seq_kv_pad}, head_dim {p.head_dim}"
                 + (f" (padded to {p.head_dim_pad})" if p.head_dim_pad != p.head_dim else "")
                 + (", CBs single-buffered to fit L1" if self.stream_slots == 1 else ""))
 
 
-def padded(p: Problem, big: int) -> Problem:
-    rows = 32 * big
-    return replace(p, seq_q_pad=-(-p.seq_q // rows) * rows, seq_kv_pad=-(-p.seq_kv // rows) * rows)
+def make_plan(p: Problem, grid: tuple[int, int], chunks: Any, **kw: Any) -> BackwardPlan:
+    """A plan for `chunks`: (big, small) for both passes, or ((dK/dV K/V, Q), (dQ Q, K/V)) tiles;
+    the lengths padded to whole chunks of every pass."""
+    dkdv, dq = chunks if isinstance(chunks[0], tuple) else ((chunks[0], chunks[1]),) * 2
+    q_rows, kv_rows = 32 * math.lcm(dkdv[1], dq[0]), 32 * math.lcm(dkdv[0], dq[1])
+    padded = replace(p, seq_q_pad=-(-p.seq_q // q_rows) * q_rows, seq_kv_pad=-(-p.seq_kv // kv_rows) * kv_rows)
+    return BackwardPlan(padded, grid, tuple(dkdv), tuple(dq), **kw)
 
 
-def gpu_backward_chunks(p: Problem, dtype: str) -> tuple[int, int]:
-    """(big, small) on the GPU: 128-row kept blocks and 32 / 64-row streamed ones in bf16 (what
-    FlashAttention-2's Triton backward uses); f32 blocks take twice the bytes, so half the rows."""
+def gpu_backward_chunks(p: Problem, dtype: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Chunks on the GPU, ((dK/dV K/V, Q), (dQ Q, K/V)) tiles: 128 kept rows, streamed in 32 / 64-row
+    steps in bf16 (benchmarks/gpu/bench_backward.py --sweep, H100); f32 blocks take twice the bytes,
+    so half the rows."""
     if dtype == "bf16":
-        return (4, 2) if p.head_dim_pad <= 64 else (4, 1)
-    return (2, 1) if p.head_dim_pad <= 128 else (1, 1)
+        return ((4, 1), (4, 2)) if p.head_dim_pad <= 64 else ((4, 2), (4, 2))
+    return ((2, 1), (2, 1)) if p.head_dim_pad <= 128 else ((1, 1), (1, 1))
 
 
 _plans: dict[tuple, BackwardPlan] = {}
 
 
 def choose_backward_plan(p: Problem, grid: tuple[int, int], device: Device, dtype: str, backend: str = "sim",
-                         chunks: tuple[int, int] | None = None) -> BackwardPlan:
-    """The first (big, small) chunks whose three programs fit L1 (checked by compiling) and give every
-    core work; on the GPU, `gpu_backward_chunks` (Tensix L1 does not bind). Remembered per problem."""
+                         chunks: Any = None) -> BackwardPlan:
+    """The first chunks (BACKWARD_CHUNKS) whose three programs fit L1 (checked by compiling) and give
+    every core work; on the GPU, `gpu_backward_chunks` (Tensix L1 does not bind). `chunks` as
+    `make_plan` takes them fixes them. Remembered per problem."""
     key = (p, grid, device, dtype, backend, chunks)
     if key in _plans:
         return _plans[key]
@@ -78,24 +85,22 @@ def choose_backward_plan(p: Problem, grid: tuple[int, int], device: Device, dtyp
         raise TilegridError(f"flash_attention_backward: grid {grid} is larger than the {device.name} grid "
                             f"{device.grid}")
     if backend == "gpu":
-        big, small = chunks or gpu_backward_chunks(p, dtype)
-        plan = BackwardPlan(padded(p, big), grid, big, small, dtype=dtype)
+        plan = make_plan(p, grid, chunks or gpu_backward_chunks(p, dtype), dtype=dtype)
     else:
         plan = _fit(p, grid, device, dtype, chunks)
     _plans[key] = plan
     return plan
 
 
-def _fit(p: Problem, grid: tuple[int, int], device: Device, dtype: str, chunks: tuple[int, int] | None
-         ) -> BackwardPlan:
+def _fit(p: Problem, grid: tuple[int, int], device: Device, dtype: str, chunks: Any) -> BackwardPlan:
     tiles = max(-(-p.seq_q // 32), -(-p.seq_kv // 32))
     cands = [chunks] if chunks else [c for c in BACKWARD_CHUNKS if c[0] <= max(1, tiles)] or [(1, 1)]
     ncores = grid[0] * grid[1]
     fitting: list[BackwardPlan] = []
     error: CompileError | None = None
-    for big, small in cands:
+    for c in cands:
         for item, stream in ((2, 2), (1, 2), (1, 1)):
-            plan = BackwardPlan(padded(p, big), grid, big, small, item, stream, dtype=dtype)
+            plan = make_plan(p, grid, c, item_slots=item, stream_slots=stream, dtype=dtype)
             try:
                 plan = replace(plan, l1=tuple(compile_only(plan, device, which) for which in KERNELS))
             except CompileError as e:
@@ -115,8 +120,8 @@ def _fit(p: Problem, grid: tuple[int, int], device: Device, dtype: str, chunks: 
 def items(plan: BackwardPlan) -> int:
     """Work items of the smaller of the two gradient passes."""
     p = plan.problem
-    rows = 32 * plan.big
-    return min(p.batch * p.kv_heads * (p.seq_kv_pad // rows), p.batch * p.heads * (p.seq_q_pad // rows))
+    return min(p.batch * p.kv_heads * (p.seq_kv_pad // (32 * plan.dkdv[0])),
+               p.batch * p.heads * (p.seq_q_pad // (32 * plan.dq[0])))
 
 
 KERNELS = {"prep": build_prep, "dkdv": build_dkdv, "dq": build_dq}
@@ -189,7 +194,7 @@ def flash_attention_backward(
     window: tuple[int | None, int | None] | None = None,
     mask: Any = None,
     grid: tuple[int, int] | None = None,
-    chunks: tuple[int, int] | None = None,
+    chunks: Any = None,
     device: Device = WORMHOLE,
     schedule: str = "deterministic",
     seed: int | None = None,
@@ -203,7 +208,8 @@ def flash_attention_backward(
     dout: like out. q, k, v, causal, scale, window, mask: as the forward was called (grouped-query
     K/V heads get the sum of their Q heads' gradients). bf16 or float32 NumPy arrays or torch
     tensors; the gradients come back in q's kind and format, dk / dv shaped like k / v.
-    grid: cores (default the device's); chunks: (big, small) tiles (default planned).
+    grid: cores (default the device's); chunks: (big, small) tiles for both passes, or
+    ((dK/dV K/V, Q), (dQ Q, K/V)) (default planned).
     Rows whose every key is masked (lse = -inf) get zero gradients, as in FlashAttention.
     """
     qn, tdt = _numpy(q, "q")

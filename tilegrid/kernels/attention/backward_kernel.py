@@ -114,7 +114,7 @@ def build_prep(plan: Any, device: Device, schedule: str = "deterministic", seed:
     """delta = rowsum(O * dO) and L = lse / scale per Q chunk; arguments (out, dout, lse, stats_col,
     stats_row) as `backward.arguments` lays them out."""
     p, grid = plan.problem, plan.grid
-    cq, dt = plan.big, p.head_dim_pad // 32
+    cq, dt = plan.dq[0], p.head_dim_pad // 32
     QR, H, inv = 32 * cq, p.heads, 1.0 / p.scale
     work_item, rounds, _ = dealer(grid, p.batch * p.heads, p.seq_q_pad // QR, False)
     bf = [(cq, dt, 2), (cq, dt, 2), (cq, 1, 2), (cq, 1, 2), (1, cq, 2)]
@@ -162,7 +162,7 @@ def build_prep(plan: Any, device: Device, schedule: str = "deterministic", seed:
 def build_dkdv(plan: Any, device: Device, schedule: str = "deterministic", seed: int | None = None) -> Callable:
     """dK, dV per K/V chunk; arguments (q, k, v, dout, stats_row, mask_t, dk, dv)."""
     p, grid = plan.problem, plan.grid
-    cq, ck, dt = plan.small, plan.big, p.head_dim_pad // 32
+    (ck, cq), dt = plan.dkdv, p.head_dim_pad // 32
     QR, KR, D = 32 * cq, 32 * ck, p.head_dim_pad
     HK, group, scale = p.kv_heads, p.heads // p.kv_heads, p.scale
     q_all = -(-p.seq_q // QR)
@@ -249,7 +249,7 @@ def build_dkdv(plan: Any, device: Device, schedule: str = "deterministic", seed:
 def build_dq(plan: Any, device: Device, schedule: str = "deterministic", seed: int | None = None) -> Callable:
     """dQ per Q chunk; arguments (q, k, v, dout, stats_col, mask, dq)."""
     p, grid = plan.problem, plan.grid
-    cq, ck, dt = plan.big, plan.small, p.head_dim_pad // 32
+    (cq, ck), dt = plan.dq, p.head_dim_pad // 32
     QR, KR, D = 32 * cq, 32 * ck, p.head_dim_pad
     H, group, scale = p.heads, p.heads // p.kv_heads, p.scale
     kv_all = -(-p.seq_kv // KR)
