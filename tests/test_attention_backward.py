@@ -170,3 +170,17 @@ def test_bad_input(rng):
         flash_attention_backward(q, q, q, q, lse[..., :10], q)
     with pytest.raises(TilegridError, match="out must be bfloat16 or float32 like q"):
         flash_attention_backward(q, q, q, q.astype(np.float64), lse, q)
+
+
+def test_performance_model_predicts_the_training_step():
+    """Forward + backward under the timing model: every program has a time and a bound, and the
+    matmul FLOPs it executed are the algorithm's (non-causal: 2 per chunk pair forward, 4 in dK/dV,
+    3 in dQ, none in prep)."""
+    from tilegrid.kernels.attention.step_perf import predict_step
+
+    step = predict_step((1, 2, 256, 64), (1, 2, 256, 64))
+    unit = 2 * 2 * 256 * 256 * 64
+    assert {k: s.flops / unit for k, s in step.summaries.items()} == {"forward": 2, "prep": 0, "dkdv": 4, "dq": 3}
+    assert all(s.seconds > 0 and s.bound for s in step.summaries.values())
+    assert step.backward_seconds > step.forward_seconds
+    assert "backward" in step.text() and "dkdv" in step.text()

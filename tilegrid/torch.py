@@ -51,7 +51,7 @@ GPU_DTYPES = (torch.bfloat16, torch.float32)
 FORWARD_LAUNCH = {(True, False): (4, 2, 8, 3), (True, True): (4, 2, 4, 3),
                   (False, False): (4, 2, 4, 2), (False, True): (4, 4, 8, 3)}
 BACKWARD_LAUNCH = {True: (((4, 1), (4, 2)), (4, 3), (4, 3), (4, 3)),
-                   False: (((4, 2), (4, 2)), (4, 3), (8, 3), (8, 3))}
+                   False: (((2, 2), (4, 2)), (4, 3), (4, 3), (8, 3))}
 
 
 def flash_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, scale: float | None = None,

@@ -199,7 +199,8 @@ def overhead() -> dict:
                                                      num_stages=fn.num_stages)},
         "fwd+bwd": {"sdpa": lambda: torch.autograd.grad(flash(qg, kg, vg, False), (qg, kg, vg), do),
                     "tilegrid": lambda: torch.autograd.grad(ours(qg, kg, vg, False), (qg, kg, vg), do),
-                    "tilegrid_op": lambda: torch.autograd.grad(op(qg, kg, vg), (qg, kg, vg), do)},
+                    "tilegrid_op": lambda: torch.autograd.grad(op(qg, kg, vg), (qg, kg, vg), do),
+                    "kernel": lambda: entry.backward(do, q, k, v, *entry.forward(q, k, v, None), None)},
     }
     for name, fns in cases.items():
         r = {}
