@@ -1,8 +1,8 @@
 """Training on the GPU: a small 2-layer causal transformer (random tokens) trained with tilegrid's
 attention (the torch op: forward and backward kernels compiled to Triton) and with torch SDPA from
-the same initial weights. bf16 autocast, 300 steps: the loss curves agree within 2% of the first
-loss at every step on average and within 5% at the end; float32, 60 steps: within 1e-3 relative at
-every step (tilegrid's fp32 path is exact fp32; only rounding order differs)."""
+the same initial weights. bf16 autocast, 300 steps (the loss falls from ~6.4 to ~0.01): the curves
+differ by at most 3% of the first loss at any step and by 1% on average; float32, 60 steps: within
+1e-3 relative at every step (tilegrid's fp32 path is exact fp32; only rounding order differs)."""
 
 import numpy as np
 import pytest
@@ -26,7 +26,7 @@ def test_small_transformer_trains_like_sdpa(dtype, rng):
           f"max |diff| {np.abs(ours - ref).max():.4f}")
     assert ref[-1] < 0.8 * ref[0]  # it learns
     if dtype == "bf16":
-        assert np.abs(ours - ref).mean() < 0.02 * ref[0]
-        assert abs(ours[-1] - ref[-1]) < 0.05 * ref[-1]
+        assert np.abs(ours - ref).max() < 0.03 * ref[0]
+        assert np.abs(ours - ref).mean() < 0.01 * ref[0]
     else:
         assert np.all(np.abs(ours - ref) <= 1e-3 * np.abs(ref))
