@@ -45,13 +45,15 @@ __all__ = ["flash_attention"]
 Tensor = torch.Tensor
 GPU_DTYPES = (torch.bfloat16, torch.float32)
 
-# Launch settings on the GPU, from benchmarks/gpu (H100), by head_dim <= 64: forward (q_chunk, kv_chunk,
-# warps, stages) by causal, and backward chunks ((dK/dV K/V, Q), (dQ Q, K/V) tiles) with (warps, stages)
-# of prep, dK/dV and dQ.
+# Launch settings on the GPU, the fastest of benchmarks/gpu on an H100, by (head_dim <= 64, causal):
+# forward (q_chunk, kv_chunk, warps, stages), and backward chunks ((dK/dV K/V, Q), (dQ Q, K/V) tiles)
+# with (warps, stages) of prep, dK/dV and dQ (bench_backward.py --sweep).
 FORWARD_LAUNCH = {(True, False): (4, 2, 8, 3), (True, True): (4, 2, 4, 3),
                   (False, False): (4, 2, 4, 2), (False, True): (4, 4, 8, 3)}
-BACKWARD_LAUNCH = {True: (((4, 1), (4, 2)), (4, 3), (4, 3), (4, 3)),
-                   False: (((2, 2), (4, 2)), (4, 3), (4, 3), (8, 3))}
+BACKWARD_LAUNCH = {(True, False): (((4, 1), (4, 2)), (4, 3), (4, 3), (4, 3)),
+                   (True, True): (((4, 1), (4, 2)), (4, 3), (4, 3), (4, 3)),
+                   (False, False): (((2, 2), (4, 2)), (4, 3), (4, 3), (8, 3)),
+                   (False, True): (((4, 2), (4, 2)), (4, 3), (8, 3), (8, 3))}
 
 
 def flash_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, scale: float | None = None,
@@ -71,7 +73,10 @@ def flash_attention(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, sc
     left, right = check_window(window)
     s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if q.is_cuda and not torch.compiler.is_compiling():  # eager: the op's own implementation, less dispatch
-        out, lse = EagerAttention.apply(q, k, v, mask, causal, s, left, right)
+        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+            out, lse = EagerAttention.apply(q, k, v, mask, causal, s, left, right)
+        else:
+            out, lse = gpu_entry(q, k, mask, causal, s, left, right).forward(q, k, v, mask)
     else:
         out, lse = torch.ops.tilegrid.flash_attention_fwd(q, k, v, mask, causal, s, left, right)
     return (out, lse[..., 0]) if return_lse else out
@@ -337,7 +342,7 @@ def gpu_entry(q: Tensor, k: Tensor, mask: Tensor | None, causal: bool, scale: fl
     cq, ck, w, s = FORWARD_LAUNCH[(small_d, causal)]
     if dtype == "f32":  # f32 blocks take twice the bytes: half the rows
         cq, ck, w, s = max(1, cq // 2), max(1, ck // 2), 4, 2
-    launch = BACKWARD_LAUNCH[small_d]
+    launch = BACKWARD_LAUNCH[(small_d, causal)]
     if dtype == "f32":
         launch = (gpu_backward_chunks(problem, dtype), (4, 2), (4, 2), (4, 2))
     entry = make_entry(problem, dtype, q.device, (cq, ck, w, s), launch)

@@ -201,4 +201,6 @@ def test_the_op_and_the_eager_path_agree(rng):
     op = torch.ops.tilegrid.flash_attention_fwd(q, k, v, None, True, 0.125, -1, -1)[0]
     go = torch.autograd.grad(op, (q, k, v), dout)
     assert torch.equal(eager, op) and all(torch.equal(a, b) for a, b in zip(ge, go))
+    with torch.no_grad():  # inference skips the autograd Function altogether
+        assert torch.equal(tgt.flash_attention(q, k, v, causal=True), eager)
     torch.library.opcheck(torch.ops.tilegrid.flash_attention_fwd.default, (q, k, v, None, True, 0.125, -1, -1))
