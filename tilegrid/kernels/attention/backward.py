@@ -2,8 +2,8 @@
 
 The kernels are backward_kernel.py (prep, dK/dV, dQ). This module plans them (chunk sizes that fit
 a Tensix core's L1, checked by compiling, or the GPU's), lays the tensors out as they read them,
-runs the three programs on a target and returns the gradients in the inputs' kind and format.
-`reference_backward` is the float64 truth the tests hold them against.
+runs the three programs on a target and returns the gradients in the inputs' kind and format
+(their float64 truth: reference.py `reference_backward`).
 """
 
 from __future__ import annotations
@@ -266,46 +266,3 @@ def run_backward(plan: BackwardPlan, device: Device, q: np.ndarray, k: np.ndarra
     return (np.ascontiguousarray(dq[:, :, : p.seq_q, : p.head_dim]),
             np.ascontiguousarray(dk[:, :, : p.seq_kv, : p.head_dim]),
             np.ascontiguousarray(dv[:, :, : p.seq_kv, : p.head_dim]))
-
-
-def reference_backward(q: Any, k: Any, v: Any, dout: Any, causal: bool = False, scale: float | None = None,
-                       window: tuple | None = None, mask: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """float64 gradients of attention (FlashAttention's conventions: bottom-right causal, fully masked
-    rows output 0 and get zero gradients), derived analytically: P = softmax(S), dV = P^T dO,
-    dP = dO V^T, dS = P * (dP - rowsum(dO * O)), dQ = scale dS K, dK = scale dS^T Q; grouped K/V
-    heads sum their Q heads' dK, dV."""
-    q, k, v, dout = (np.asarray(x, dtype=np.float64) for x in (q, k, v, dout))
-    b, h, sq, d = q.shape
-    hk, skv = k.shape[1], k.shape[2]
-    g = h // hk
-    kr, vr = np.repeat(k, g, axis=1), np.repeat(v, g, axis=1)
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    s = np.einsum("bhqd,bhkd->bhqk", q, kr) * scale
-    i = np.arange(sq)[:, None] + (skv - sq)
-    j = np.arange(skv)[None, :]
-    allowed = np.ones((sq, skv), bool)
-    if causal:
-        allowed &= j <= i
-    if window is not None:
-        if window[0] is not None:
-            allowed &= j >= i - window[0]
-        if window[1] is not None:
-            allowed &= j <= i + window[1]
-    if mask is not None:
-        m = np.asarray(mask)
-        if m.dtype == bool:
-            allowed &= m
-        else:
-            s = s + m.astype(np.float64)
-    s = np.where(allowed, s, -np.inf)
-    mx = s.max(-1, keepdims=True)
-    e = np.exp(s - np.where(np.isfinite(mx), mx, 0.0))
-    den = e.sum(-1, keepdims=True)
-    p = np.where(den > 0, e / np.where(den > 0, den, 1.0), 0.0)
-    o = p @ vr
-    dv = np.einsum("bhqk,bhqd->bhkd", p, dout)
-    dp = np.einsum("bhqd,bhkd->bhqk", dout, vr)
-    ds = p * (dp - (dout * o).sum(-1, keepdims=True))
-    dq = scale * ds @ kr
-    dk = scale * np.einsum("bhqk,bhqd->bhkd", ds, q)
-    return dq, dk.reshape(b, hk, g, skv, d).sum(2), dv.reshape(b, hk, g, skv, d).sum(2)

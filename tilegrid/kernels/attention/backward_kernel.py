@@ -79,13 +79,17 @@ def dealer(grid: tuple[int, int], groups: int, chunks: int, pairs: bool) -> tupl
     return work_item, -(-units // ncores), 2 if pairs else 1
 
 
+def band(p: Problem) -> tuple[int, bool, int, bool, int]:
+    """(offset, has_left, left, has_right, right): the keys each query sees, as the chunk rules take them."""
+    return p.offset, p.left is not None, p.left or 0, p.right is not None, p.right or 0
+
+
 def chunk_masker(p: Problem, q_rows: int, kv_rows: int, keys_on_rows: bool) -> Callable:
     """`masked(S, q0, k0, mask_cb)`: the scores of the chunk pair at query q0, key k0 with the
     user's mask added and -inf where causal / window / padding hide a key, paid only by the
     chunks that cross a boundary. `keys_on_rows`: S is transposed (keys down, queries across)."""
-    has_left, has_right = p.left is not None, p.right is not None
-    left, right, off, skv = p.left or 0, p.right or 0, p.offset, p.seq_kv
-    has_pad, has_mask = p.seq_kv_pad != p.seq_kv, p.has_mask
+    off, has_left, left, has_right, right = band(p)
+    skv, has_pad, has_mask = p.seq_kv, p.seq_kv_pad != p.seq_kv, p.has_mask
     shape = (kv_rows, q_rows) if keys_on_rows else (q_rows, kv_rows)
 
     def masked(S, q0, k0, mask_cb):
@@ -165,9 +169,8 @@ def build_dkdv(plan: Any, device: Device, schedule: str = "deterministic", seed:
     (ck, cq), dt = plan.dkdv, p.head_dim_pad // 32
     QR, KR, D = 32 * cq, 32 * ck, p.head_dim_pad
     HK, group, scale = p.kv_heads, p.heads // p.kv_heads, p.scale
-    q_all = -(-p.seq_q // QR)
-    has_left, has_right = p.left is not None, p.right is not None
-    left, right, off, has_mask = p.left or 0, p.right or 0, p.offset, p.has_mask
+    q_all, has_mask = -(-p.seq_q // QR), p.has_mask
+    off, has_left, left, has_right, right = band(p)
     work_item, rounds, halves = dealer(grid, p.batch * HK, p.seq_kv_pad // KR, p.causal and plan.balance)
     masked = chunk_masker(p, QR, KR, keys_on_rows=True)
     item, stream = plan.item_slots, plan.stream_slots
@@ -252,9 +255,8 @@ def build_dq(plan: Any, device: Device, schedule: str = "deterministic", seed: i
     (cq, ck), dt = plan.dq, p.head_dim_pad // 32
     QR, KR, D = 32 * cq, 32 * ck, p.head_dim_pad
     H, group, scale = p.heads, p.heads // p.kv_heads, p.scale
-    kv_all = -(-p.seq_kv // KR)
-    has_left, has_right = p.left is not None, p.right is not None
-    left, right, off, has_mask = p.left or 0, p.right or 0, p.offset, p.has_mask
+    kv_all, has_mask = -(-p.seq_kv // KR), p.has_mask
+    off, has_left, left, has_right, right = band(p)
     work_item, rounds, halves = dealer(grid, p.batch * H, p.seq_q_pad // QR, p.causal and plan.balance)
     masked = chunk_masker(p, QR, KR, keys_on_rows=False)
     item, stream = plan.item_slots, plan.stream_slots
