@@ -96,10 +96,21 @@ def test_sliding_window(window, causal, dtype, rng):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("window", [(0, 0), (None, 0), (100, 20), (31, None)])
+@pytest.mark.parametrize("window", [(1, 0), (None, 0), (100, 20), (31, None)])
 @pytest.mark.parametrize("dtype", ["bf16", "f32"])
 def test_sliding_window_exhaustive(window, dtype, rng):
     check(rng, 1, 2, 2, 192, 160, 64, dtype=dtype, window=window, grid=(2, 2))
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "f32"])
+def test_window_of_one_key(dtype, rng):
+    """window (0, 0): each query sees one key, P = 1, so dS = dP - rowsum(dO * O) = 0: dq and dk are
+    zero (to rounding: relative to dv's size), dv = dO moved to its key."""
+    (dq, dk, dv), (_, _, ref_dv), _ = run(rng, 1, 2, 1, 96, 64, 32, dtype=dtype, window=(0, 0))
+    assert rel_err(dv, ref_dv) < TOL[dtype]
+    size = np.linalg.norm(ref_dv)
+    for name, g in (("dq", dq), ("dk", dk)):
+        assert np.linalg.norm(np.asarray(g, np.float64)) < TOL[dtype] * size, name
 
 
 @pytest.mark.parametrize("kind,dtype", [("bool", "f32"), ("additive", "bf16")])
