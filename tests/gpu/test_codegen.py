@@ -176,3 +176,16 @@ def test_fast_exp_lowers_to_the_gpus_exp2():
     src = capture(F.build_kernel(plan, WORMHOLE), *args).source
     structure(src)
     assert "tl.exp2(" in src
+
+
+def test_correction_factor_subtracts_before_scaling():
+    """exp((m - m_new) * s) of two running maxima is exp2((m - m_new) * s'), not the FMA form
+    m * s' - m_new * s' the scores take: for a row that has seen no key both are the -1e30 sentinel,
+    and the FMA's rounding residue (about 1e22) made the factor inf and the fully masked row NaN."""
+    prog, _ = fa_program(b=1, h=4, hk=2, sq=160, skv=96, d=128, causal=True)
+    exps = re.findall(r"tl\.exp2\(([^\n]*)\)", prog.source)
+    assert len(exps) == 2
+    fma = [e for e in exps if re.fullmatch(r"\w+ \* [\d.e+-]+ - \w+ \* [\d.e+-]+", e)]
+    assert len(fma) == 1  # P = exp((S - m_new) * s): a block and a column, one FMA per element
+    factor = next(e for e in exps if e not in fma)
+    assert re.fullmatch(r"\w+ \* [\d.e+-]+", factor)  # (m - m_new), subtracted first, then scaled

@@ -189,3 +189,31 @@ def test_no_in_place_update_while_the_old_value_is_still_needed():
     plan = [line for line in out.splitlines() if '"tilegrid.alloc"' in line]
     offsets = {line.split("%")[1].split(" ")[0]: line.split("#builtin.int<")[1].split(">")[0] for line in plan}
     assert offsets["t"] != offsets["s"]
+
+
+def index_then_mask(iota: str, dst: str, s: str) -> str:
+    """A tile.compute that packs a column-index block into %iota, then loads %s and packs
+    where(col < 16, s, -inf) into %dst: its first output is written before its input is read."""
+    return (f'      "tile.compute"(%{s}, %{iota}, %{dst}) <{{operandSegmentSizes = array<i32: 1, 0, 2>, '
+            'subblock = [#builtin.int<1>, #builtin.int<1>]}> ({\n'
+            f'        %{dst}_i = "tile.iota"() <{{dim = #builtin.int<1>, dst = #builtin.int<0>}}> : () -> !tile.dst\n'
+            f'        "tile.pack"(%{dst}_i) <{{output = #builtin.int<0>}}> : (!tile.dst) -> ()\n'
+            f'        %{dst}_c = "tile.lt"(%{dst}_i, %{dst}_i) <{{dst = #builtin.int<0>}}> : (!tile.dst, !tile.dst) -> !tile.dst\n'
+            f'        %{dst}_f = "tile.fill"() <{{value = 0.0 : f32, dst = #builtin.int<1>}}> : () -> !tile.dst\n'
+            f'        %{dst}_l = "tile.load"() <{{input = #builtin.int<0>, bcast = "none", dst = #builtin.int<2>}}> : () -> !tile.dst\n'
+            f'        %{dst}_w = "tile.where"(%{dst}_c, %{dst}_l, %{dst}_f) <{{dst = #builtin.int<0>}}> : (!tile.dst, !tile.dst, !tile.dst) -> !tile.dst\n'
+            f'        "tile.pack"(%{dst}_w) <{{output = #builtin.int<1>}}> : (!tile.dst) -> ()\n'
+            f'      }}) : ({F}, {F}, {F}) -> ()')
+
+
+# Not in place when the branch's compute packs into the update's buffer before it reads the old
+# value: `t` first holds an index block (packed before `s` is loaded), then the masked scores
+# (a later in-place update); sharing `s`'s place would overwrite `s` before it is read.
+def test_no_in_place_update_when_the_buffer_is_written_before_the_old_value_is_read():
+    body = [alloc("s", 4), use("s"),
+            *if_else("r", [alloc("t", 7), alloc("u", 7), index_then_mask("t", "u", "s"), add_into("t", "t", "u")],
+                     "t", [], "s"), use("r")]
+    out = run_pass(AllocateL1(), program(thread("\n".join(body)), ARGS))
+    plan = [line for line in out.splitlines() if '"tilegrid.alloc"' in line]
+    offsets = {line.split("%")[1].split(" ")[0]: line.split("#builtin.int<")[1].split(">")[0] for line in plan}
+    assert offsets["t"] != offsets["s"]

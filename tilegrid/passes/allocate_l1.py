@@ -13,8 +13,10 @@ available and the largest buffers, if it does not fit. Afterwards every alloc ha
 The values an `scf.if` yields at one result are coalesced into one buffer, as a register
 allocator coalesces a phi: buffers made in the two branches never live at once; and a value
 from before the `if` that one branch only updates elementwise (`S = S + mask` in a branch)
-shares its buffer with the update, which is written in place (a compute op reads each tile
-of a same-shaped input before it packs that tile of its output).
+shares its buffer with the update, which is written in place: when the compute op that reads it
+loads each of its tiles before it packs that tile of the update (`update_in_place.candidates`;
+a compute that packs another output into the update's buffer first, as a mask's index block
+before the scores it masks, would overwrite the value it has yet to read).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from tilegrid.errors import CompileError
 from tilegrid.ir import core as C
 from tilegrid.ir import tile as T
 from tilegrid.passes.common import loc_of, program_of
+from tilegrid.passes.update_in_place import candidates
 
 TILE_BYTES = {"bf16": 2048, "f32": 4096}
 
@@ -201,8 +204,9 @@ def _coalesce(thread: C.ThreadOp, pos: dict[Operation, int]) -> _Groups:
             if _inside(user, branch):
                 if not isinstance(user, T.ComputeOp) or v not in user.ins:
                     return False
-                if not any(o.type == v.type and alloc_of(o) is not None and groups.find(alloc_of(o)) is groups.find(inner)
-                           for o in user.outs):
+                # in place only where the compute loads v's tile before it packs the update's tile
+                if not any(alloc_of(o) is not None and groups.find(alloc_of(o)) is groups.find(inner)
+                           for i, o in candidates(user) if i is v):
                     return False
                 continue
             anc = _ancestor_in(user, ifop.parent_block())

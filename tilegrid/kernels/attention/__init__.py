@@ -3,16 +3,16 @@
     kernel.py   the kernel's threads (the online softmax of FlashAttention-2, the reader, the writer)
     plan.py     the plan: chunk sizes, work split, CB depths and masks that fit L1 (or autotuned)
     problem.py  the problem and the config, and the chunk-skipping rule both of those use
+    backward.py, backward_kernel.py   the backward: `flash_attention_backward(...)` and its kernels
 
 This module is the user's entry: it checks and pads the inputs, asks for a plan, lays the tensors
 out as the kernel reads them (GQA-packed heads interleaved chunk by chunk), runs the kernel on a
-target and returns the output (and log-sum-exp) in the inputs' kind and format. `reference` is
-the float64 FlashAttention the tests and the CLI check against.
+target and returns the output (and log-sum-exp) in the inputs' kind and format. `reference` and
+`reference_backward` (reference.py) are the float64 truth the tests and the CLI check against.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -22,6 +22,7 @@ from ml_dtypes import bfloat16
 
 from tilegrid.device import WORMHOLE, Device
 from tilegrid.errors import TilegridError
+from tilegrid.kernels.attention.backward import flash_attention_backward
 from tilegrid.kernels.attention.kernel import build_kernel
 from tilegrid.kernels.attention.plan import (
     CHUNKS,
@@ -32,9 +33,11 @@ from tilegrid.kernels.attention.plan import (
     make_problem,
 )
 from tilegrid.kernels.attention.problem import AttentionConfig, Problem
+from tilegrid.kernels.attention.reference import reference, reference_backward
 
 __all__ = ["CHUNKS", "AttentionConfig", "Plan", "Problem", "arguments", "autotune_attention", "build_kernel",
-           "choose_plan", "flash_attention", "make_problem", "reference"]
+           "choose_plan", "flash_attention", "flash_attention_backward", "make_problem", "reference",
+           "reference_backward"]
 
 
 def _to_numpy(x: Any, name: str) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
@@ -173,48 +176,3 @@ def arguments(plan: Plan, q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Any
     lse = np.full((p.batch, heads, sqp * g, 32), np.nan, np.float32) if p.return_lse else np.zeros((32, 32), np.float32)
     out = np.full((p.batch, heads, sqp * g, p.head_dim_pad), np.nan, dtype=q.dtype)
     return [qp, kp, vp, mp, sp, lse, out]
-
-
-def reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool = False, scale: float | None = None,
-              window: tuple | None = None, mask: Any = None, softcap: float | None = None,
-              alibi_slopes: Any = None) -> tuple[np.ndarray, np.ndarray]:
-    """float64 attention and log-sum-exp, FlashAttention's conventions (bottom-right causal, fully
-    masked rows give 0 and lse -inf; softcap and ALiBi as FlashAttention-2 applies them)."""
-    q, k, v = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
-    b, h, sq, d = q.shape
-    hk, skv = k.shape[1], k.shape[2]
-    k = np.repeat(k, h // hk, axis=1)
-    v = np.repeat(v, h // hk, axis=1)
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    s = np.einsum("bhqd,bhkd->bhqk", q, k) * scale
-    if softcap is not None:
-        s = softcap * np.tanh(s / softcap)
-    i = np.arange(sq)[:, None] + (skv - sq)
-    j = np.arange(skv)[None, :]
-    if alibi_slopes is not None:
-        slopes = np.broadcast_to(np.asarray(alibi_slopes, np.float64), (b, h))
-        s = s - slopes[:, :, None, None] * np.abs(j - i)[None, None]
-    allowed = np.ones((sq, skv), bool)
-    if causal:
-        allowed &= j <= i
-    if window is not None:
-        left, right = window
-        if left is not None:
-            allowed &= j >= i - left
-        if right is not None:
-            allowed &= j <= i + right
-    if mask is not None:
-        m = np.asarray(mask)
-        if m.dtype == bool:
-            allowed &= m
-        else:
-            s = s + m.astype(np.float64)
-    s = np.where(allowed, s, -np.inf)
-    mx = s.max(-1, keepdims=True)
-    mx_safe = np.where(np.isfinite(mx), mx, 0.0)
-    p = np.exp(s - mx_safe)
-    denom = p.sum(-1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(denom > 0, (p @ v) / np.where(denom > 0, denom, 1), 0.0)
-        lse = np.where(denom[..., 0] > 0, np.log(np.where(denom[..., 0] > 0, denom[..., 0], 1)) + mx_safe[..., 0], -np.inf)
-    return out, lse

@@ -578,8 +578,12 @@ class Lowering:
             s2 = flit(float(s.const) * LOG2E) if s.const is not None else f"({self.f32(s)} * {LOG2E!r})"
             sub = op.x.owner
             if isinstance(sub, B.ElementwiseOp) and sub.OP.name == "sub" and all(
-                    isinstance(v.type, BlockType) for v in sub.operands):
-                # exp((a - b) * s): one FMA per element, a * s' - (b * s') (b is a row max: one column)
+                    isinstance(v.type, BlockType) for v in sub.operands) and self.get(
+                    sub.operands[0]).tshape != self.get(sub.operands[1]).tshape:
+                # exp((a - b) * s) of a block and a broadcast vector (b a row max): one FMA per element,
+                # a * s' - (b * s'). Not for two operands of one shape (the correction factor
+                # exp((m - m_new) * s) of two columns): with a == b a huge sentinel (-1e30, a row that has
+                # seen no key yet) the FMA leaves the rounding of b * s', and exp2 of that is 0 or inf.
                 a, b = (self.f32(self.get(v)) for v in sub.operands)
                 out(f"tl.exp2({a} * {s2} - {b} * {s2})", shape)
                 return
