@@ -181,6 +181,16 @@ def test_unsupported_python_construct(rng, kernel, key, construct):
     check(e, kernel.__name__, un, key, construct)
 
 
+@pytest.mark.parametrize("kernel, key, words", [
+    (un.uses_np_mean, "np_mean", ("'numpy.mean'", "not a tilegrid operation", "x.rowsum()")),
+    (un.uses_np_clip, "np_clip", ("'numpy.clip'", "not a tilegrid operation", "x.clamp(lo, hi)")),
+])
+def test_numpy_functions_that_are_not_tilegrid_ops_name_the_block_method(rng, kernel, key, words):
+    e = raises(lambda: kernel(rand(rng, (32, 32)), out_like((32, 32))), CompileError)
+    text = check(e, kernel.__name__, un, key, *words[:2])
+    assert words[2] in e.note and "np.exp(x) is exp(x)" in e.note, text
+
+
 def test_undefined_name_in_roadmap_fragment(rng):
     e = raises(lambda: cm.undefined_name(rand(rng, (32, 32)), rand(rng, (32, 32)), out_like((32, 32))), CompileError)
     text = check(e, "undefined_name", cm, "undefined_name", "'K_block'", "not defined")

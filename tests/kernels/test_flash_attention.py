@@ -380,3 +380,14 @@ def test_gqa_packing_that_does_not_fit_unpacks(rng):
     out = flash_attention(q, k, v, plan_out=plans, config=AttentionConfig(grid=(2, 2)))
     assert plans[0].group == 1 and "GQA packing does not fit L1" in plans[0].describe()
     assert rel_err(out, reference(q, k, v)[0]) < TOL["f32"]
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "float16", "float64"])
+def test_torch_and_numpy_dtypes_other_than_bf16_and_f32_are_rejected_alike(dtype, rng):
+    """No silent casts: torch tensors of other dtypes are refused as NumPy arrays of them are."""
+    torch = pytest.importorskip("torch")
+    q = rng.standard_normal((1, 1, 64, 32)) * 4
+    for x in (torch.from_numpy(q.astype(dtype)), q.astype(dtype)):
+        with pytest.raises(TilegridError, match="must be bfloat16 or float32") as e:
+            flash_attention(x, x, x)
+        assert str(dtype) in e.value.message and e.value.note

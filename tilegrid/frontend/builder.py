@@ -21,6 +21,7 @@ from xdsl.ir import Block, Operation, Region, SSAValue
 import tilegrid.lang.ops as api
 from tilegrid.errors import CompileError
 from tilegrid.frontend.calls import TABLE_METHODS, CallsMixin, parse_function
+from tilegrid.frontend.foreign import BLOCK_FUNCTIONS, refusal_note
 from tilegrid.frontend.values import (
     ApiFunc,
     Blk,
@@ -477,9 +478,10 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
                 return v
             if id(v) in API_FUNCS:
                 return ApiFunc(API_FUNCS[id(v)])
-            if v is not None and node.attr in API:
-                return ApiFunc(node.attr)
-            raise self.error(f"'{obj.__name__}.{node.attr}' cannot be used in a thread", node)
+            if v is not None and node.attr in BLOCK_FUNCTIONS:  # np.exp(x) is exp(x): tilegrid/frontend/foreign.py
+                return ApiFunc(node.attr, python=v)
+            raise self.error(f"'{obj.__name__}.{node.attr}' is not a tilegrid operation and cannot be used in a thread",
+                             node, note=refusal_note(obj.__name__, node.attr))
         if isinstance(obj, Blk):
             if node.attr == "shape":
                 return obj.type.dims
@@ -533,6 +535,32 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
                     note="leading indices count elements, the last two count blocks of the CB's block shape "
                     f"({32 * a['block'][0]}x{32 * a['block'][1]} elements for '{s.name}')",
                 )
+
+    def constant(self, node: ast.expr) -> Any:
+        """The value of an expression that is a number known when the kernel compiles, computed
+        without emitting IR (so the expression can still be compiled afterwards); None if not one."""
+        if isinstance(node, ast.Constant):
+            return node.value if isinstance(node.value, int | float) else None
+        if isinstance(node, ast.Name | ast.Attribute):
+            if isinstance(node, ast.Name) and isinstance(self.vars.get(node.id), Blk | Idx | FScalar):
+                return None
+            try:
+                v = self.eval(node)
+            except CompileError:
+                return None
+            return v if isinstance(v, int | float) else None
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+            v = self.constant(node.operand)
+            return None if v is None else (-v if isinstance(node.op, ast.USub) else v)
+        if isinstance(node, ast.BinOp) and type(node.op) in PY_BINOPS:
+            a, b = self.constant(node.left), self.constant(node.right)
+            if a is None or b is None:
+                return None
+            try:
+                return PY_BINOPS[type(node.op)](a, b)
+            except ArithmeticError:
+                return None
+        return None
 
     def visit_BinOp(self, node: ast.BinOp) -> Any:
         return self.binop(node.op, self.eval(node.left), self.eval(node.right), node)
@@ -623,6 +651,10 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
         if isinstance(fn, Method):
             return self.call_method(fn, node)
         if isinstance(fn, ApiFunc):
+            if fn.python is not None and node.args and not node.keywords:
+                nums = [self.constant(a) for a in node.args]
+                if all(isinstance(x, int | float) and not isinstance(x, bool) for x in nums):
+                    return float(fn.python(*nums))  # math.sqrt(2.0): a number known when the kernel compiles
             return self.call_api(fn.name, node)
         if fn is print:
             return self.call_print(node)

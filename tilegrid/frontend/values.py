@@ -94,7 +94,11 @@ class Method:
 
 @dataclass
 class ApiFunc:
+    """A tilegrid function; `python`: the same-named function of a module (np.exp, math.exp), which
+    computes numbers known at compile time."""
+
     name: str
+    python: Any = None
 
 
 @dataclass
