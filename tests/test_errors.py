@@ -309,13 +309,34 @@ def test_stream_index_out_of_range_at_run_time(rng):
 
 
 def test_deadlock_pop_twice_push_once(rng):
+    """The cause (comp pops a block its finished reader never pushes) comes first, with its line and
+    source; the implicit writer only waits behind it, so no note about implicit data movement."""
     e = raises(lambda: rm.double_pop(rand(rng, (32, 64)), out_like((32, 64))), DeadlockError)
     text = check(e, "double_pop", rm, "double_pop", "deadlock")
     line = marked_line(rm, "double_pop")
-    for core in ("(0, 0)", "(0, 1)"):
-        blocked = [s for s in text.splitlines() if f"core {core} thread 'comp'" in s]
-        assert len(blocked) == 1, text
-        assert "CB 'x'" in blocked[0] and f"{rm.__file__}:{line}:" in blocked[0], text
+    lines = text.splitlines()
+    cause = lines.index("waiting for what no running thread will do (the cause):")
+    behind = lines.index("blocked behind them:")
+    comp = [i for i, s in enumerate(lines) if "thread 'comp' on cores (0, 0), (0, 1): pops CB 'x'" in s]
+    assert len(comp) == 1 and cause < comp[0] < behind, text
+    assert f"{rm.__file__}:{line}:" in lines[comp[0]] and "'reader' has finished" in lines[comp[0] + 1], text
+    assert source_line(rm, line) in lines[comp[0] + 2], text
+    writer = [i for i, s in enumerate(lines) if "thread 'implicit_writer_out'" in s]
+    assert len(writer) == 1 and writer[0] > behind and "waits for 'comp' to push" in lines[writer[0] + 1], text
+    assert "implicit" not in e.note and "shard" not in e.note, text
+
+
+def test_deadlock_on_a_semaphore_points_at_the_wait_not_its_symptoms(rng):
+    e = raises(lambda: rm.semaphore_never_set(rand(rng, (64, 64)), out_like((64, 64))), DeadlockError)
+    text = check(e, "semaphore_never_set", rm, "semaphore_never_set", "semaphore 0 to equal 1")
+    lines = text.splitlines()
+    behind = lines.index("blocked behind them:")
+    reader = [i for i, s in enumerate(lines) if "thread 'reader' on cores (0, 0), (0, 1), (1, 0), (1, 1):" in s]
+    assert len(reader) == 1 and reader[0] < behind and "no thread of the kernel will ever set" in lines[reader[0] + 1]
+    symptom = marked_line(rm, "symptom", "DEADLOCK")
+    comp = [i for i, s in enumerate(lines) if "thread 'comp'" in s]
+    assert len(comp) == 1 and comp[0] > behind and f":{symptom}:" in lines[comp[0]], text
+    assert "semaphore" in e.note and "implicit" not in e.note, text
 
 
 def test_deadlock_report_has_no_empty_locations(rng):
@@ -430,4 +451,6 @@ def test_deadlock_with_implicit_data_movement_explains_the_shard(rng):
 
     with pytest.raises(DeadlockError) as e:
         one_block(rand(rng, (64, 32)), out_like((64, 32)))  # the shard holds 2 blocks, the kernel moves 1
-    assert "implicit_writer_out" in e.value.render() and "core's own shard" in e.value.render()
+    text = e.value.render()
+    assert "implicit_writer_out" in text and "'comp' has finished without a matching push" in text, text
+    assert "core's own shard" in e.value.note, text

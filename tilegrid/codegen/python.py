@@ -38,9 +38,29 @@ def py_float(v: float) -> str:
 
 @dataclass
 class ThreadSource:
+    """A thread's generated source, and the CBs and semaphores it serves (for deadlock reports:
+    who could unblock a thread waiting on them)."""
+
     name: str
     kind: str
     source: str
+    produces: frozenset[int] = frozenset()  # CBs it reserves and pushes
+    consumes: frozenset[int] = frozenset()  # CBs it waits for and pops
+    signals: frozenset[int] = frozenset()  # semaphores it sets or increments
+
+
+def thread_roles(ops) -> tuple[frozenset[int], frozenset[int], frozenset[int]]:
+    """(CBs produced, CBs consumed, semaphores signalled) by a thread's ops, nested ones included."""
+    produces, consumes, signals = set(), set(), set()
+    for top in ops:
+        for op in top.walk():
+            if isinstance(op, C.CBReserveOp | C.CBPushOp):
+                produces.add(op.cb.data)
+            elif isinstance(op, C.CBWaitOp | C.CBPopOp):
+                consumes.add(op.cb.data)
+            elif isinstance(op, C.SemSetOp | C.SemIncOp):
+                signals.add(op.sem.data)
+    return frozenset(produces), frozenset(consumes), frozenset(signals)
 
 
 @dataclass
@@ -466,7 +486,7 @@ def generate(module: ModuleOp, *, timing: bool = False, fidelity: str | None = N
         g.lines[1:1] = [f"    {t} = False" for t in g.toggles]
         fname = f"thread_{len(out)}"
         src = f"def {fname}(rt, core):\n" + "\n".join(g.lines) + "\n"
-        out.append(ThreadSource(th.thread_name.data, th.kind.data, src))
+        out.append(ThreadSource(th.thread_name.data, th.kind.data, src, *thread_roles(th.body.block.ops)))
     return out, locs, events
 
 

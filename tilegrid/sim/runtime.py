@@ -45,10 +45,13 @@ class Observer(Protocol):
 
 @dataclass
 class Wait:
-    """What a blocked thread waits for (shown in deadlock reports)."""
+    """What a blocked thread waits in (deadlock reports): `kind` "cb_reserve" / "cb_wait" on CB
+    `obj`, or "sem_wait" on semaphore `obj` until it equals `value`; `loc` the user's line."""
 
-    what: str
+    kind: str
+    obj: int
     loc: str
+    value: int | None = None
 
 
 class CB:
@@ -108,6 +111,7 @@ class Runtime:
     preempt: bool = False
     writers: dict[tuple, tuple[int, int]] = field(default_factory=dict)
     copy_data: bool = True  # False in the performance model's timing-only mode
+    roles: dict[str, Any] = field(default_factory=dict)  # thread name -> its ThreadSource (CBs, semaphores)
 
     def error(self, msg: str, loc: int, note: str | None = None) -> TilegridError:
         return TilegridError(msg, self.locs[loc] if loc >= 0 else None, kernel=self.kernel, note=note)
@@ -117,7 +121,7 @@ class Runtime:
     def cb_reserve(self, core: Core, i: int, loc: int) -> Iterator[Wait]:
         cb = core.cbs[i]
         while cb.reserved - cb.popped >= cb.depth:
-            yield Wait(f"cb_reserve on CB '{cb.name}' (full: {cb.state()})", self.locs[loc])
+            yield Wait("cb_reserve", i, self.locs[loc])
         slot = cb.slots[cb.reserved % cb.depth]
         slot.fill(np.nan)
         if self.observer:
@@ -147,7 +151,7 @@ class Runtime:
     def cb_wait(self, core: Core, i: int, loc: int) -> Iterator[Wait]:
         cb = core.cbs[i]
         while cb.waited >= cb.pushed:
-            yield Wait(f"cb_wait on CB '{cb.name}' (empty: {cb.state()})", self.locs[loc])
+            yield Wait("cb_wait", i, self.locs[loc])
         slot = cb.slots[cb.waited % cb.depth]
         if self.observer:
             self.observer.on_sync((core.r, core.c), core.thread, "wait", i, cb.waited % cb.depth)
@@ -266,7 +270,7 @@ class Runtime:
 
     def sem_wait(self, core: Core, k: int, value: int, reset: int | None, loc: int) -> Iterator[Wait]:
         while core.sems[k] != value:
-            yield Wait(f"semaphore {k} to equal {value} (it is {core.sems[k]})", self.locs[loc])
+            yield Wait("sem_wait", k, self.locs[loc], value)
         if self.observer:
             self.observer.on_sync((core.r, core.c), core.thread, "sem_wait", k, None)
         if reset is not None:

@@ -26,13 +26,15 @@ class _InertSlot(np.ndarray):
 def simulate(threads: list[tuple[str, Callable]], args: list[dict], tensors: list[np.ndarray | None], *,
              kernel: str, grid: tuple[int, int], dst_capacity: int, semaphores: list[int], locs: list[str],
              events: list[Any], l1_bytes: int, l1_used: int, cb_offsets: list[int], observer: Any = None,
-             schedule: str = "deterministic", seed: int | None = None, copy_data: bool = True) -> None:
+             schedule: str = "deterministic", seed: int | None = None, copy_data: bool = True,
+             roles: dict[str, Any] | None = None) -> None:
     """Run `threads` (generated generator functions) on every core until all finish; DMAs read and
     write `tensors` (DRAM, in kernel-argument order, each in its format; outputs are written in
     place). Each core has an L1 of `l1_bytes` holding its CBs at `cb_offsets` and its buffers (the
     first `l1_used` bytes, poisoned with NaN before the run).
-    `copy_data` False: a timing-only run (no arithmetic was generated; no L1, CB slots hold nothing)."""
-    rt = Runtime(tensors, args, dst_capacity, observer, locs, events=events, kernel=kernel)
+    `copy_data` False: a timing-only run (no arithmetic was generated; no L1, CB slots hold nothing).
+    `roles`: each thread's CBs and semaphores (codegen's ThreadSource), for deadlock reports."""
+    rt = Runtime(tensors, args, dst_capacity, observer, locs, events=events, kernel=kernel, roles=roles or {})
     rt.copy_data = copy_data
     gr, gc = grid
     cores = []
