@@ -191,6 +191,39 @@ def test_numpy_functions_that_are_not_tilegrid_ops_name_the_block_method(rng, ke
     assert words[2] in e.note and "np.exp(x) is exp(x)" in e.note, text
 
 
+@pytest.mark.parametrize("kernel, words", [
+    (cm.dma_read_never_waited, ("race", "CB 'x_cb'", "never waited", "pushed")),
+    (cm.dma_waited_on_one_path, ("race", "CB 'x_cb'", "the path that does not wait")),
+    (cm.dma_write_never_waited, ("race", "CB 'out_cb'", "never waited", "released")),
+    (cm.mcast_before_wait, ("race", "CB 'x_cb'", "never waited", "multicast")),
+])
+def test_dma_never_waited_before_its_block_is_used_is_a_race(rng, kernel, words):
+    """On hardware a DMA's block may not have landed (or been read) until its handle is waited: an
+    error naming the DMA's line, where the simulator would have given the right answer."""
+    e = raises(lambda: kernel(rand(rng, (32, 64)), out_like((32, 64))), CompileError)
+    text = check(e, kernel.__name__, cm, kernel.__name__, *words)
+    assert ".wait()" in e.note, text
+
+
+def test_the_simulator_proves_a_dma_race_the_compiler_let_through(rng):
+    """The IR of a correct reader with its dma_wait deleted (as a faulty pass might): the simulator
+    refuses to push the block while the DMA filling it is in flight, naming the DMA's line."""
+    from tilegrid import ir
+    from tilegrid.targets import compile_kernel
+    from tilegrid.targets.compile import parse_compiled
+    from tilegrid.targets.sim import run_compiled
+
+    x, out = rand(rng, (32, 64)), out_like((32, 64))
+    compiled = compile_kernel(rm.waited_read, x, out).compiled
+    text = ir.to_text(compiled.module)
+    at = f"{Path(rm.__file__).name}:{marked_line(rm, 'waited_read')}:"
+    cut = [line for line in text.splitlines() if not ("tilegrid.dma_wait" in line and at in line)]
+    assert len(cut) == len(text.splitlines()) - 1
+    e = raises(lambda: run_compiled(parse_compiled("\n".join(cut)), [x, out], rm.waited_read.config))
+    assert "race" in e.message and "before the DMA filling it" in e.message, e.render()
+    assert e.loc.line == marked_line(rm, "waited_read"), e.render()
+
+
 def test_undefined_name_in_roadmap_fragment(rng):
     e = raises(lambda: cm.undefined_name(rand(rng, (32, 32)), rand(rng, (32, 32)), out_like((32, 32))), CompileError)
     text = check(e, "undefined_name", cm, "undefined_name", "'K_block'", "not defined")

@@ -94,3 +94,19 @@ def semaphore_never_set(x, out):
         dma(x_stream[core_index(0), core_index(1)], x_cb.reserve()).wait()
 
     return Program(comp, reader)(x, out)
+
+
+@pykernel_gen(grid=(1, 2), block_factors=[(1, 1), (1, 1)])
+def waited_read(x, out):
+    """Correct as written; tests delete its dma_wait from the IR."""
+    x_stream = Stream(x)
+
+    @compute()
+    async def comp(x_cb, out_cb):
+        out_cb.reserve().store(x_cb.pop().exp())
+
+    @datamovement()
+    async def reader(x_cb, out_cb):
+        dma(x_stream[0, core_index(1)], x_cb.reserve()).wait()  # ERR[waited_read]
+
+    return Program(comp, reader)(x, out)

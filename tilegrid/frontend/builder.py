@@ -34,6 +34,7 @@ from tilegrid.frontend.values import (
     Poison,
     Scope,
     SemRef,
+    Slot,
     StreamRef,
     StreamView,
 )
@@ -121,13 +122,37 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
         where = self.loc(node)
         for slot in scope.slots:
             if slot.role == "reserved" and not slot.filled:
-                if slot.pending_dma is not None:
-                    self.emit(C.DMAWaitOp(slot.pending_dma.value))
+                self.unwaited_read(slot, "pushed at the end of its Python block")
                 slot.filled = True
                 self.emit(C.CBPushOp(slot.cb))
             elif slot.role == "popped" and slot.released_at is None:
+                self.unwaited_writes(slot)
                 self.emit(C.CBPopOp(slot.cb))
                 slot.released_at = where
+
+    def unwaited_read(self, slot: Slot, then: str) -> None:
+        """A DMA read still in flight when its block is pushed or read: a race on hardware."""
+        h = slot.pending_dma
+        if h is not None and not h.waited:
+            raise CompileError(
+                f"thread '{self.thread.name}': race: the DMA into a block of CB '{slot.cb_name}' is never waited "
+                f"before the block is {then} (on hardware the block may not have landed yet)",
+                h.loc,
+                note="wait for the transfer before the block is used: dma(...).wait(), or h = dma(...) then h.wait() "
+                "before the block is pushed, multicast or written",
+            )
+
+    def unwaited_writes(self, slot: Slot) -> None:
+        """A DMA write still reading its block when the block is released: a race on hardware."""
+        for h in slot.pending_writes:
+            if not h.waited:
+                raise CompileError(
+                    f"thread '{self.thread.name}': race: the DMA writing a block of CB '{slot.cb_name}' to DRAM is "
+                    "never waited before the block is released (its slot may be refilled while the DMA still reads "
+                    "it)",
+                    h.loc,
+                    note="wait for the write before the block's release: dma(blk, stream[...]).wait()",
+                )
 
     def visit(self, node: ast.AST) -> Any:
         saved = self.node
@@ -295,14 +320,19 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
             )
         saved = dict(self.vars)
         outer = [slot for sc in self.scopes for slot in sc.slots]
-        before = [(sl.filled, sl.pending_dma) for sl in outer]
+        before = [(sl.filled, sl.pending_dma, list(sl.pending_writes)) for sl in outer]
+        handles = [h for sl in outer for h in [sl.pending_dma, *sl.pending_writes] if h is not None]
+        waited_before = [h.waited for h in handles]
         branches = []
         filled_after = []
+        waited_after: list[list[bool]] = []
         both = set(assigned_names(node.body)) & set(assigned_names(node.orelse))
         for stmts in (node.body, node.orelse):
             self.vars = dict(saved)
-            for sl, (f, d) in zip(outer, before):
-                sl.filled, sl.pending_dma = f, d
+            for sl, (f, d, w) in zip(outer, before):
+                sl.filled, sl.pending_dma, sl.pending_writes = f, d, list(w)
+            for h, w in zip(handles, waited_before):  # each branch waits (or not) on its own
+                h.waited = w
             blk = Block()
             with self.into(blk):
                 with self.scope(node):
@@ -316,14 +346,21 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
                             self.vars[name] = self.copy_block(v, node)
             branches.append((blk, self.vars))
             filled_after.append([sl.filled for sl in outer])
+            waited_after.append([h.waited for h in handles])
         # A slot filled (and so pushed) in one branch only is pushed at the end of the other.
         for k, sl in enumerate(outer):
             if filled_after[0][k] != filled_after[1][k]:
+                if before[k][1] is not None:  # the path that does not fill it does not wait for its DMA
+                    sl.pending_dma = before[k][1]
+                    sl.pending_dma.waited = False
+                    self.unwaited_read(sl, "pushed at the end of the `if`, on the path that does not wait for it")
                 with self.into(branches[1 if filled_after[0][k] else 0][0]):
                     self.emit(C.CBPushOp(sl.cb))
             sl.filled = filled_after[0][k] or filled_after[1][k]
             if sl.filled:
                 sl.pending_dma = None
+        for h, a, b in zip(handles, *waited_after):
+            h.waited = a and b  # waited after the `if` only if waited on both paths
         assigned = assigned_names(node.body + node.orelse)
         results: list[str] = []
         types = []

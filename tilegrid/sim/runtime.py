@@ -83,6 +83,17 @@ def l1_view(l1: np.ndarray, offset: int, shape: tuple[int, int], dtype: str) -> 
 
 
 @dataclass
+class InFlight:
+    """A DMA issued and not yet waited: what the thread's `dma_wait` completes. `observed`: the
+    observer's handle of the transfer (the timing model's completion time)."""
+
+    loc: int
+    thread: str
+    observed: Any = None
+    done: bool = False
+
+
+@dataclass
 class Core:
     r: int
     c: int
@@ -90,6 +101,8 @@ class Core:
     sems: list[int] = field(default_factory=list)
     thread: str = ""
     l1: np.ndarray | None = None  # the core's L1, bytes
+    landing: dict[int, InFlight] = field(default_factory=dict)  # id(slot) -> the DMA filling it
+    reading: dict[int, InFlight] = field(default_factory=dict)  # id(slot) -> a DMA writing it to DRAM
 
     def buffer(self, offset: int, shape: tuple[int, int], dtype: str) -> np.ndarray:
         """An intermediate buffer where allocate-l1 placed it (it may hold a value being updated in
@@ -135,6 +148,7 @@ class Runtime:
         if cb.pushed >= cb.reserved:
             raise self.error(f"push on CB '{cb.name}' without a reserved block", loc)
         slot = cb.slots[cb.pushed % cb.depth]
+        self.check_landed(core, slot, cb, "pushes", loc)
         if np.isnan(slot.flat[0]) and np.isnan(slot).all():
             raise self.error(
                 f"core ({core.r}, {core.c}) thread '{core.thread}' pushes a block of CB '{cb.name}' that nothing "
@@ -163,12 +177,39 @@ class Runtime:
         cb = core.cbs[i]
         if cb.popped >= cb.waited:
             raise self.error(f"more pops than waits on CB '{cb.name}'", loc)
+        h = core.reading.pop(id(cb.slots[cb.popped % cb.depth]), None)
+        if h is not None and not h.done:
+            raise self.error(
+                f"race: core ({core.r}, {core.c}) thread '{core.thread}' releases a block of CB '{cb.name}' while "
+                "the DMA writing it to DRAM (this line) has not been waited; its slot may be refilled first",
+                h.loc, note="wait for the write before the block's release: dma(blk, stream[...]).wait()")
         if self.observer:
             self.observer.on_sync((core.r, core.c), core.thread, "pop", i, cb.popped % cb.depth)
         cb.popped += 1
         self.epoch += 1
 
     # ---- DMA ------------------------------------------------------------------------------
+
+    def check_landed(self, core: Core, slot: np.ndarray, cb: CB, doing: str, loc: int) -> None:
+        """A block must not be pushed, multicast or written while a DMA into it is in flight: on
+        hardware that reads data that has not landed (the simulator copies at issue, so it can prove
+        the race but not show it)."""
+        h = core.landing.get(id(slot))
+        if h is None:
+            return
+        if not h.done:
+            raise self.error(
+                f"race: core ({core.r}, {core.c}) thread '{core.thread}' {doing} a block of CB '{cb.name}' (at "
+                f"{self.locs[loc]}) before the DMA filling it (this line, thread '{h.thread}') was waited",
+                h.loc, note="wait for the transfer first: dma(...).wait(), or h = dma(...) then h.wait() before the "
+                "block is pushed, multicast or written")
+        del core.landing[id(slot)]
+
+    def cb_of_slot(self, core: Core, slot: np.ndarray) -> CB | None:
+        for cb in core.cbs:
+            if any(s is slot for s in cb.slots):
+                return cb
+        return None
 
     def _window(self, core: Core, arg: int, idx: tuple[int, ...], loc: int) -> tuple:
         info = self.infos[arg]
@@ -187,11 +228,13 @@ class Runtime:
         *lead, i, j = idx
         return (*lead, slice(i * br, (i + 1) * br), slice(j * bc, (j + 1) * bc))
 
-    def dma_read(self, core: Core, arg: int, idx: tuple[int, ...], slot: np.ndarray, loc: int) -> Any:
+    def dma_read(self, core: Core, arg: int, idx: tuple[int, ...], slot: np.ndarray, loc: int) -> InFlight:
         win = self._window(core, arg, idx, loc)
         if self.copy_data:
             slot[...] = self.tensors[arg][win]
-        return self.transferred(core, "dram_read", arg, slot, loc, idx=idx)
+        h = core.landing[id(slot)] = InFlight(loc, core.thread, self.transferred(core, "dram_read", arg, slot, loc,
+                                                                                  idx=idx))
+        return h
 
     def dma_write(self, core: Core, arg: int, src: np.ndarray, idx: tuple[int, ...], loc: int) -> Any:
         info = self.infos[arg]
@@ -203,10 +246,19 @@ class Runtime:
                 loc,
                 note="each output block should have one writer; index the output stream with core_index()",
             )
+        self.check_source(core, src, "writes to DRAM", loc)
         win = self._window(core, arg, idx, loc)
         if self.copy_data:
             self.tensors[arg][win] = src
-        return self.transferred(core, "dram_write", arg, src, loc, idx=idx)
+        h = core.reading[id(src)] = InFlight(loc, core.thread, self.transferred(core, "dram_write", arg, src, loc,
+                                                                                 idx=idx))
+        return h
+
+    def check_source(self, core: Core, src: np.ndarray, doing: str, loc: int) -> None:
+        if id(src) in core.landing:
+            cb = self.cb_of_slot(core, src)
+            if cb is not None:
+                self.check_landed(core, src, cb, doing, loc)
 
     def transferred(self, core: Core, kind: str, arg: int, block: np.ndarray, loc: int,
                     idx: tuple[int, ...] | None = None, receivers: list[Core] | None = None) -> Any:
@@ -218,9 +270,10 @@ class Runtime:
                                          self.locs[loc], arg=arg, idx=idx,
                                          receivers=None if receivers is None else [(r.r, r.c) for r in receivers])
 
-    def dma_wait(self, core: Core, handle: Any) -> None:
-        if handle is not None:
-            self.observer.on_dma_wait((core.r, core.c), core.thread, handle)
+    def dma_wait(self, core: Core, handle: InFlight) -> None:
+        handle.done = True
+        if handle.observed is not None:
+            self.observer.on_dma_wait((core.r, core.c), core.thread, handle.observed)
 
     def targets(self, core: Core, target: tuple[int, ...], loc: int) -> list[Core]:
         """The cores of a target: () this core, (y, x) one core, (y, x, h, w) a rectangle."""
@@ -235,7 +288,8 @@ class Runtime:
             raise self.error(f"target cores ({y}, {x}) + ({h}, {w}) fall outside the {gr}x{gc} grid", loc)
         return cores  # type: ignore[return-value]
 
-    def dma_mcast(self, core: Core, i: int, src: np.ndarray, target: tuple[int, ...], loc: int) -> Any:
+    def dma_mcast(self, core: Core, i: int, src: np.ndarray, target: tuple[int, ...], loc: int) -> InFlight:
+        self.check_source(core, src, "multicasts", loc)
         receivers = self.targets(core, target, loc)
         for rc in receivers:
             cb = rc.cbs[i]
@@ -247,12 +301,14 @@ class Runtime:
                     note="the receiver must reserve its slot and signal the sender (e.g. sem.inc(core=sender)) "
                     "before the sender multicasts; the sender waits for that signal",
                 )
-            if self.copy_data:
-                dst = cb.slots[cb.pushed % cb.depth]
-                if dst is not src:
-                    dst[...] = src
+            dst = cb.slots[cb.pushed % cb.depth]
+            if self.copy_data and dst is not src:
+                dst[...] = src
+        h = InFlight(loc, core.thread, self.transferred(core, "mcast", i, src, loc, receivers=receivers))
+        for rc in receivers:  # each receiver's slot is in flight until the sender waits
+            rc.landing[id(rc.cbs[i].slots[rc.cbs[i].pushed % rc.cbs[i].depth])] = h
         self.epoch += 1
-        return self.transferred(core, "mcast", i, src, loc, receivers=receivers)
+        return h
 
     def sem_set(self, core: Core, k: int, value: int, target: tuple[int, ...], loc: int) -> None:
         for c in self.targets(core, target, loc):
