@@ -185,7 +185,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
         window = (left, right)
     device = DEVICES[args.device]
     cfg = AttentionConfig(q_chunk=args.q_chunk, kv_chunk=args.kv_chunk, grid=args.grid or device.grid,
-                          mcast=args.mcast, acc_dtype=args.acc_dtype, fast_exp=args.fast_exp)
+                          mcast=args.mcast, acc_dtype=args.acc_dtype, fast_exp=args.fast_exp, gqa_pack=args.gqa_pack)
     if args.autotune:
         from tilegrid.kernels.attention import autotune_attention
 
@@ -193,7 +193,8 @@ def cmd_attention(args: argparse.Namespace) -> int:
             cfg, _ = autotune_attention(q.shape, k.shape, causal=args.causal, window=window,
                                         config=AttentionConfig(q_chunk=args.q_chunk, kv_chunk=args.kv_chunk,
                                                                grid=args.grid, mcast=args.mcast,
-                                                               acc_dtype=args.acc_dtype, fast_exp=args.fast_exp),
+                                                               acc_dtype=args.acc_dtype, fast_exp=args.fast_exp,
+                                                               gqa_pack=args.gqa_pack),
                                         device=device, fidelity=args.fidelity, data_format=args.data_format,
                                         dtype=dtype, grid_free=args.grid is None, exp=args.exp)
         except TilegridError as e:
@@ -301,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--fast-exp", action="store_true",
                    help="the scores' exp with the SFPU's fast approximation (as tt-metal's SDPA); the correction "
                    "factor's follows --exp")
+    a.add_argument("--gqa-pack", action=argparse.BooleanOptionalAction, default=True,
+                   help="stack the Q heads of a K/V group in one work item so each K/V chunk is read once per block "
+                   "of heads (default; the planner packs fewer heads where L1 or the core count asks); "
+                   "--no-gqa-pack: one Q head per work item, as tt-metal lays GQA out")
     a.add_argument("--acc-dtype", default="f32", choices=["f32", "bf16"])
     a.add_argument("--dtype", default="bf16", choices=["bf16", "f32"])
     a.add_argument("--seed", type=int, default=0)

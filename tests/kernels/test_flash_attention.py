@@ -372,14 +372,44 @@ def test_gqa_problem_from_the_fa2_matrix_that_did_not_fit(rng):
     assert rel_err(flash_attention(q, k, v), reference(q, k, v)[0]) < TOL["f32"]
 
 
-def test_gqa_packing_that_does_not_fit_unpacks(rng):
-    """32 query heads on one K/V head, head_dim 256, fp32: the 32 heads' Q chunks stacked in one
-    block (1 MiB) cannot fit L1 whatever the chunks; the planner unpacks them instead of failing."""
+def test_gqa_packing_that_does_not_fit_packs_fewer_heads(rng):
+    """32 query heads on one K/V head, head_dim 256, fp32, one core: the 32 heads' Q chunks stacked
+    in one block (1 MiB) cannot fit L1 whatever the chunks; the planner packs fewer heads per block
+    (the most that fit) instead of failing."""
     q, k, v = qkv(rng, 1, 32, 1, 32, 64, 256, "f32")
     plans = []
-    out = flash_attention(q, k, v, plan_out=plans, config=AttentionConfig(grid=(2, 2)))
-    assert plans[0].group == 1 and "GQA packing does not fit L1" in plans[0].describe()
+    out = flash_attention(q, k, v, plan_out=plans, config=AttentionConfig(grid=(1, 1)))
+    plan = plans[0]
+    assert 1 < plan.group < 32 and 32 % plan.group == 0
+    assert f"GQA: {plan.group} of each K/V group's 32 Q heads per work item (the whole group does not fit L1)" \
+        in plan.describe()
     assert rel_err(out, reference(q, k, v)[0]) < TOL["f32"]
+    # twice the heads per block does not fit: the planner took the most that do
+    from dataclasses import replace
+
+    from tilegrid.device import WORMHOLE
+    from tilegrid.kernels.attention.plan import fit_l1
+    assert fit_l1(replace(plan, group=2 * plan.group), WORMHOLE)[0] is None
+
+
+def test_gqa_packs_fewer_heads_to_give_every_core_work(rng):
+    """MQA, 8 query heads, 64 rows, 4 cores: the whole group in one block is one work item for four
+    cores; two heads per block give every core work and still read each K/V chunk once per block."""
+    q, k, v = qkv(rng, 1, 8, 1, 64, 96, 64, "bf16")
+    plans = []
+    out = flash_attention(q, k, v, causal=True, plan_out=plans, config=AttentionConfig(grid=(2, 2)))
+    assert plans[0].items >= 4 and plans[0].group > 1 and "would leave cores without work" in plans[0].describe()
+    assert rel_err(out, reference(q, k, v, causal=True)[0]) < TOL["bf16"]
+    unpacked = []
+    flash_attention(q, k, v, causal=True, plan_out=unpacked, config=AttentionConfig(grid=(2, 2), gqa_pack=False))
+    assert unpacked[0].group == 1 and "GQA" not in unpacked[0].describe()
+
+
+def test_mha_plan_says_nothing_about_gqa(rng):
+    q, k, v = qkv(rng, 1, 2, 2, 64, 64, 256, "f32")
+    plans = []
+    flash_attention(q, k, v, plan_out=plans, config=AttentionConfig(grid=(1, 1)))
+    assert "GQA" not in plans[0].describe()
 
 
 @pytest.mark.parametrize("dtype", ["int64", "int32", "float16", "float64"])

@@ -3,8 +3,9 @@
 Chunk sizes (the largest that fit L1, checked by compiling the kernel, and still give every core
 work; or the performance model's fastest with `autotune`), the work split, the CB depths and
 whether the causal masks are kept in L1 — and, when a layout does not fit, the next one: per-item
-CBs single-buffered, then K/V single-buffered, then the masks built per chunk, then GQA unpacked,
-then smaller chunks. No layout fitting is a clear error naming the smallest one tried.
+CBs single-buffered, then K/V single-buffered, then the masks built per chunk; then fewer GQA heads
+per block, then smaller chunks (`_choose_plan`). No layout fitting is a clear error naming the
+smallest one tried.
 """
 
 from __future__ import annotations
@@ -43,12 +44,7 @@ class Plan:
     item_slots: int = 2  # slots of the CBs that change once per work item (Q, out, lse)
     kv_slots: int = 2  # slots of the K, V (and mask) CBs
     dtype: str = "bf16"  # the inputs' format
-
-    @property
-    def group(self) -> int:
-        """Q heads stacked per work item: a K/V group when packing grouped-query attention."""
-        p = self.problem
-        return p.heads // p.kv_heads if self.config.gqa_pack else 1
+    group: int = 1  # Q heads of one K/V group stacked per work item (GQA packing; 1 = unpacked)
 
     @property
     def score_dtype(self) -> str:
@@ -156,7 +152,20 @@ def gpu_chunks(p: Problem, cfg: AttentionConfig, dtype: str) -> dict[str, int]:
     return {"q_chunk": max(1, q_rows // 32 // g), "kv_chunk": kv_tiles}
 
 
+def head_groups(p: Problem, cfg: AttentionConfig) -> list[int]:
+    """Q heads per work item to consider, most first: with `gqa_pack`, every divisor of the K/V
+    group (all of it, then fewer heads per block, down to one); else one."""
+    full = p.heads // p.kv_heads
+    return [g for g in range(full, 0, -1) if full % g == 0] if cfg.gqa_pack else [1]
+
+
 def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, tensix: bool = True) -> Plan:
+    """Every (heads per block, q chunk, kv chunk) is weighed without compiling (work items are
+    arithmetic) and tried best first: the most cores given work, then the chunk preference
+    (CHUNKS), then the most heads per block (K/V read once per block). The first whose kernel fits
+    L1 in some layout (`fit_l1`, by compiling) is the plan; a candidate at least as large as one
+    that did not fit in any layout is skipped without compiling. Only when nothing fits (chunks
+    fixed by the config too large, say) is the answer no, naming the smallest layout tried."""
     if cfg.autotune and not (cfg.q_chunk and cfg.kv_chunk):
         q_shape = (p.batch, p.heads, p.seq_q, p.head_dim)
         kv_shape = (p.batch, p.kv_heads, p.seq_kv, p.head_dim)
@@ -174,37 +183,50 @@ def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, t
     ncores = grid[0] * grid[1]
     sq_tiles, skv_tiles = -(-p.seq_q // 32), -(-p.seq_kv // 32)
     if cfg.q_chunk and cfg.kv_chunk:
-        cands = [(cfg.q_chunk, cfg.kv_chunk)]
+        chunks = [(cfg.q_chunk, cfg.kv_chunk)]
     else:
-        cands = [(a, b) for a, b in CHUNKS if (cfg.q_chunk in (None, a)) and (cfg.kv_chunk in (None, b))
-                 and a <= max(1, sq_tiles) and b <= max(1, skv_tiles)]
-        cands = cands or [(cfg.q_chunk or 1, cfg.kv_chunk or 1)]
-    packings = [True, False] if cfg.gqa_pack and p.heads > p.kv_heads else [False]
-    fitting = []
-    last_error: CompileError | None = None
-    for pack in packings:
-        for cq, ck in cands:
-            c = replace(cfg, q_chunk=cq, kv_chunk=ck, grid=grid, mcast=mcast, gqa_pack=pack)
-            sqp, skvp = -(-p.seq_q // (32 * cq)) * 32 * cq, -(-p.seq_kv // (32 * ck)) * 32 * ck
-            pp = replace(p, seq_q_pad=sqp, seq_kv_pad=skvp)
-            g = p.heads // p.kv_heads if pack else 1
+        chunks = [(a, b) for a, b in CHUNKS if (cfg.q_chunk in (None, a)) and (cfg.kv_chunk in (None, b))
+                  and a <= max(1, sq_tiles) and b <= max(1, skv_tiles)]
+        chunks = chunks or [(cfg.q_chunk or 1, cfg.kv_chunk or 1)]
+    full = p.heads // p.kv_heads
+    groups = head_groups(p, cfg) if tensix else [full if cfg.gqa_pack else 1]
+    ranked = []
+    for rank, (cq, ck) in enumerate(chunks):
+        sqp, skvp = -(-p.seq_q // (32 * cq)) * 32 * cq, -(-p.seq_kv // (32 * ck)) * 32 * ck
+        pp = replace(p, seq_q_pad=sqp, seq_kv_pad=skvp)
+        for g in groups:
+            c = replace(cfg, q_chunk=cq, kv_chunk=ck, grid=grid, mcast=mcast)
             items, steps = count(pp, cq, ck, g, c.skip)
-            plan = Plan(pp, c, items, steps, notes=list(notes), dtype=dtype)
-            if tensix:
-                plan, error = fit_l1(plan, device)
-                if plan is None:
-                    last_error = error
-                    continue
-            if pack != cfg.gqa_pack:
-                plan.notes.append("GQA packing does not fit L1: each Q head is its own work item")
-            fitting.append(plan)
-            if items >= ncores or (cfg.q_chunk and cfg.kv_chunk):
-                return plan
-        if fitting:
-            break
-    if not fitting:
-        raise last_error or TilegridError("flash_attention: no chunk size fits L1")
-    return max(fitting, key=lambda pl: (pl.items, pl.config.kv_chunk))
+            ranked.append(((-min(items, ncores), rank, -g), Plan(pp, c, items, steps, notes=list(notes), dtype=dtype,
+                                                                group=g)))
+    ranked.sort(key=lambda x: x[0])
+    too_big: list[tuple[int, int, int]] = []  # (group, q chunk, kv chunk) that fit no layout
+    last_error: CompileError | None = None
+    for _, plan in ranked:
+        size = (plan.group, plan.config.q_chunk, plan.config.kv_chunk)
+        if any(all(a >= b for a, b in zip(size, small)) for small in too_big):
+            continue
+        if tensix:
+            fitted, error = fit_l1(plan, device)
+            if fitted is None:
+                too_big.append(size)
+                last_error = error
+                continue
+            plan = fitted
+        if plan.group < full and cfg.gqa_pack:
+            why = ("does not fit L1" if any(g == full and all(a >= b for a, b in zip((cq, ck), size[1:]))
+                                             for g, cq, ck in too_big) else "would leave cores without work")
+            plan.notes.append(f"GQA: {plan.group} of each K/V group's {full} Q heads per work item (the whole group "
+                              f"{why})")
+        return plan
+    assert last_error is not None
+    raise CompileError(
+        f"flash_attention: no layout fits L1: the smallest tried ({32 * too_big[-1][1]}-row Q chunks, "
+        f"{32 * too_big[-1][2]}-row K/V chunks, {too_big[-1][0]} head(s) per block, single-buffered CBs) — "
+        f"{last_error.message.removeprefix('error: ')}",
+        kernel="flash_attention",
+        note="let the planner choose the chunks (leave q_chunk / kv_chunk unset), or use a smaller head_dim, bf16 "
+        "inputs or a device with more L1")
 
 
 def layouts(plan: Plan) -> list[tuple[tuple[int, ...], int, int]]:
@@ -223,18 +245,26 @@ def layouts(plan: Plan) -> list[tuple[tuple[int, ...], int, int]]:
 
 def fit_l1(plan: Plan, device: Device) -> tuple[Plan | None, CompileError | None]:
     """The plan with its L1 report in the first layout (`layouts`) whose kernel fits L1; (None, the
-    L1 error) if none does."""
-    error = None
-    for diagonals, item_slots, kv_slots in layouts(plan):
+    L1 error) if none does. When the best layout does not fit, the leanest is compiled next: if even
+    it does not fit, two compiles say so."""
+    options = layouts(plan)
+    order = options if len(options) <= 2 else [options[0], options[-1], *options[1:-1]]
+    lean = None
+    for layout in order:
+        diagonals, item_slots, kv_slots = layout
         candidate = replace(plan, diagonals=diagonals, item_slots=item_slots, kv_slots=kv_slots, notes=list(plan.notes))
         try:
             candidate.l1 = compile_only(candidate, device)
-            return candidate, None
         except CompileError as e:
             if "L1" not in e.message:
                 raise
-            error = e
-    return None, error
+            if layout == options[-1]:
+                return None, e
+            continue
+        if layout != options[-1] or len(order) <= 2:
+            return candidate, None
+        lean = candidate
+    return lean, None
 
 
 def diagonal_offsets(p: Problem, cq: int, ck: int, skip: bool) -> tuple[int, ...]:

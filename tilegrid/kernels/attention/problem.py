@@ -20,9 +20,11 @@ class AttentionConfig:
     acc_dtype: format of the running sum and output accumulator ("f32" or "bf16"); the running
         max is kept in the scores' own format (the max of bf16 scores is a bf16 value).
     balance: pair early and late Q chunks so causal work is even across cores.
-    gqa_pack: with fewer K/V heads than Q heads, one work item stacks the Q chunks of every
-        head of a K/V group into one taller block, so each K/V chunk is read once per group
-        (not once per Q head); when that does not fit L1 the planner unpacks.
+    gqa_pack: with fewer K/V heads than Q heads, one work item stacks the Q chunks of the heads
+        of a K/V group into one taller block, so each K/V chunk is read once per block of heads
+        (not once per Q head): the whole group, or fewer heads per block where the whole group
+        does not fit L1 or leaves cores without work (the planner's choice). False: one head per
+        work item, as tt-metal's SDPA lays GQA out.
     double_buffer: CBs of 2 slots so data movement overlaps compute (the planner single-buffers
         per-item CBs, then K/V, when that is what makes a layout fit L1).
     autotune: choose q_chunk / kv_chunk by the performance model's predicted time (tilegrid.perf)

@@ -1,0 +1,22 @@
+"""The command line, through `tilegrid.cli.main` (what the `tilegrid` console script runs)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tilegrid.cli import main
+
+SMALL = ["attention", "--heads", "4", "--kv-heads", "1", "--seq", "64", "--head-dim", "32", "--grid", "1x1",
+         "--dtype", "f32"]
+
+
+@pytest.mark.parametrize("flag, heads_per_item", [("--gqa-pack", "4 Q heads per work item"), ("--no-gqa-pack", None)])
+def test_attention_gqa_pack_flags(flag, heads_per_item, capsys):
+    assert main([*SMALL, flag]) == 0
+    out = capsys.readouterr().out
+    assert "PASS" in out
+    plan = out.split("\n", 3)[:3]
+    if heads_per_item:
+        assert heads_per_item in plan[1], out
+    else:  # tt-metal's layout: every Q head its own work item
+        assert "Q heads per work item" not in out and "4 heads (1 KV heads) x 1 q chunks = 4 work items" in plan[1], out
