@@ -302,10 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--fast-exp", action="store_true",
                    help="the scores' exp with the SFPU's fast approximation (as tt-metal's SDPA); the correction "
                    "factor's follows --exp")
-    a.add_argument("--gqa-pack", action=argparse.BooleanOptionalAction, default=True,
-                   help="stack the Q heads of a K/V group in one work item so each K/V chunk is read once per block "
-                   "of heads (default; the planner packs fewer heads where L1 or the core count asks); "
-                   "--no-gqa-pack: one Q head per work item, as tt-metal lays GQA out")
+    a.add_argument("--gqa-pack", action=argparse.BooleanOptionalAction, default=None,
+                   help="stack all Q heads of a K/V group in one work item, so each K/V chunk is read once per group "
+                   "(fewer heads only where L1 requires); --no-gqa-pack: one Q head per work item, as tt-metal lays "
+                   "GQA out; neither: the planner packs the whole group or fewer heads where L1 or the core count asks")
     a.add_argument("--acc-dtype", default="f32", choices=["f32", "bf16"])
     a.add_argument("--dtype", default="bf16", choices=["bf16", "f32"])
     a.add_argument("--seed", type=int, default=0)

@@ -27,7 +27,7 @@ def qkv(rng, b, h, hk, sq, skv, d, dtype):
 
 
 def check(rng, b, h, hk, sq, skv, d, dtype="bf16", causal=False, window=None, mask=None, grid=(2, 2), mcast=False,
-          q_chunk=None, kv_chunk=None, acc_dtype="f32", gqa_pack=True):
+          q_chunk=None, kv_chunk=None, acc_dtype="f32", gqa_pack=None):
     q, k, v = qkv(rng, b, h, hk, sq, skv, d, dtype)
     plans = []
     cfg = AttentionConfig(grid=grid, mcast=mcast, q_chunk=q_chunk, kv_chunk=kv_chunk, acc_dtype=acc_dtype,
@@ -400,9 +400,12 @@ def test_gqa_packs_fewer_heads_to_give_every_core_work(rng):
     out = flash_attention(q, k, v, causal=True, plan_out=plans, config=AttentionConfig(grid=(2, 2)))
     assert plans[0].items >= 4 and plans[0].group > 1 and "would leave cores without work" in plans[0].describe()
     assert rel_err(out, reference(q, k, v, causal=True)[0]) < TOL["bf16"]
-    unpacked = []
+    unpacked, whole = [], []
     flash_attention(q, k, v, causal=True, plan_out=unpacked, config=AttentionConfig(grid=(2, 2), gqa_pack=False))
     assert unpacked[0].group == 1 and "GQA" not in unpacked[0].describe()
+    out = flash_attention(q, k, v, causal=True, plan_out=whole, config=AttentionConfig(grid=(2, 2), gqa_pack=True))
+    assert whole[0].group == 8 and whole[0].items < 4  # asked for: the whole group, whatever the cores
+    assert rel_err(out, reference(q, k, v, causal=True)[0]) < TOL["bf16"]
 
 
 def test_mha_plan_says_nothing_about_gqa(rng):

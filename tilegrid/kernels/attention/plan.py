@@ -143,7 +143,7 @@ def gpu_chunks(p: Problem, cfg: AttentionConfig, dtype: str) -> dict[str, int]:
     """Chunks for the GPU backend, where one program's blocks live in registers and shared memory:
     bf16 128-row Q blocks (GQA-packed heads included) and 64 / 128-row K/V blocks, what the H100
     benchmark picks; f32 blocks take twice the bytes, so half the rows (32 for head_dim > 128)."""
-    g = p.heads // p.kv_heads if cfg.gqa_pack else 1
+    g = p.heads // p.kv_heads if cfg.gqa_pack is not False else 1
     d = p.head_dim_pad
     if dtype == "bf16":
         q_rows, kv_tiles = 128, 2 if d <= 64 else 4
@@ -153,10 +153,10 @@ def gpu_chunks(p: Problem, cfg: AttentionConfig, dtype: str) -> dict[str, int]:
 
 
 def head_groups(p: Problem, cfg: AttentionConfig) -> list[int]:
-    """Q heads per work item to consider, most first: with `gqa_pack`, every divisor of the K/V
-    group (all of it, then fewer heads per block, down to one); else one."""
+    """Q heads per work item to consider, most first: unless `gqa_pack` is False, every divisor of
+    the K/V group (all of it, then fewer heads per block, down to one); else one."""
     full = p.heads // p.kv_heads
-    return [g for g in range(full, 0, -1) if full % g == 0] if cfg.gqa_pack else [1]
+    return [g for g in range(full, 0, -1) if full % g == 0] if cfg.gqa_pack is not False else [1]
 
 
 def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, tensix: bool = True) -> Plan:
@@ -189,7 +189,7 @@ def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, t
                   and a <= max(1, sq_tiles) and b <= max(1, skv_tiles)]
         chunks = chunks or [(cfg.q_chunk or 1, cfg.kv_chunk or 1)]
     full = p.heads // p.kv_heads
-    groups = head_groups(p, cfg) if tensix else [full if cfg.gqa_pack else 1]
+    groups = head_groups(p, cfg) if tensix else [full if cfg.gqa_pack is not False else 1]
     ranked = []
     for rank, (cq, ck) in enumerate(chunks):
         sqp, skvp = -(-p.seq_q // (32 * cq)) * 32 * cq, -(-p.seq_kv // (32 * ck)) * 32 * ck
@@ -197,8 +197,9 @@ def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, t
         for g in groups:
             c = replace(cfg, q_chunk=cq, kv_chunk=ck, grid=grid, mcast=mcast)
             items, steps = count(pp, cq, ck, g, c.skip)
-            ranked.append(((-min(items, ncores), rank, -g), Plan(pp, c, items, steps, notes=list(notes), dtype=dtype,
-                                                                group=g)))
+            busy = -min(items, ncores)  # gqa_pack=True: the whole group first, whatever the cores
+            key = (-g, busy, rank) if cfg.gqa_pack is True else (busy, rank, -g)
+            ranked.append((key, Plan(pp, c, items, steps, notes=list(notes), dtype=dtype, group=g)))
     ranked.sort(key=lambda x: x[0])
     too_big: list[tuple[int, int, int]] = []  # (group, q chunk, kv chunk) that fit no layout
     last_error: CompileError | None = None
@@ -213,7 +214,7 @@ def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, t
                 last_error = error
                 continue
             plan = fitted
-        if plan.group < full and cfg.gqa_pack:
+        if plan.group < full and cfg.gqa_pack is not False:
             why = ("does not fit L1" if any(g == full and all(a >= b for a, b in zip((cq, ck), size[1:]))
                                              for g, cq, ck in too_big) else "would leave cores without work")
             plan.notes.append(f"GQA: {plan.group} of each K/V group's {full} Q heads per work item (the whole group "

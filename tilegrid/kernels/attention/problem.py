@@ -22,9 +22,10 @@ class AttentionConfig:
     balance: pair early and late Q chunks so causal work is even across cores.
     gqa_pack: with fewer K/V heads than Q heads, one work item stacks the Q chunks of the heads
         of a K/V group into one taller block, so each K/V chunk is read once per block of heads
-        (not once per Q head): the whole group, or fewer heads per block where the whole group
-        does not fit L1 or leaves cores without work (the planner's choice). False: one head per
-        work item, as tt-metal's SDPA lays GQA out.
+        (not once per Q head). None (default): the planner packs the whole group, or fewer heads
+        per block where the whole group does not fit L1 or would leave cores without work; True:
+        the whole group (fewer heads only where L1 requires); False: one head per work item, as
+        tt-metal's SDPA lays GQA out.
     double_buffer: CBs of 2 slots so data movement overlaps compute (the planner single-buffers
         per-item CBs, then K/V, when that is what makes a layout fit L1).
     autotune: choose q_chunk / kv_chunk by the performance model's predicted time (tilegrid.perf)
@@ -43,7 +44,7 @@ class AttentionConfig:
     mcast: bool = False
     acc_dtype: str = "f32"
     balance: bool = True
-    gqa_pack: bool = True
+    gqa_pack: bool | None = None
     double_buffer: bool = True
     autotune: bool = False
     skip: bool = True
