@@ -20,3 +20,19 @@ def test_attention_gqa_pack_flags(flag, heads_per_item, capsys):
         assert heads_per_item in plan[1], out
     else:  # tt-metal's layout: every Q head its own work item
         assert "Q heads per work item" not in out and "4 heads (1 KV heads) x 1 q chunks = 4 work items" in plan[1], out
+
+
+def test_attention_autotune_reports_its_table_and_honest_times(capsys):
+    assert main([*SMALL, "--kv-heads", "4", "--autotune", "--grid", "1x2"]) == 0
+    out = capsys.readouterr().out
+    assert "<- chosen" in out and "candidates" in out
+    for line in ("autotune ", "planning + compile ", "simulation ", "float64 reference check "):
+        assert any(s.startswith(line) and s.endswith(" s") or s.startswith(line) and " s (" in s
+                   for s in out.splitlines()), (line, out)
+
+
+def test_attention_no_check_skips_the_reference(capsys):
+    assert main([*SMALL, "--no-check"]) == 0
+    out = capsys.readouterr().out
+    assert "no check against the float64 reference (--no-check)" in out
+    assert "relative error" not in out and "reference check" not in out

@@ -334,11 +334,12 @@ def _close(g: Gen) -> None:
         g.indent -= 2
 
 
-def _observe(g: Gen, op: Operation, tiles: int) -> None:
-    """Report the op (a typed event: the tile IR op itself) to the observer, if there is one."""
+def _observe(g: Gen, op: Operation) -> None:
+    """Report the op (a typed event: the tile IR op itself) and its tile operations to the observer,
+    if there is one."""
     if op not in g.events:
         g.events.append(op)
-    g.line(f"if obs: rt.op(core, {g.events.index(op)}, {tiles}, {g.loc(op)})")
+    g.line(f"if obs: rt.op(core, {g.events.index(op)}, {T.op_tiles(op)}, {g.loc(op)})")
 
 
 def _unpack(expr: str, v: SSAValue, copy: bool = False) -> str:
@@ -364,8 +365,7 @@ def _compute(g: Gen, op: T.ComputeOp) -> None:
     loc = g.loc(op)
     g.line(f"rt.dst_acquire({slots * sub[0] * sub[1]}, {loc})")
     if g.timing:
-        r, c = op.outs[0].type.tiles
-        _observe(g, op, r * c)
+        _observe(g, op)
         return
     rs, cs = _subblock_loops(g, shape, sub)
     tv: dict[SSAValue, str] = dict(zip(op.body.block.args, scalars))
@@ -401,8 +401,7 @@ def _compute(g: Gen, op: T.ComputeOp) -> None:
         if o.results:
             tv[o.results[0]] = t
     _close(g)
-    r, c = op.outs[0].type.tiles
-    _observe(g, op, r * c)
+    _observe(g, op)
 
 
 @rule(T.MatmulOp)
@@ -410,9 +409,8 @@ def _matmul(g: Gen, op: T.MatmulOp) -> None:
     a, b, out = g.name(op.a), g.name(op.b), g.name(op.out)
     sub = op.subblock_shape
     g.line(f"rt.dst_acquire({sub[0] * sub[1]}, {g.loc(op)})")
-    (m, k), n = op.a.type.tiles, op.out.type.tiles[1]
     if g.timing:
-        _observe(g, op, m * k * n)
+        _observe(g, op)
         return
     rs, cs = _subblock_loops(g, op.out.type.dims, sub)
     acc = f" + {_unpack(f'{g.name(op.acc)}[{rs}, {cs}]', op.acc)}" if op.acc is not None else ""
@@ -424,7 +422,7 @@ def _matmul(g: Gen, op: T.MatmulOp) -> None:
         prod = f"np.matmul({lhs}, {rhs})"
     g.line(f"{out}[{rs}, {cs}] = {prod}{acc}")
     _close(g)
-    _observe(g, op, m * k * n)
+    _observe(g, op)
 
 
 @rule(T.ReduceOp)
@@ -435,8 +433,7 @@ def _reduce(g: Gen, op: T.ReduceOp) -> None:
     extra = "" if fn == "max" else ", dtype=np.float32"
     g.line(f"rt.dst_acquire({sub[0] * sub[1]}, {g.loc(op)})")
     if g.timing:
-        r, c = op.x.type.tiles
-        _observe(g, op, r * c)
+        _observe(g, op)
         return
     rs, cs = _subblock_loops(g, op.out.type.dims, sub)
     red = (f"{_unpack(f'{x}[{rs}, :]', op.x)}.{fn}(axis=1, keepdims=True{extra})" if op.dim.data == 1
@@ -446,8 +443,7 @@ def _reduce(g: Gen, op: T.ReduceOp) -> None:
         red = f"np.maximum({a}, {red})" if fn == "max" else f"({a} + {red})"
     g.line(f"{out}[{rs}, {cs}] = {red}")
     _close(g)
-    r, c = op.x.type.tiles
-    _observe(g, op, r * c)
+    _observe(g, op)
 
 
 @rule(T.TransposeOp)
@@ -456,14 +452,12 @@ def _transpose(g: Gen, op: T.TransposeOp) -> None:
     sub = op.subblock_shape
     g.line(f"rt.dst_acquire({sub[0] * sub[1]}, {g.loc(op)})")
     if g.timing:
-        r, c = op.x.type.tiles
-        _observe(g, op, r * c)
+        _observe(g, op)
         return
     rs, cs = _subblock_loops(g, op.out.type.dims, sub)
     g.line(f"{out}[{rs}, {cs}] = {x}[{cs}, {rs}].T")
     _close(g)
-    r, c = op.x.type.tiles
-    _observe(g, op, r * c)
+    _observe(g, op)
 
 
 # ---- module ----------------------------------------------------------------------------------

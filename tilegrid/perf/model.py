@@ -66,8 +66,28 @@ class Calendar:
 
 
 def reserve_all(uses: list[tuple[Calendar, float]], start: float, scale: float) -> float:
-    """`Calendar.reserve(start, n * scale)` on each (calendar, n); the latest end."""
-    return max(cal.reserve(start, n * scale) for cal, n in uses)
+    """`Calendar.reserve(start, n * scale)` on each (calendar, n); the latest end. The common case
+    (the bytes fit the start's window) is inlined: this is the timing model's hottest loop."""
+    i = int(start // WINDOW)
+    base, room = WINDOW * i, WINDOW * (i + 1) - start
+    end = 0.0
+    for cal, n in uses:
+        nbytes = n * scale
+        used = cal.used
+        u = used.get(i, 0.0)
+        rate = cal.rate
+        if cal.cap - u >= nbytes and room * rate >= nbytes:
+            cal.bytes += nbytes
+            u += nbytes
+            used[i] = u
+            e = start + nbytes / rate
+            e2 = base + u / rate
+            e = e if e > e2 else e2
+        else:
+            e = cal.reserve(start, nbytes)
+        if e > end:
+            end = e
+    return end
 
 
 @dataclass
@@ -96,6 +116,18 @@ class Options:
     trace: bool = True
     trace_events: int = 300_000  # cap on the trace size (events beyond it are dropped per track)
     trace_cores: int | None = None  # trace only the first N cores (row-major); None = all
+    stop_after: float | None = None  # cycles: a thread's clock passing it ends the run (Overrun), for searches
+    # per core, cycles its compute thread's ops and CB calls cost at least in all: with stop_after, the
+    # run also ends once clock + (floor - busy so far) passes it (the rest cannot cost less)
+    floors: dict[tuple[int, int], float] | None = None
+
+
+class Overrun(Exception):
+    """A run passed `Options.stop_after`: it cannot beat what a search already has."""
+
+    def __init__(self, cycles: float) -> None:
+        super().__init__(f"the run passed {cycles:,.0f} cycles")
+        self.cycles = cycles
 
 
 @dataclass
@@ -131,6 +163,8 @@ class PerfModel:
         gr, gc = self.grid
         n = self.options.trace_cores
         self.traced = {(r, c) for r in range(gr) for c in range(gc) if n is None or r * gc + c < n}
+        self.stop = self.options.stop_after if self.options.stop_after is not None else float("inf")
+        self.floors = self.options.floors or {}
         self.track_cap = max(100, self.options.trace_events // max(1, len(self.traced) * max(1, len(self.thread_kinds))))
 
     # ---- helpers ------------------------------------------------------------------------------
@@ -217,6 +251,8 @@ class PerfModel:
         tot[4] += c.total
         if self.options.trace and core in self.traced:
             self.slice(t, op_label(op, tiles), start, t.clock, "compute")
+        if t.clock + max(0.0, self.floors.get(core, 0.0) - t.busy) > self.stop:
+            raise Overrun(t.clock)
 
     def on_sync(self, core: tuple[int, int], thread: str, event: str, obj: int, where: Any) -> None:
         t = self.th(core, thread)
@@ -335,8 +371,8 @@ class PerfModel:
             tree: set[Link] = set()
             for rc in receivers:
                 tree.update(p.route(here, p.noc_xy(*rc), noc))
-            uses = [(self.port(core, noc, "out"), 1.0)] + [(self.port(rc, noc, "in"), 1.0) for rc in receivers]
-            uses += [(self.link(lk), 1.0) for lk in tree]
+            pairs = [(self.port(core, noc, "out"), 1.0)] + [(self.port(rc, noc, "in"), 1.0) for rc in receivers]
+            uses = pairs + [(self.link(lk), 1.0) for lk in tree]
             lat = max(self.latency(here, p.noc_xy(*rc), noc) for rc in receivers)
             hit = self._paths[key] = (uses, lat)
         uses, lat = hit
@@ -357,6 +393,8 @@ class PerfModel:
         if ready > t.clock:
             t.stall += ready - t.clock
             t.clock = ready
+            if ready > self.stop:
+                raise Overrun(ready)
 
     # ---- results --------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """FlashAttention planning: from a problem to a plan the kernel is built from.
 
 Chunk sizes (the largest that fit L1, checked by compiling the kernel, and still give every core
-work; or the performance model's fastest with `autotune`), the work split, the CB depths and
+work; the performance model's fastest with `autotune`: tune.py), the work split, the CB depths and
 whether the causal masks are kept in L1 — and, when a layout does not fit, the next one: per-item
 CBs single-buffered, then K/V single-buffered, then the masks built per chunk; then fewer GQA heads
 per block, then smaller chunks (`_choose_plan`). No layout fitting is a clear error naming the
@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 from ml_dtypes import bfloat16
 
-from tilegrid import context, perf
 from tilegrid.device import Device
 from tilegrid.errors import CompileError, TilegridError
 from tilegrid.kernels.attention.kernel import build_kernel
@@ -122,21 +121,13 @@ _plans: dict[tuple, Plan] = {}
 
 def choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, backend: str = "sim") -> Plan:
     """The largest chunks whose kernel fits L1 (checked by compiling) and still give every core
-    work; or, with `autotune`, the chunks the performance model predicts fastest. Remembered per
-    problem. On the GPU backend Tensix L1 does not bind the plan, and the causal mask stays in the
+    work (`autotune` is resolved before planning: tune.py `tuned_config`). Remembered per problem.
+    On the GPU backend Tensix L1 does not bind the plan, and the causal mask stays in the
     K/V loop (registers, not L1, would hold a precomputed block)."""
-    key = (p, cfg, device, dtype, backend, tuning_options() if cfg.autotune else None)
+    key = (p, cfg, device, dtype, backend)
     if key not in _plans:
         _plans[key] = _choose_plan(p, cfg, device, dtype, tensix=backend != "gpu")
     return _plans[key]
-
-
-def tuning_options() -> tuple[str, str, str | None]:
-    """What `autotune=True` tunes for: the running performance session's fidelity, exp mode and
-    data format, or (outside one) HiFi4 with the accurate exp, the simulator's own numerics."""
-    s = context.current().perf
-    o = s.options if s is not None else None
-    return (o.fidelity, o.exp, o.data_format) if o else ("HiFi4", "accurate", None)
 
 
 def gpu_chunks(p: Problem, cfg: AttentionConfig, dtype: str) -> dict[str, int]:
@@ -166,15 +157,6 @@ def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, t
     L1 in some layout (`fit_l1`, by compiling) is the plan; a candidate at least as large as one
     that did not fit in any layout is skipped without compiling. Only when nothing fits (chunks
     fixed by the config too large, say) is the answer no, naming the smallest layout tried."""
-    if cfg.autotune and not (cfg.q_chunk and cfg.kv_chunk):
-        q_shape = (p.batch, p.heads, p.seq_q, p.head_dim)
-        kv_shape = (p.batch, p.kv_heads, p.seq_kv, p.head_dim)
-        fidelity, exp, data_format = tuning_options()
-        tuned, _ = autotune_attention(q_shape, kv_shape, causal=p.causal, window=p.window,
-                                      config=replace(cfg, autotune=False), device=device,
-                                      dtype=bfloat16 if dtype == "bf16" else np.float32, log=None, fidelity=fidelity,
-                                      exp=exp, data_format=data_format)
-        cfg = replace(cfg, q_chunk=tuned.q_chunk, kv_chunk=tuned.kv_chunk, grid=tuned.grid, autotune=False)
     grid = cfg.grid or device.grid
     if grid[0] > device.grid[0] or grid[1] > device.grid[1]:
         raise TilegridError(f"flash_attention: grid {grid} is larger than the {device.name} grid {device.grid}")
@@ -298,74 +280,28 @@ def arguments_shapes(plan: Plan) -> list[tuple[tuple[int, ...], Any]]:
     ]
 
 
+_l1: dict[tuple, Any] = {}
+
+
+def layout_key(plan: Plan, device: Device) -> tuple:
+    """What a plan's per-core L1 (its CBs and buffers) depends on: everything but the grid, which
+    only changes how work items are dealt."""
+    return (plan.problem, replace(plan.config, grid=None), plan.group, plan.diagonals, plan.item_slots,
+            plan.kv_slots, plan.dtype, device)
+
+
 def compile_only(plan: Plan, device: Device) -> Any:
-    """The L1 plan of the kernel for `plan` (compiled for zero-size placeholders: no data)."""
-    tensors = [np.broadcast_to(np.zeros((), dt), shape) for shape, dt in arguments_shapes(plan)]
-    return compile_kernel(build_kernel(plan, device), *tensors).compiled.l1
-
-
-# ---- choosing chunks by predicted time ------------------------------------------------------------
-
-
-@dataclass
-class Candidate:
-    q_chunk: int
-    kv_chunk: int
-    grid: tuple[int, int]
-    seconds: float | None  # None: does not fit L1
-    bound: str = ""
-    note: str = ""
-
-
-def candidates(device: Device, grid_free: bool) -> list[tuple[int, int, tuple[int, int]]]:
-    grids = [device.grid]
-    if grid_free:
-        r, c = device.grid
-        grids += [g for g in ((r, c - 1), (r - 1, c), (8, 8)) if 0 < g[0] <= r and 0 < g[1] <= c and g != device.grid]
-    return [(a, b, g) for g in grids for a, b in CHUNKS]
-
-
-def autotune_attention(q_shape: tuple[int, ...], kv_shape: tuple[int, ...], *, causal: bool = False,
-                       window: Any = None, config: AttentionConfig | None = None, device: Device,
-                       fidelity: str = "HiFi4", data_format: str | None = None, dtype: Any = None,
-                       grid_free: bool = False, exp: str = "accurate", log: Any = print
-                       ) -> tuple[AttentionConfig, list[Candidate]]:
-    """Predict every (q_chunk, kv_chunk[, grid]) candidate that fits L1 (timing-only runs) and return
-    the fastest as an AttentionConfig, with all candidates weighed. exp: the SFPU exponential the
-    prediction assumes ("accurate", the simulator's numerics, or "approx")."""
-    base = config or AttentionConfig()
-    dt = dtype or bfloat16
-    dtype_name = "f32" if np.dtype(dt) == np.float32 else "bf16"
-    z = np.zeros((1, 1, 1, 1), dt)
-    problem = make_problem(np.broadcast_to(z, q_shape), np.broadcast_to(z, kv_shape), np.broadcast_to(z, kv_shape),
-                           causal, None, window, None)
-    cands: list[Candidate] = []
-    sq_tiles, skv_tiles = -(-q_shape[2] // 32), -(-kv_shape[2] // 32)
-    for cq, ck, grid in candidates(device, grid_free and base.grid is None):
-        if (base.q_chunk and cq != base.q_chunk) or (base.kv_chunk and ck != base.kv_chunk):
-            continue
-        if cq > max(1, sq_tiles) or ck > max(1, skv_tiles):
-            continue
-        g = base.grid or grid
+    """The L1 plan of the kernel for `plan` (compiled for zero-size placeholders: no data); or its
+    L1 error. Remembered per layout: the same chunks on another grid need no new compile."""
+    key = layout_key(plan, device)
+    if key not in _l1:
+        tensors = [np.broadcast_to(np.zeros((), dt), shape) for shape, dt in arguments_shapes(plan)]
         try:
-            plan = choose_plan(problem, replace(base, q_chunk=cq, kv_chunk=ck, grid=g), device, dtype_name)
+            _l1[key] = compile_kernel(build_kernel(plan, device), *tensors).compiled.l1
         except CompileError as e:
             if "L1" not in e.message:
                 raise
-            cands.append(Candidate(cq, ck, g, None, note="does not fit L1"))
-            continue
-        tensors = [perf.placeholder(shape, t) for shape, t in arguments_shapes(plan)]
-        with perf.session(fidelity, timing_only=True, data_format=data_format, exp=exp, trace=False) as s:
-            build_kernel(plan, device)(*tensors)
-        cands.append(Candidate(cq, ck, g, s.last.seconds, s.last.bound))
-    fitting = [c for c in cands if c.seconds is not None]
-    if not fitting:
-        raise CompileError("autotune: no candidate fits L1")
-    best = min(fitting, key=lambda c: c.seconds)
-    if log:
-        log(f"autotune ({fidelity}{', ' + data_format if data_format else ''}): candidates by predicted time")
-        for c in sorted(cands, key=lambda c: (c.seconds is None, c.seconds or 0)):
-            t = f"{c.seconds * 1e3:10.4f} ms  {c.bound}" if c.seconds is not None else f"{'-':>13}  {c.note}"
-            mark = " <- chosen" if c is best else ""
-            log(f"  q_chunk {c.q_chunk:2d} kv_chunk {c.kv_chunk:2d} grid {c.grid[0]}x{c.grid[1]}: {t}{mark}")
-    return replace(base, q_chunk=best.q_chunk, kv_chunk=best.kv_chunk, grid=best.grid), cands
+            _l1[key] = e
+    if isinstance(_l1[key], CompileError):
+        raise _l1[key]
+    return _l1[key]

@@ -103,6 +103,65 @@ def kv_chunk_range(q0, q_rows, kv_rows, kv_chunks, offset, has_left, left, has_r
     return lo, hi
 
 
+@dataclass(frozen=True)
+class WorkSplit:
+    """How work items (batch x packed head x Q chunk) are dealt to the cores: what the kernel's
+    threads loop over (`rounds` x `halves`, each resolved by `work_unit`)."""
+
+    grid: tuple[int, int]
+    mcast: bool
+    nq: int  # Q chunks per head
+    bh_count: int  # batch x packed heads
+    per_bh: int  # units per (batch, head): Q chunks, or causal pairs of them
+    halves: int  # 2 when a unit is a causal pair
+    units: int
+    rounds: int
+    col_rounds: int
+
+    @staticmethod
+    def of(p: Problem, cfg: AttentionConfig, group: int) -> WorkSplit:
+        gr, gc = cfg.grid
+        nq = p.seq_q_pad // (32 * cfg.q_chunk)
+        bh = p.batch * (p.heads // group)
+        pairs = cfg.balance and p.causal and not cfg.mcast
+        per_bh = (nq + 1) // 2 if pairs else nq
+        units = bh * per_bh
+        col_rounds = -(-nq // gc)
+        rounds = -(-bh // gr) * col_rounds if cfg.mcast else -(-units // (gr * gc))
+        return WorkSplit((gr, gc), cfg.mcast, nq, bh, per_bh, 2 if pairs else 1, units, rounds, col_rounds)
+
+    def items(self, r: int, c: int) -> list[tuple[int, int]]:
+        """(b * H + h, q chunk) of every work item core (r, c) computes, in order."""
+        gr, gc = self.grid
+        out = []
+        for t in range(self.rounds):
+            for half in range(self.halves):
+                valid, bh, qc = work_unit(t, half, r, c, self.mcast, gr, gc, gr * gc, self.per_bh, self.nq,
+                                          self.units, self.bh_count, self.col_rounds)
+                if valid:
+                    out.append((bh, qc))
+        return out
+
+
+def work_unit(t, half, r, c, mcast, gr, gc, ncores, per_bh, nq, units, bh_count, col_rounds):
+    """(valid, b * H + h, q chunk) of core (r, c)'s round t (and half of a causal pair). With K/V
+    multicast, grid row r works on heads r, r + gr, ... and the columns split the Q chunks (a chunk
+    index may pass nq: computed, never written); else units are dealt round-robin, and with causal
+    pairs (`per_bh` < nq) a unit is Q chunks j and nq - 1 - j. Plain Python over integers: the
+    kernel's threads call it with core indices, the autotuner's bounds with numbers."""
+    if mcast:
+        bh = r + (t // col_rounds) * gr
+        qc = c + (t % col_rounds) * gc
+        valid = bh < bh_count
+    else:
+        u = t * ncores + r * gc + c
+        bh = u // per_bh
+        j = u % per_bh
+        qc = j if half == 0 else nq - 1 - j
+        valid = u < units and (half == 0 or qc != j)
+    return valid, bh, qc
+
+
 def chunk_range(p: Problem, q0: int, q_rows: int, kv_rows: int, skip: bool = True) -> tuple[int, int]:
     """`kv_chunk_range` for a problem."""
     return kv_chunk_range(q0, q_rows, kv_rows, -(-p.seq_kv // kv_rows), p.offset, p.left is not None, p.left or 0,
