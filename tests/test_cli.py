@@ -36,3 +36,16 @@ def test_attention_no_check_skips_the_reference(capsys):
     out = capsys.readouterr().out
     assert "no check against the float64 reference (--no-check)" in out
     assert "relative error" not in out and "reference check" not in out
+
+
+def test_run_passes_arguments_after_the_separator_to_the_script(tmp_path):
+    import sys
+
+    script = tmp_path / "show_args.py"
+    script.write_text("import sys, pathlib\npathlib.Path(sys.argv[0] + '.out').write_text(repr(sys.argv[1:]))\n")
+    before = list(sys.argv)
+    assert main(["run", str(script), "--", "--seqs", "1024", "-n", "3"]) == 0
+    assert (tmp_path / "show_args.py.out").read_text() == repr(["--seqs", "1024", "-n", "3"])
+    assert main(["run", str(script)]) == 0
+    assert (tmp_path / "show_args.py.out").read_text() == "[]"
+    assert sys.argv == before  # restored

@@ -15,13 +15,18 @@ from tilegrid import context
 from tilegrid.errors import TilegridError
 
 
-def _run_file(path: str, quiet: bool) -> None:
+def _run_file(path: str, quiet: bool, argv: list[str] | None = None) -> None:
+    """Run a script as `python FILE ARGS...` would (its sys.argv is [FILE, *ARGS]), then restore sys.argv."""
     if not os.path.isfile(path):
         raise TilegridError(f"no such file: {path}", note="give the path of a Python script that calls tilegrid kernels")
-    sys.argv = [path]
+    saved = sys.argv
+    sys.argv = [path, *(argv or [])]
     out = io.StringIO()
-    with contextlib.redirect_stdout(out) if quiet else contextlib.nullcontext():
-        runpy.run_path(path, run_name="__main__")
+    try:
+        with contextlib.redirect_stdout(out) if quiet else contextlib.nullcontext():
+            runpy.run_path(path, run_name="__main__")
+    finally:
+        sys.argv = saved
 
 
 def _compile_file(path: str, log: list, **ctx: Any) -> bool:
@@ -98,13 +103,18 @@ def _perf_outputs(summary, directory: str, prefix: str = "") -> list[str]:
     return files
 
 
+def _script_args(args: argparse.Namespace) -> list[str]:
+    rest = list(args.script_args)
+    return rest[1:] if rest[:1] == ["--"] else rest
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if args.perf:
         from tilegrid import perf
 
         with perf.session(args.fidelity, data_format=args.data_format, exp=args.exp) as s:
             try:
-                _run_file(args.file, quiet=False)
+                _run_file(args.file, quiet=False, argv=_script_args(args))
             except TilegridError as e:
                 print(e.render(), file=sys.stderr)
                 return 1
@@ -114,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  wrote {', '.join(files)}" + ("" if len(files) > 2 else " (plots need matplotlib)"))
         return 0
     try:
-        _run_file(args.file, quiet=False)
+        _run_file(args.file, quiet=False, argv=_script_args(args))
     except TilegridError as e:
         print(e.render(), file=sys.stderr)
         return 1
@@ -312,8 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--backend", default="sim", choices=["sim", "gpu"], help="gpu: compile to Triton (no GPU needed)")
     c.add_argument("--emit", default=None, choices=["triton"], help="with --backend gpu: print the generated source")
     c.set_defaults(fn=cmd_compile)
-    r = sub.add_parser("run", help="run FILE (its kernels run on the simulator)")
+    r = sub.add_parser("run", help="run FILE (its kernels run on the simulator): tilegrid run FILE [-- ARGS...]",
+                       usage="tilegrid run [options] FILE [-- ARGS...]")
     r.add_argument("file")
+    r.add_argument("script_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
+                   help="arguments for the script after `--`: its sys.argv is [FILE, ARGS...]")
     _perf_flags(r, autotune=False)
     r.set_defaults(fn=cmd_run)
     a = sub.add_parser("attention", help="run the production FlashAttention on the simulator and check it")

@@ -27,6 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from tilegrid.perf.activity import Activity
 from tilegrid.perf.costs import CostContext, op_cost, op_label
 from tilegrid.perf.params import TILE_BYTES, DeviceParams, Link
 
@@ -154,6 +155,7 @@ class PerfModel:
         self._paths: dict[tuple, tuple[list[tuple[Calendar, float]], float]] = {}
         self.handles: list[float] = []
         self.trace_ev: list[tuple] = []
+        self.activity = Activity()  # busy time per thread over the whole run (plots), when tracing
         self.per_track: dict[tuple, int] = defaultdict(int)
         self.flops = 0.0
         self.op_totals: dict[str, list[float]] = defaultdict(lambda: [0.0] * 5)  # label -> fpu, sfpu, unpack, pack, total
@@ -249,8 +251,10 @@ class PerfModel:
         tot[2] += c.unpack
         tot[3] += c.pack
         tot[4] += c.total
-        if self.options.trace and core in self.traced:
-            self.slice(t, op_label(op, tiles), start, t.clock, "compute")
+        if self.options.trace:
+            self.activity.add((core, thread), start, t.clock)
+            if core in self.traced:
+                self.slice(t, op_label(op, tiles), start, t.clock, "compute")
         if t.clock + max(0.0, self.floors.get(core, 0.0) - t.busy) > self.stop:
             raise Overrun(t.clock)
 
@@ -356,6 +360,8 @@ class PerfModel:
         self.transfers += 1
         t.dma_busy += done - start
         self.slice(t, f"{kind} {nbytes // 1024} KiB", start, done, "dma")
+        if self.options.trace:
+            self.activity.add((core, thread), start, done)
         self.handles.append(done)
         return len(self.handles) - 1
 
@@ -382,6 +388,8 @@ class PerfModel:
         self.transfers += 1
         t.dma_busy += done - start
         self.slice(t, f"mcast {nbytes // 1024} KiB -> {len(receivers)} cores", start, done, "dma")
+        if self.options.trace:
+            self.activity.add((core, thread), start, done)
         self.handles.append(done)
         return len(self.handles) - 1
 
