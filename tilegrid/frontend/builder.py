@@ -562,7 +562,8 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
 
     def check_stream_bounds(self, s: StreamRef, idx: list[Any], node: ast.AST) -> None:
         a = self.args[s.arg]
-        limits = list(a["shape"][:-2]) + [a["shape"][-2] // (32 * a["block"][0]), a["shape"][-1] // (32 * a["block"][1])]
+        br, bc = C.block_dims(a)
+        limits = list(a["shape"][:-2]) + [a["shape"][-2] // br, a["shape"][-1] // bc]
         for k, (i, n) in enumerate(zip(idx, limits)):
             if isinstance(i, int) and not 0 <= i < n:
                 raise self.error(
@@ -570,7 +571,7 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
                     + (" blocks)" if k >= len(limits) - 2 else ")"),
                     node,
                     note="leading indices count elements, the last two count blocks of the CB's block shape "
-                    f"({32 * a['block'][0]}x{32 * a['block'][1]} elements for '{s.name}')",
+                    f"({br}x{bc} elements for '{s.name}')",
                 )
 
     def constant(self, node: ast.expr) -> Any:

@@ -246,7 +246,7 @@ class CallsMixin:
 
     def cb_type(self, cb: CBRef) -> C.BlockType:
         a = self.args[cb.index]
-        return C.BlockType((32 * a["block"][0], 32 * a["block"][1]), a["dtype"])
+        return C.BlockType(C.block_dims(a), a["dtype"])
 
     def reserve(self, cb: CBRef, node: ast.AST) -> Blk:
         v = self.emit(C.CBReserveOp(cb.index, self.cb_type(cb))).results[0]

@@ -330,11 +330,11 @@ class PerfModel:
         if arg is not None and idx is not None and arg < len(self.infos):
             info = self.infos[arg]
             shape, (bh, bw) = info["shape"], info["block"]
-            tiles_per_row = shape[-1] // 32
+            tiles_per_row = -(-shape[-1] // 32)  # a column vector's rows are padded to whole tiles
             lead = 0
             for d, i in zip(shape[:-2], idx[:-2]):
                 lead = lead * d + i
-            rows_tiles = shape[-2] // 32
+            rows_tiles = -(-shape[-2] // 32)
             first = (lead * rows_tiles + idx[-2] * bh) * tiles_per_row + idx[-1] * bw
         if ntiles >= nch:
             return [(ch, ntiles / nch) for ch in range(nch)]

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tilegrid.errors import TilegridError
+from tilegrid.ir.core import block_dims
 from tilegrid.numerics import NP_DTYPES
 
 
@@ -213,8 +214,8 @@ class Runtime:
 
     def _window(self, core: Core, arg: int, idx: tuple[int, ...], loc: int) -> tuple:
         info = self.infos[arg]
-        shape, (bh, bw) = info["shape"], info["block"]
-        br, bc = 32 * bh, 32 * bw
+        shape = info["shape"]
+        br, bc = block_dims(info)
         limits = list(shape[:-2]) + [shape[-2] // br, shape[-1] // bc]
         for k, (i, n) in enumerate(zip(idx, limits)):
             if not 0 <= i < n:
@@ -369,4 +370,7 @@ class Runtime:
 
 
 def _nbytes(a: np.ndarray, info: dict) -> int:
-    return a.size * (2 if info["dtype"] == "bf16" else 4)
+    """Bytes a transfer of block `a` moves: whole tiles (a row or column vector's block is padded to
+    tiles in L1 and DRAM, as hardware moves them)."""
+    rows, cols = a.shape[-2:]
+    return (-(-rows // 32) * 32) * (-(-cols // 32) * 32) * (2 if info["dtype"] == "bf16" else 4)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from tilegrid.ir.core import block_dims
 from tilegrid.sim import scheduler
 from tilegrid.sim.runtime import CB, Core, Runtime
 
@@ -46,7 +47,7 @@ def simulate(threads: list[tuple[str, Callable]], args: list[dict], tensors: lis
                 l1[:l1_used] = 0xFF
             cbs = []
             for i, off in zip(args, cb_offsets):
-                cb = CB(i["name"], (32 * i["block"][0], 32 * i["block"][1]), i["dtype"], i["depth"], l1, off)
+                cb = CB(i["name"], block_dims(i), i["dtype"], i["depth"], l1, off)
                 if not copy_data:
                     cb.slots = [np.zeros(cb.shape, np.float32).view(_InertSlot) for _ in range(cb.depth)]
                 cbs.append(cb)
