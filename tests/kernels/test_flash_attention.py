@@ -424,3 +424,10 @@ def test_torch_and_numpy_dtypes_other_than_bf16_and_f32_are_rejected_alike(dtype
         with pytest.raises(TilegridError, match="must be bfloat16 or float32") as e:
             flash_attention(x, x, x)
         assert str(dtype) in e.value.message and e.value.note
+
+
+def test_one_array_as_q_k_and_v(rng):
+    """flash_attention(x, x, x): one array passed as all three inputs (once 'Stream is ambiguous')."""
+    x = rng.standard_normal((1, 2, 96, 64)).astype(np.float32)
+    out = flash_attention(x, x, x, causal=True, config=AttentionConfig(grid=(2, 2)))
+    assert rel_err(out, reference(x, x, x, causal=True)[0]) < TOL["f32"]
