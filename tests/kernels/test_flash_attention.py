@@ -282,8 +282,11 @@ def test_empty_sequence_is_a_clear_error(rng):
 
 def test_chunks_that_overflow_l1_are_a_clear_error(rng):
     q, k, v = qkv(rng, 1, 1, 1, 256, 256, 256, "f32")
-    with pytest.raises(TilegridError, match="bytes of L1 per core but"):
+    with pytest.raises(TilegridError, match="bytes of L1 per core but") as e:
         flash_attention(q, k, v, config=AttentionConfig(grid=(1, 1), q_chunk=8, kv_chunk=8))
+    text = e.value.render()
+    assert "kernel 'flash_attention'" in text and "no layout fits L1: the smallest tried" in text, text
+    assert "q_chunk / kv_chunk" in e.value.note
 
 
 def test_single_buffered_cbs(rng):

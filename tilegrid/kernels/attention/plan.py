@@ -204,7 +204,7 @@ def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, t
         return plan
     assert last_error is not None
     raise CompileError(
-        f"flash_attention: no layout fits L1: the smallest tried ({32 * too_big[-1][1]}-row Q chunks, "
+        f"no layout fits L1: the smallest tried ({32 * too_big[-1][1]}-row Q chunks, "
         f"{32 * too_big[-1][2]}-row K/V chunks, {too_big[-1][0]} head(s) per block, single-buffered CBs) — "
         f"{last_error.message.removeprefix('error: ')}",
         kernel="flash_attention",
