@@ -5,10 +5,11 @@ sum and output accumulator start from host tensors passed as three extra inputs,
 once from its own CB. Its "# ... rest of algorithm" is completed with the correct online
 softmax (correction factor on the sum and the accumulator, final division by the sum).
 
-DRAM tensors are made of whole 32x32 tiles, so the roadmap's (32, 1) host columns travel as
-(32, 32) tiles (every column the same): m_init all -inf, l_init and O_init all 0. The running
-max and sum are then 32x32 blocks with equal columns; broadcasting a [32, 1] row statistic
-against them keeps them so.
+The roadmap's (32, 1) host columns are column-vector arguments (their blocks are [32, 1], like
+the row statistics the kernel computes; tests/test_examples.py runs them as written). `host_init`
+below passes whole (32, 32) tiles instead (every column the same): m_init all -inf, l_init and
+O_init all 0; the running max and sum are then 32x32 blocks with equal columns, and broadcasting a
+[32, 1] row statistic against them keeps them so.
 
 Q: [32, 32], K, V: [NUM_KV_BLOCKS * 32, 32] (NUM_KV_BLOCKS = K.shape[0] // 32), out: [32, 32].
 Run: python examples/roadmap_fa_with_init.py

@@ -181,6 +181,49 @@ def test_unsupported_python_construct(rng, kernel, key, construct):
     check(e, kernel.__name__, un, key, construct)
 
 
+@pytest.mark.parametrize("kernel, key, words", [
+    (un.uses_np_mean, "np_mean", ("'numpy.mean'", "not a tilegrid operation", "x.rowsum()")),
+    (un.uses_np_clip, "np_clip", ("'numpy.clip'", "not a tilegrid operation", "x.clamp(lo, hi)")),
+])
+def test_numpy_functions_that_are_not_tilegrid_ops_name_the_block_method(rng, kernel, key, words):
+    e = raises(lambda: kernel(rand(rng, (32, 32)), out_like((32, 32))), CompileError)
+    text = check(e, kernel.__name__, un, key, *words[:2])
+    assert words[2] in e.note and "np.exp(x) is exp(x)" in e.note, text
+
+
+@pytest.mark.parametrize("kernel, words", [
+    (cm.dma_read_never_waited, ("race", "CB 'x_cb'", "never waited", "pushed")),
+    (cm.dma_waited_on_one_path, ("race", "CB 'x_cb'", "the path that does not wait")),
+    (cm.dma_write_never_waited, ("race", "CB 'out_cb'", "never waited", "released")),
+    (cm.mcast_before_wait, ("race", "CB 'x_cb'", "never waited", "multicast")),
+])
+def test_dma_never_waited_before_its_block_is_used_is_a_race(rng, kernel, words):
+    """On hardware a DMA's block may not have landed (or been read) until its handle is waited: an
+    error naming the DMA's line, where the simulator would have given the right answer."""
+    e = raises(lambda: kernel(rand(rng, (32, 64)), out_like((32, 64))), CompileError)
+    text = check(e, kernel.__name__, cm, kernel.__name__, *words)
+    assert ".wait()" in e.note, text
+
+
+def test_the_simulator_proves_a_dma_race_the_compiler_let_through(rng):
+    """The IR of a correct reader with its dma_wait deleted (as a faulty pass might): the simulator
+    refuses to push the block while the DMA filling it is in flight, naming the DMA's line."""
+    from tilegrid import ir
+    from tilegrid.targets import compile_kernel
+    from tilegrid.targets.compile import parse_compiled
+    from tilegrid.targets.sim import run_compiled
+
+    x, out = rand(rng, (32, 64)), out_like((32, 64))
+    compiled = compile_kernel(rm.waited_read, x, out).compiled
+    text = ir.to_text(compiled.module)
+    at = f"{Path(rm.__file__).name}:{marked_line(rm, 'waited_read')}:"
+    cut = [line for line in text.splitlines() if not ("tilegrid.dma_wait" in line and at in line)]
+    assert len(cut) == len(text.splitlines()) - 1
+    e = raises(lambda: run_compiled(parse_compiled("\n".join(cut)), [x, out], rm.waited_read.config))
+    assert "race" in e.message and "before the DMA filling it" in e.message, e.render()
+    assert e.loc.line == marked_line(rm, "waited_read"), e.render()
+
+
 def test_undefined_name_in_roadmap_fragment(rng):
     e = raises(lambda: cm.undefined_name(rand(rng, (32, 32)), rand(rng, (32, 32)), out_like((32, 32))), CompileError)
     text = check(e, "undefined_name", cm, "undefined_name", "'K_block'", "not defined")
@@ -299,13 +342,34 @@ def test_stream_index_out_of_range_at_run_time(rng):
 
 
 def test_deadlock_pop_twice_push_once(rng):
+    """The cause (comp pops a block its finished reader never pushes) comes first, with its line and
+    source; the implicit writer only waits behind it, so no note about implicit data movement."""
     e = raises(lambda: rm.double_pop(rand(rng, (32, 64)), out_like((32, 64))), DeadlockError)
     text = check(e, "double_pop", rm, "double_pop", "deadlock")
     line = marked_line(rm, "double_pop")
-    for core in ("(0, 0)", "(0, 1)"):
-        blocked = [s for s in text.splitlines() if f"core {core} thread 'comp'" in s]
-        assert len(blocked) == 1, text
-        assert "CB 'x'" in blocked[0] and f"{rm.__file__}:{line}:" in blocked[0], text
+    lines = text.splitlines()
+    cause = lines.index("waiting for what no running thread will do (the cause):")
+    behind = lines.index("blocked behind them:")
+    comp = [i for i, s in enumerate(lines) if "thread 'comp' on cores (0, 0), (0, 1): pops CB 'x'" in s]
+    assert len(comp) == 1 and cause < comp[0] < behind, text
+    assert f"{rm.__file__}:{line}:" in lines[comp[0]] and "'reader' has finished" in lines[comp[0] + 1], text
+    assert source_line(rm, line) in lines[comp[0] + 2], text
+    writer = [i for i, s in enumerate(lines) if "thread 'implicit_writer_out'" in s]
+    assert len(writer) == 1 and writer[0] > behind and "waits for 'comp' to push" in lines[writer[0] + 1], text
+    assert "implicit" not in e.note and "shard" not in e.note, text
+
+
+def test_deadlock_on_a_semaphore_points_at_the_wait_not_its_symptoms(rng):
+    e = raises(lambda: rm.semaphore_never_set(rand(rng, (64, 64)), out_like((64, 64))), DeadlockError)
+    text = check(e, "semaphore_never_set", rm, "semaphore_never_set", "semaphore 0 to equal 1")
+    lines = text.splitlines()
+    behind = lines.index("blocked behind them:")
+    reader = [i for i, s in enumerate(lines) if "thread 'reader' on cores (0, 0), (0, 1), (1, 0), (1, 1):" in s]
+    assert len(reader) == 1 and reader[0] < behind and "no thread of the kernel will ever set" in lines[reader[0] + 1]
+    symptom = marked_line(rm, "symptom", "DEADLOCK")
+    comp = [i for i, s in enumerate(lines) if "thread 'comp'" in s]
+    assert len(comp) == 1 and comp[0] > behind and f":{symptom}:" in lines[comp[0]], text
+    assert "semaphore" in e.note and "implicit" not in e.note, text
 
 
 def test_deadlock_report_has_no_empty_locations(rng):
@@ -420,4 +484,6 @@ def test_deadlock_with_implicit_data_movement_explains_the_shard(rng):
 
     with pytest.raises(DeadlockError) as e:
         one_block(rand(rng, (64, 32)), out_like((64, 32)))  # the shard holds 2 blocks, the kernel moves 1
-    assert "implicit_writer_out" in e.value.render() and "core's own shard" in e.value.render()
+    text = e.value.render()
+    assert "implicit_writer_out" in text and "'comp' has finished without a matching push" in text, text
+    assert "core's own shard" in e.value.note, text

@@ -1,10 +1,12 @@
 """Smaller language features: print(block) on the simulator, `if` on core indices, `with` blocks,
 and a kernel called twice reusing its compiled form."""
 
+import math
+
 import numpy as np
 from helpers import assert_close, poisoned, rand
 
-from tilegrid import Program, compute, core_index, pykernel_gen
+from tilegrid import Program, Stream, compute, core_index, datamovement, dma, pykernel_gen
 from tilegrid.targets import compile_kernel
 
 
@@ -109,3 +111,53 @@ def test_astype_rounds_and_sums_accumulate_in_f32(rng):
     b = (x.astype(np.float32) * np.float32(3.0)).astype(bfloat16).astype(np.float64)
     assert np.array_equal(out, (b + 1.0).astype(np.float32))
     assert np.abs(sums[:, 0] - b.sum(-1)).max() < 1e-4 * np.abs(b).sum(-1).max()
+
+
+@pykernel_gen(grid=(1, 1), block_factors=[(1, 1), (1, 1), (1, 1)])
+def numpy_names(x, y, out):
+    @compute()
+    async def comp(x_cb, y_cb, out_cb):
+        a = x_cb.pop()
+        b = y_cb.pop()
+        s = np.maximum(np.exp(a), np.abs(b)) + np.transpose(a) * math.sqrt(2.0) + np.matmul(a, b) * (1.0 / np.pi)
+        out_cb.reserve().store(np.where(b > 0.0, s, np.tanh(b)))
+
+    return Program(comp)(x, y, out)
+
+
+def test_numpy_functions_named_like_tilegrid_ops_are_those_ops(rng):
+    """docs/language.md, 'Functions of other modules': np.exp(x) is exp(x); math.sqrt(2.0) of a
+    number known at compile time is that number."""
+    x, y = rand(rng, (32, 32)), rand(rng, (32, 32))
+    out = poisoned((32, 32))
+    numpy_names(x, y, out)
+    a, b = x.astype(np.float64), y.astype(np.float64)
+    s = np.maximum(np.exp(a), np.abs(b)) + a.T * math.sqrt(2.0) + (a @ b) / np.pi
+    assert_close(out, np.where(b > 0, s, np.tanh(b)), "f32")
+
+
+@pykernel_gen(grid=(1, 2), block_factors=[(1, 1), (1, 2), (1, 1)])
+def same_array_twice(x, y, out):
+    x_s, y_s = Stream(x), Stream(y)
+
+    @compute()
+    async def comp(x_cb, y_cb, out_cb):
+        a = x_cb.pop()
+        b = y_cb.pop()
+        out_cb.reserve().store(a * b.rowsum())
+
+    @datamovement()
+    async def reader(x_cb, y_cb, out_cb):
+        dma(x_s[0, core_index(1)], x_cb.reserve()).wait()
+        dma(y_s[0, 0], y_cb.reserve()).wait()
+
+    return Program(comp, reader)(x, y, out)
+
+
+def test_one_array_passed_as_two_inputs_with_different_blocks(rng):
+    """`k(a, a, out)` is legal: each argument reads the same memory in its own blocks."""
+    x = rand(rng, (32, 64))
+    out = poisoned((32, 64))
+    same_array_twice(x, x, out)
+    x64 = x.astype(np.float64)
+    assert_close(out, x64 * x64.sum(1, keepdims=True), "f32")

@@ -8,19 +8,25 @@ import io
 import os
 import runpy
 import sys
+from dataclasses import replace
 from typing import Any
 
 from tilegrid import context
 from tilegrid.errors import TilegridError
 
 
-def _run_file(path: str, quiet: bool) -> None:
+def _run_file(path: str, quiet: bool, argv: list[str] | None = None) -> None:
+    """Run a script as `python FILE ARGS...` would (its sys.argv is [FILE, *ARGS]), then restore sys.argv."""
     if not os.path.isfile(path):
         raise TilegridError(f"no such file: {path}", note="give the path of a Python script that calls tilegrid kernels")
-    sys.argv = [path]
+    saved = sys.argv
+    sys.argv = [path, *(argv or [])]
     out = io.StringIO()
-    with contextlib.redirect_stdout(out) if quiet else contextlib.nullcontext():
-        runpy.run_path(path, run_name="__main__")
+    try:
+        with contextlib.redirect_stdout(out) if quiet else contextlib.nullcontext():
+            runpy.run_path(path, run_name="__main__")
+    finally:
+        sys.argv = saved
 
 
 def _compile_file(path: str, log: list, **ctx: Any) -> bool:
@@ -97,13 +103,18 @@ def _perf_outputs(summary, directory: str, prefix: str = "") -> list[str]:
     return files
 
 
+def _script_args(args: argparse.Namespace) -> list[str]:
+    rest = list(args.script_args)
+    return rest[1:] if rest[:1] == ["--"] else rest
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if args.perf:
         from tilegrid import perf
 
         with perf.session(args.fidelity, data_format=args.data_format, exp=args.exp) as s:
             try:
-                _run_file(args.file, quiet=False)
+                _run_file(args.file, quiet=False, argv=_script_args(args))
             except TilegridError as e:
                 print(e.render(), file=sys.stderr)
                 return 1
@@ -113,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  wrote {', '.join(files)}" + ("" if len(files) > 2 else " (plots need matplotlib)"))
         return 0
     try:
-        _run_file(args.file, quiet=False)
+        _run_file(args.file, quiet=False, argv=_script_args(args))
     except TilegridError as e:
         print(e.render(), file=sys.stderr)
         return 1
@@ -169,8 +180,11 @@ def cmd_attention(args: argparse.Namespace) -> int:
     from ml_dtypes import bfloat16
     from tqdm import tqdm
 
+    from tilegrid import perf
     from tilegrid.device import DEVICES
-    from tilegrid.kernels.attention import AttentionConfig, choose_plan, flash_attention, make_problem, reference
+    from tilegrid.kernels.attention import AttentionConfig, build_kernel, choose_plan, flash_attention, make_problem
+    from tilegrid.kernels.attention.plan import arguments_shapes
+    from tilegrid.targets import compile_kernel
 
     dtype = bfloat16 if args.dtype == "bf16" else np.float32
     rng = np.random.default_rng(args.seed)
@@ -185,20 +199,21 @@ def cmd_attention(args: argparse.Namespace) -> int:
         window = (left, right)
     device = DEVICES[args.device]
     cfg = AttentionConfig(q_chunk=args.q_chunk, kv_chunk=args.kv_chunk, grid=args.grid or device.grid,
-                          mcast=args.mcast, acc_dtype=args.acc_dtype, fast_exp=args.fast_exp)
+                          mcast=args.mcast, acc_dtype=args.acc_dtype, fast_exp=args.fast_exp, gqa_pack=args.gqa_pack)
+    t_tune = None
     if args.autotune:
         from tilegrid.kernels.attention import autotune_attention
 
+        t0 = time.perf_counter()
         try:
             cfg, _ = autotune_attention(q.shape, k.shape, causal=args.causal, window=window,
-                                        config=AttentionConfig(q_chunk=args.q_chunk, kv_chunk=args.kv_chunk,
-                                                               grid=args.grid, mcast=args.mcast,
-                                                               acc_dtype=args.acc_dtype, fast_exp=args.fast_exp),
-                                        device=device, fidelity=args.fidelity, data_format=args.data_format,
-                                        dtype=dtype, grid_free=args.grid is None, exp=args.exp)
+                                        config=replace(cfg, grid=args.grid), device=device, fidelity=args.fidelity,
+                                        data_format=args.data_format, dtype=dtype, grid_free=args.grid is None,
+                                        exp=args.exp, progress=sys.stderr.isatty())
         except TilegridError as e:
             print(e.render(), file=sys.stderr)
             return 1
+        t_tune = time.perf_counter() - t0
     if args.perf:
         return _attention_perf(args, q, k, v, window, cfg, device)
     try:
@@ -206,6 +221,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
         t_compile = time.perf_counter()
         problem = make_problem(q, k, v, args.causal, None, window, None)
         plan = choose_plan(problem, cfg, device, args.dtype)
+        compile_kernel(build_kernel(plan, device), *(perf.placeholder(s, t) for s, t in arguments_shapes(plan)))
         t_compile = time.perf_counter() - t_compile
         print(plan.describe())
         if plan.l1 is not None:
@@ -218,14 +234,34 @@ def cmd_attention(args: argparse.Namespace) -> int:
     except TilegridError as e:
         print(e.render(), file=sys.stderr)
         return 1
+    ok = True
+    if args.check:
+        t_check = time.perf_counter()
+        err, tol, ok = _check(args, q, k, v, window, out)
+        t_check = time.perf_counter() - t_check
+        print(f"relative error vs float64 reference: {err:.3e} ({'PASS' if ok else 'FAIL'}, tolerance {tol:.0e})")
+    else:
+        print("no check against the float64 reference (--no-check)")
+    if t_tune is not None:
+        print(f"autotune {t_tune:.2f} s")
+    print(f"planning + compile {t_compile:.2f} s" + (" (the plan was compiled while tuning)" if t_tune else ""))
+    print(f"simulation {seconds:.2f} s")
+    if args.check:
+        print(f"float64 reference check {t_check:.2f} s")
+    return 0 if ok else 1
+
+
+def _check(args: argparse.Namespace, q, k, v, window, out) -> tuple[float, float, bool]:
+    """(relative error vs the float64 reference, tolerance, pass)."""
+    import numpy as np
+
+    from tilegrid.kernels.attention import reference
+
     ref, _ = reference(q, k, v, causal=args.causal, window=window)
     out64 = np.asarray(out, np.float64)
     err = float(np.linalg.norm(out64 - ref) / np.linalg.norm(ref))
     tol = 1e-2 if args.dtype == "bf16" else 1e-5
-    ok = err < tol and not np.isnan(out64).any()
-    print(f"relative error vs float64 reference: {err:.3e} ({'PASS' if ok else 'FAIL'}, tolerance {tol:.0e})")
-    print(f"planning + compile {t_compile:.2f} s, simulation {seconds:.2f} s")
-    return 0 if ok else 1
+    return err, tol, err < tol and not np.isnan(out64).any()
 
 
 def _attention_perf(args: argparse.Namespace, q, k, v, window, cfg, device) -> int:
@@ -252,14 +288,18 @@ def _attention_perf(args: argparse.Namespace, q, k, v, window, cfg, device) -> i
     except TilegridError as e:
         print(e.render(), file=sys.stderr)
         return 1
-    ok = True
+    ok, t_check = True, None
     if timing_only:
         print("timing-only run (no arithmetic): the problem is too large for a float64 reference check")
+    elif not args.check:
+        print("no check against the float64 reference (--no-check)")
     else:
+        t_check = time.perf_counter()
         ref, _ = reference(q, k, v, causal=args.causal, window=window)
         out64 = np.asarray(out, np.float64)
         err = float(np.linalg.norm(out64 - ref) / np.linalg.norm(ref))
         ok = not np.isnan(out64).any()
+        t_check = time.perf_counter() - t_check
         print(f"relative error vs float64 reference at {args.fidelity}"
               f"{', ' + args.data_format if args.data_format else ''}, {args.exp} exp: {err:.3e}")
     summary = s.last
@@ -267,6 +307,8 @@ def _attention_perf(args: argparse.Namespace, q, k, v, window, cfg, device) -> i
     files = _perf_outputs(summary, args.perf)
     print(f"simulation + model {seconds:.2f} s; wrote {', '.join(files)}"
           + ("" if len(files) > 2 else " (plots need matplotlib)"))
+    if t_check is not None:
+        print(f"float64 reference check {t_check:.2f} s")
     return 0 if ok else 1
 
 
@@ -288,8 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--backend", default="sim", choices=["sim", "gpu"], help="gpu: compile to Triton (no GPU needed)")
     c.add_argument("--emit", default=None, choices=["triton"], help="with --backend gpu: print the generated source")
     c.set_defaults(fn=cmd_compile)
-    r = sub.add_parser("run", help="run FILE (its kernels run on the simulator)")
+    r = sub.add_parser("run", help="run FILE (its kernels run on the simulator): tilegrid run FILE [-- ARGS...]",
+                       usage="tilegrid run [options] FILE [-- ARGS...]")
     r.add_argument("file")
+    r.add_argument("script_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
+                   help="arguments for the script after `--`: its sys.argv is [FILE, ARGS...]")
     _perf_flags(r, autotune=False)
     r.set_defaults(fn=cmd_run)
     a = sub.add_parser("attention", help="run the production FlashAttention on the simulator and check it")
@@ -309,9 +354,16 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--fast-exp", action="store_true",
                    help="the scores' exp with the SFPU's fast approximation (as tt-metal's SDPA); the correction "
                    "factor's follows --exp")
+    a.add_argument("--gqa-pack", action=argparse.BooleanOptionalAction, default=None,
+                   help="stack all Q heads of a K/V group in one work item, so each K/V chunk is read once per group "
+                   "(fewer heads only where L1 requires); --no-gqa-pack: one Q head per work item, as tt-metal lays "
+                   "GQA out; neither: the planner packs the whole group or fewer heads where L1 or the core count asks")
     a.add_argument("--acc-dtype", default="f32", choices=["f32", "bf16"])
     a.add_argument("--dtype", default="bf16", choices=["bf16", "f32"])
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="compare the output with a float64 reference (default; its time is printed on its own line); "
+                   "--no-check skips it")
     _perf_flags(a, autotune=True)
     a.set_defaults(fn=cmd_attention)
     s = sub.add_parser("setup", help="install what a target needs (tt-metal: ttnn + wolfpine + the stand-in toolchain)")

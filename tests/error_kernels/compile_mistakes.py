@@ -1,6 +1,6 @@
 """One mistake per kernel, each caught while compiling the thread bodies."""
 
-from tilegrid import Program, Stream, compute, core_index, datamovement, dma, fill, pykernel_gen
+from tilegrid import Program, Semaphore, Stream, compute, core_index, datamovement, dma, fill, pykernel_gen
 
 
 @pykernel_gen(grid=(1, 1), block_factors=[(1, 1), (1, 1)])
@@ -301,3 +301,77 @@ def astype_unknown(x, out):
         out_cb.reserve().store(blk.astype("f16"))  # ERR[astype_unknown]
 
     return Program(comp)(x, out)
+
+
+# ---- DMAs never waited: races on hardware (docs/language.md, "Data movement") --------------------
+
+
+@pykernel_gen(grid=(1, 2), block_factors=[(1, 1), (1, 1)])
+def dma_read_never_waited(x, out):
+    x_stream = Stream(x)
+
+    @compute()
+    async def comp(x_cb, out_cb):
+        out_cb.reserve().store(x_cb.pop().exp())
+
+    @datamovement()
+    async def reader(x_cb, out_cb):
+        dma(x_stream[0, core_index(1)], x_cb.reserve())  # ERR[dma_read_never_waited]
+
+    return Program(comp, reader)(x, out)
+
+
+@pykernel_gen(grid=(1, 2), block_factors=[(1, 1), (1, 1)])
+def dma_waited_on_one_path(x, out):
+    x_stream = Stream(x)
+
+    @compute()
+    async def comp(x_cb, out_cb):
+        out_cb.reserve().store(x_cb.pop().exp())
+
+    @datamovement()
+    async def reader(x_cb, out_cb):
+        blk = x_cb.reserve()
+        h = dma(x_stream[0, core_index(1)], blk)  # ERR[dma_waited_on_one_path]
+        if core_index(1) == 0:
+            h.wait()
+
+    return Program(comp, reader)(x, out)
+
+
+@pykernel_gen(grid=(1, 2), block_factors=[(1, 1), (1, 1)])
+def dma_write_never_waited(x, out):
+    out_stream = Stream(out)
+
+    @compute()
+    async def comp(x_cb, out_cb):
+        out_cb.reserve().store(x_cb.pop().exp())
+
+    @datamovement()
+    async def writer(x_cb, out_cb):
+        dma(out_cb.pop(), out_stream[0, core_index(1)])  # ERR[dma_write_never_waited]
+
+    return Program(comp, writer)(x, out)
+
+
+@pykernel_gen(grid=(1, 2), block_factors=[(1, 1), (1, 1)])
+def mcast_before_wait(x, out):
+    x_stream = Stream(x)
+    ready = Semaphore(0)
+
+    @compute()
+    async def comp(x_cb, out_cb):
+        out_cb.reserve().store(x_cb.pop().exp())
+
+    @datamovement()
+    async def reader(x_cb, out_cb):
+        blk = x_cb.reserve()
+        if core_index(1) == 0:
+            h = dma(x_stream[0, 0], blk)  # ERR[mcast_before_wait]
+            ready.wait(1, reset=0)
+            dma(blk, blk, core=(0, 1), mcast=(1, 1)).wait()
+            h.wait()
+        else:
+            ready.inc(1, core=(0, 0))
+
+    return Program(comp, reader)(x, out)

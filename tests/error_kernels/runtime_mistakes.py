@@ -1,6 +1,6 @@
 """Mistakes that only show while the kernel runs on the simulator."""
 
-from tilegrid import Program, Stream, compute, core_index, datamovement, dma, pykernel_gen
+from tilegrid import Program, Semaphore, Stream, compute, core_index, datamovement, dma, pykernel_gen
 
 
 @pykernel_gen(grid=(2, 1), block_factors=[(1, 1), (1, 1)])
@@ -77,3 +77,36 @@ def forgot_num_outs(x, out, out2):
         out2_cb.reserve().store(blk)
 
     return Program(comp)(x, out, out2)
+
+
+@pykernel_gen(grid=(2, 2), block_factors=[(1, 1), (1, 1)])
+def semaphore_never_set(x, out):
+    x_stream = Stream(x)
+    go = Semaphore(0)
+
+    @compute()
+    async def comp(x_cb, out_cb):
+        out_cb.reserve().store(x_cb.pop().exp())  # DEADLOCK[symptom]
+
+    @datamovement()
+    async def reader(x_cb, out_cb):
+        go.wait(1)  # ERR[semaphore_never_set]
+        dma(x_stream[core_index(0), core_index(1)], x_cb.reserve()).wait()
+
+    return Program(comp, reader)(x, out)
+
+
+@pykernel_gen(grid=(1, 2), block_factors=[(1, 1), (1, 1)])
+def waited_read(x, out):
+    """Correct as written; tests delete its dma_wait from the IR."""
+    x_stream = Stream(x)
+
+    @compute()
+    async def comp(x_cb, out_cb):
+        out_cb.reserve().store(x_cb.pop().exp())
+
+    @datamovement()
+    async def reader(x_cb, out_cb):
+        dma(x_stream[0, core_index(1)], x_cb.reserve()).wait()  # ERR[waited_read]
+
+    return Program(comp, reader)(x, out)

@@ -1,5 +1,7 @@
 """Python constructs a thread body cannot use, one per kernel."""
 
+import numpy as np
+
 from tilegrid import Program, compute, pykernel_gen
 
 
@@ -80,5 +82,27 @@ def uses_for_over_list(x, out):
             blk = blk * s
         o = out_cb.reserve()
         o.store(blk)
+
+    return Program(comp)(x, out)
+
+
+@pykernel_gen(grid=(1, 1), block_factors=[(1, 1), (1, 1)])
+def uses_np_mean(x, out):
+    @compute()
+    async def comp(x_cb, out_cb):
+        blk = x_cb.pop()
+        o = out_cb.reserve()
+        o.store(blk - np.mean(blk))  # ERR[np_mean]
+
+    return Program(comp)(x, out)
+
+
+@pykernel_gen(grid=(1, 1), block_factors=[(1, 1), (1, 1)])
+def uses_np_clip(x, out):
+    @compute()
+    async def comp(x_cb, out_cb):
+        blk = x_cb.pop()
+        o = out_cb.reserve()
+        o.store(np.clip(blk, -1.0, 1.0))  # ERR[np_clip]
 
     return Program(comp)(x, out)

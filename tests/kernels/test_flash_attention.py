@@ -27,7 +27,7 @@ def qkv(rng, b, h, hk, sq, skv, d, dtype):
 
 
 def check(rng, b, h, hk, sq, skv, d, dtype="bf16", causal=False, window=None, mask=None, grid=(2, 2), mcast=False,
-          q_chunk=None, kv_chunk=None, acc_dtype="f32", gqa_pack=True):
+          q_chunk=None, kv_chunk=None, acc_dtype="f32", gqa_pack=None):
     q, k, v = qkv(rng, b, h, hk, sq, skv, d, dtype)
     plans = []
     cfg = AttentionConfig(grid=grid, mcast=mcast, q_chunk=q_chunk, kv_chunk=kv_chunk, acc_dtype=acc_dtype,
@@ -282,8 +282,11 @@ def test_empty_sequence_is_a_clear_error(rng):
 
 def test_chunks_that_overflow_l1_are_a_clear_error(rng):
     q, k, v = qkv(rng, 1, 1, 1, 256, 256, 256, "f32")
-    with pytest.raises(TilegridError, match="bytes of L1 per core but"):
+    with pytest.raises(TilegridError, match="bytes of L1 per core but") as e:
         flash_attention(q, k, v, config=AttentionConfig(grid=(1, 1), q_chunk=8, kv_chunk=8))
+    text = e.value.render()
+    assert "kernel 'flash_attention'" in text and "no layout fits L1: the smallest tried" in text, text
+    assert "q_chunk / kv_chunk" in e.value.note
 
 
 def test_single_buffered_cbs(rng):
@@ -372,11 +375,62 @@ def test_gqa_problem_from_the_fa2_matrix_that_did_not_fit(rng):
     assert rel_err(flash_attention(q, k, v), reference(q, k, v)[0]) < TOL["f32"]
 
 
-def test_gqa_packing_that_does_not_fit_unpacks(rng):
-    """32 query heads on one K/V head, head_dim 256, fp32: the 32 heads' Q chunks stacked in one
-    block (1 MiB) cannot fit L1 whatever the chunks; the planner unpacks them instead of failing."""
+def test_gqa_packing_that_does_not_fit_packs_fewer_heads(rng):
+    """32 query heads on one K/V head, head_dim 256, fp32, one core: the 32 heads' Q chunks stacked
+    in one block (1 MiB) cannot fit L1 whatever the chunks; the planner packs fewer heads per block
+    (the most that fit) instead of failing."""
     q, k, v = qkv(rng, 1, 32, 1, 32, 64, 256, "f32")
     plans = []
-    out = flash_attention(q, k, v, plan_out=plans, config=AttentionConfig(grid=(2, 2)))
-    assert plans[0].group == 1 and "GQA packing does not fit L1" in plans[0].describe()
+    out = flash_attention(q, k, v, plan_out=plans, config=AttentionConfig(grid=(1, 1)))
+    plan = plans[0]
+    assert 1 < plan.group < 32 and 32 % plan.group == 0
+    assert f"GQA: {plan.group} of each K/V group's 32 Q heads per work item (the whole group does not fit L1)" \
+        in plan.describe()
     assert rel_err(out, reference(q, k, v)[0]) < TOL["f32"]
+    # twice the heads per block does not fit: the planner took the most that do
+    from dataclasses import replace
+
+    from tilegrid.device import WORMHOLE
+    from tilegrid.kernels.attention.plan import fit_l1
+    assert fit_l1(replace(plan, group=2 * plan.group), WORMHOLE)[0] is None
+
+
+def test_gqa_packs_fewer_heads_to_give_every_core_work(rng):
+    """MQA, 8 query heads, 64 rows, 4 cores: the whole group in one block is one work item for four
+    cores; two heads per block give every core work and still read each K/V chunk once per block."""
+    q, k, v = qkv(rng, 1, 8, 1, 64, 96, 64, "bf16")
+    plans = []
+    out = flash_attention(q, k, v, causal=True, plan_out=plans, config=AttentionConfig(grid=(2, 2)))
+    assert plans[0].items >= 4 and plans[0].group > 1 and "would leave cores without work" in plans[0].describe()
+    assert rel_err(out, reference(q, k, v, causal=True)[0]) < TOL["bf16"]
+    unpacked, whole = [], []
+    flash_attention(q, k, v, causal=True, plan_out=unpacked, config=AttentionConfig(grid=(2, 2), gqa_pack=False))
+    assert unpacked[0].group == 1 and "GQA" not in unpacked[0].describe()
+    out = flash_attention(q, k, v, causal=True, plan_out=whole, config=AttentionConfig(grid=(2, 2), gqa_pack=True))
+    assert whole[0].group == 8 and whole[0].items < 4  # asked for: the whole group, whatever the cores
+    assert rel_err(out, reference(q, k, v, causal=True)[0]) < TOL["bf16"]
+
+
+def test_mha_plan_says_nothing_about_gqa(rng):
+    q, k, v = qkv(rng, 1, 2, 2, 64, 64, 256, "f32")
+    plans = []
+    flash_attention(q, k, v, plan_out=plans, config=AttentionConfig(grid=(1, 1)))
+    assert "GQA" not in plans[0].describe()
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "float16", "float64"])
+def test_torch_and_numpy_dtypes_other_than_bf16_and_f32_are_rejected_alike(dtype, rng):
+    """No silent casts: torch tensors of other dtypes are refused as NumPy arrays of them are."""
+    torch = pytest.importorskip("torch")
+    q = rng.standard_normal((1, 1, 64, 32)) * 4
+    for x in (torch.from_numpy(q.astype(dtype)), q.astype(dtype)):
+        with pytest.raises(TilegridError, match="must be bfloat16 or float32") as e:
+            flash_attention(x, x, x)
+        assert str(dtype) in e.value.message and e.value.note
+
+
+def test_one_array_as_q_k_and_v(rng):
+    """flash_attention(x, x, x): one array passed as all three inputs (once 'Stream is ambiguous')."""
+    x = rng.standard_normal((1, 2, 96, 64)).astype(np.float32)
+    out = flash_attention(x, x, x, causal=True, config=AttentionConfig(grid=(2, 2)))
+    assert rel_err(out, reference(x, x, x, causal=True)[0]) < TOL["f32"]

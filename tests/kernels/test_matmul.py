@@ -38,3 +38,11 @@ def test_bad_shapes_are_clear_errors(rng):
         matmul(rand(rng, (64, 32)), rand(rng, (64, 32)))
     with pytest.raises(TilegridError, match="multiples of 32"):
         matmul(rand(rng, (48, 32)), rand(rng, (32, 32)))
+
+
+@pytest.mark.parametrize("mcast", [False, True])
+def test_one_array_as_both_operands(mcast, rng):
+    """matmul(a, a): one array passed twice is legal (each operand reads it in its own blocks)."""
+    a = rand(rng, (128, 128))
+    out = matmul(a, a, grid=(2, 2), mcast=mcast)
+    assert_close(out, a.astype(np.float64) @ a.astype(np.float64), "f32")

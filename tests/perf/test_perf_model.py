@@ -257,3 +257,49 @@ def test_sessions_nest_a_perf_session_inside_planning_inside_another():
     with perf.session("HiFi2", exp="approx", timing_only=True, trace=False) as alone:
         flash_attention(q, q, q, causal=True, config=plans[0].config)
     assert outer.last.cycles == alone.last.cycles and outer.last.flops == alone.last.flops
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_autotune_bounds_hold_and_its_pick_is_the_exhaustive_searchs(causal):
+    """Every candidate's bound is at most its simulated time, and the tuner (which simulates few,
+    stopping each once it passes the best) picks what simulating every candidate in full picks."""
+    from ml_dtypes import bfloat16
+
+    from tilegrid.device import WORMHOLE
+    from tilegrid.kernels.attention import AttentionConfig, autotune_attention, build_kernel, choose_plan
+    from tilegrid.kernels.attention.plan import arguments_shapes, make_problem
+
+    shape = (1, 3, 384, 64)
+    cfg, cands = autotune_attention(shape, shape, causal=causal, config=AttentionConfig(grid=(2, 2)),
+                                    device=WORMHOLE, log=None)
+    z = perf.placeholder(shape, bfloat16)
+    problem = make_problem(z, z, z, causal, None, None, None)
+    full = {}
+    for c in cands:
+        plan = choose_plan(problem, AttentionConfig(q_chunk=c.q_chunk, kv_chunk=c.kv_chunk, grid=(2, 2)), WORMHOLE,
+                           "bf16")
+        with perf.session("HiFi4", timing_only=True, trace=False) as s:
+            build_kernel(plan, WORMHOLE)(*(perf.placeholder(sh, t) for sh, t in arguments_shapes(plan)))
+        full[(c.q_chunk, c.kv_chunk)] = s.last.seconds
+        assert c.bound <= s.last.seconds * (1 + 1e-9), (c, s.last.seconds)
+        if c.seconds is not None:
+            assert c.seconds == s.last.seconds
+    assert full[(cfg.q_chunk, cfg.kv_chunk)] == min(full.values())
+    assert sum(c.status == "simulated" for c in cands) < len(cands)  # the bounds and stops saved work
+
+
+def test_autotune_table_and_progress_bar():
+    import io
+
+    from tilegrid.device import WORMHOLE
+    from tilegrid.kernels.attention import AttentionConfig, autotune_attention
+
+    lines, bar = [], io.StringIO()
+    cfg, cands = autotune_attention((1, 2, 256, 64), (1, 2, 256, 64), causal=True, config=AttentionConfig(grid=(1, 2)),
+                                    device=WORMHOLE, log=lines.append, progress=True, progress_file=bar)
+    table = lines[0].splitlines()
+    assert table[0].startswith(f"autotune (HiFi4, accurate exp): {len(cands)} candidates")
+    chosen = [row for row in table if row.endswith("<- chosen")]
+    assert len(chosen) == 1 and f"{32 * cfg.q_chunk:7d} {32 * cfg.kv_chunk:8d} 1x2" in chosen[0], lines[0]
+    assert len(table) == 2 + len(cands)
+    assert "autotune" in bar.getvalue() and "candidate" in bar.getvalue()

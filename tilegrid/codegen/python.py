@@ -38,9 +38,29 @@ def py_float(v: float) -> str:
 
 @dataclass
 class ThreadSource:
+    """A thread's generated source, and the CBs and semaphores it serves (for deadlock reports:
+    who could unblock a thread waiting on them)."""
+
     name: str
     kind: str
     source: str
+    produces: frozenset[int] = frozenset()  # CBs it reserves and pushes
+    consumes: frozenset[int] = frozenset()  # CBs it waits for and pops
+    signals: frozenset[int] = frozenset()  # semaphores it sets or increments
+
+
+def thread_roles(ops) -> tuple[frozenset[int], frozenset[int], frozenset[int]]:
+    """(CBs produced, CBs consumed, semaphores signalled) by a thread's ops, nested ones included."""
+    produces, consumes, signals = set(), set(), set()
+    for top in ops:
+        for op in top.walk():
+            if isinstance(op, C.CBReserveOp | C.CBPushOp):
+                produces.add(op.cb.data)
+            elif isinstance(op, C.CBWaitOp | C.CBPopOp):
+                consumes.add(op.cb.data)
+            elif isinstance(op, C.SemSetOp | C.SemIncOp):
+                signals.add(op.sem.data)
+    return frozenset(produces), frozenset(consumes), frozenset(signals)
 
 
 @dataclass
@@ -314,11 +334,12 @@ def _close(g: Gen) -> None:
         g.indent -= 2
 
 
-def _observe(g: Gen, op: Operation, tiles: int) -> None:
-    """Report the op (a typed event: the tile IR op itself) to the observer, if there is one."""
+def _observe(g: Gen, op: Operation) -> None:
+    """Report the op (a typed event: the tile IR op itself) and its tile operations to the observer,
+    if there is one."""
     if op not in g.events:
         g.events.append(op)
-    g.line(f"if obs: rt.op(core, {g.events.index(op)}, {tiles}, {g.loc(op)})")
+    g.line(f"if obs: rt.op(core, {g.events.index(op)}, {T.op_tiles(op)}, {g.loc(op)})")
 
 
 def _unpack(expr: str, v: SSAValue, copy: bool = False) -> str:
@@ -344,8 +365,7 @@ def _compute(g: Gen, op: T.ComputeOp) -> None:
     loc = g.loc(op)
     g.line(f"rt.dst_acquire({slots * sub[0] * sub[1]}, {loc})")
     if g.timing:
-        r, c = op.outs[0].type.tiles
-        _observe(g, op, r * c)
+        _observe(g, op)
         return
     rs, cs = _subblock_loops(g, shape, sub)
     tv: dict[SSAValue, str] = dict(zip(op.body.block.args, scalars))
@@ -381,8 +401,7 @@ def _compute(g: Gen, op: T.ComputeOp) -> None:
         if o.results:
             tv[o.results[0]] = t
     _close(g)
-    r, c = op.outs[0].type.tiles
-    _observe(g, op, r * c)
+    _observe(g, op)
 
 
 @rule(T.MatmulOp)
@@ -390,9 +409,8 @@ def _matmul(g: Gen, op: T.MatmulOp) -> None:
     a, b, out = g.name(op.a), g.name(op.b), g.name(op.out)
     sub = op.subblock_shape
     g.line(f"rt.dst_acquire({sub[0] * sub[1]}, {g.loc(op)})")
-    (m, k), n = op.a.type.tiles, op.out.type.tiles[1]
     if g.timing:
-        _observe(g, op, m * k * n)
+        _observe(g, op)
         return
     rs, cs = _subblock_loops(g, op.out.type.dims, sub)
     acc = f" + {_unpack(f'{g.name(op.acc)}[{rs}, {cs}]', op.acc)}" if op.acc is not None else ""
@@ -404,7 +422,7 @@ def _matmul(g: Gen, op: T.MatmulOp) -> None:
         prod = f"np.matmul({lhs}, {rhs})"
     g.line(f"{out}[{rs}, {cs}] = {prod}{acc}")
     _close(g)
-    _observe(g, op, m * k * n)
+    _observe(g, op)
 
 
 @rule(T.ReduceOp)
@@ -415,8 +433,7 @@ def _reduce(g: Gen, op: T.ReduceOp) -> None:
     extra = "" if fn == "max" else ", dtype=np.float32"
     g.line(f"rt.dst_acquire({sub[0] * sub[1]}, {g.loc(op)})")
     if g.timing:
-        r, c = op.x.type.tiles
-        _observe(g, op, r * c)
+        _observe(g, op)
         return
     rs, cs = _subblock_loops(g, op.out.type.dims, sub)
     red = (f"{_unpack(f'{x}[{rs}, :]', op.x)}.{fn}(axis=1, keepdims=True{extra})" if op.dim.data == 1
@@ -426,8 +443,7 @@ def _reduce(g: Gen, op: T.ReduceOp) -> None:
         red = f"np.maximum({a}, {red})" if fn == "max" else f"({a} + {red})"
     g.line(f"{out}[{rs}, {cs}] = {red}")
     _close(g)
-    r, c = op.x.type.tiles
-    _observe(g, op, r * c)
+    _observe(g, op)
 
 
 @rule(T.TransposeOp)
@@ -436,14 +452,12 @@ def _transpose(g: Gen, op: T.TransposeOp) -> None:
     sub = op.subblock_shape
     g.line(f"rt.dst_acquire({sub[0] * sub[1]}, {g.loc(op)})")
     if g.timing:
-        r, c = op.x.type.tiles
-        _observe(g, op, r * c)
+        _observe(g, op)
         return
     rs, cs = _subblock_loops(g, op.out.type.dims, sub)
     g.line(f"{out}[{rs}, {cs}] = {x}[{cs}, {rs}].T")
     _close(g)
-    r, c = op.x.type.tiles
-    _observe(g, op, r * c)
+    _observe(g, op)
 
 
 # ---- module ----------------------------------------------------------------------------------
@@ -466,7 +480,7 @@ def generate(module: ModuleOp, *, timing: bool = False, fidelity: str | None = N
         g.lines[1:1] = [f"    {t} = False" for t in g.toggles]
         fname = f"thread_{len(out)}"
         src = f"def {fname}(rt, core):\n" + "\n".join(g.lines) + "\n"
-        out.append(ThreadSource(th.thread_name.data, th.kind.data, src))
+        out.append(ThreadSource(th.thread_name.data, th.kind.data, src, *thread_roles(th.body.block.ops)))
     return out, locs, events
 
 

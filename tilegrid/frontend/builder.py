@@ -21,6 +21,7 @@ from xdsl.ir import Block, Operation, Region, SSAValue
 import tilegrid.lang.ops as api
 from tilegrid.errors import CompileError
 from tilegrid.frontend.calls import TABLE_METHODS, CallsMixin, parse_function
+from tilegrid.frontend.foreign import BLOCK_FUNCTIONS, refusal_note
 from tilegrid.frontend.values import (
     ApiFunc,
     Blk,
@@ -33,6 +34,7 @@ from tilegrid.frontend.values import (
     Poison,
     Scope,
     SemRef,
+    Slot,
     StreamRef,
     StreamView,
 )
@@ -120,13 +122,37 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
         where = self.loc(node)
         for slot in scope.slots:
             if slot.role == "reserved" and not slot.filled:
-                if slot.pending_dma is not None:
-                    self.emit(C.DMAWaitOp(slot.pending_dma.value))
+                self.unwaited_read(slot, "pushed at the end of its Python block")
                 slot.filled = True
                 self.emit(C.CBPushOp(slot.cb))
             elif slot.role == "popped" and slot.released_at is None:
+                self.unwaited_writes(slot)
                 self.emit(C.CBPopOp(slot.cb))
                 slot.released_at = where
+
+    def unwaited_read(self, slot: Slot, then: str) -> None:
+        """A DMA read still in flight when its block is pushed or read: a race on hardware."""
+        h = slot.pending_dma
+        if h is not None and not h.waited:
+            raise CompileError(
+                f"thread '{self.thread.name}': race: the DMA into a block of CB '{slot.cb_name}' is never waited "
+                f"before the block is {then} (on hardware the block may not have landed yet)",
+                h.loc,
+                note="wait for the transfer before the block is used: dma(...).wait(), or h = dma(...) then h.wait() "
+                "before the block is pushed, multicast or written",
+            )
+
+    def unwaited_writes(self, slot: Slot) -> None:
+        """A DMA write still reading its block when the block is released: a race on hardware."""
+        for h in slot.pending_writes:
+            if not h.waited:
+                raise CompileError(
+                    f"thread '{self.thread.name}': race: the DMA writing a block of CB '{slot.cb_name}' to DRAM is "
+                    "never waited before the block is released (its slot may be refilled while the DMA still reads "
+                    "it)",
+                    h.loc,
+                    note="wait for the write before the block's release: dma(blk, stream[...]).wait()",
+                )
 
     def visit(self, node: ast.AST) -> Any:
         saved = self.node
@@ -294,14 +320,19 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
             )
         saved = dict(self.vars)
         outer = [slot for sc in self.scopes for slot in sc.slots]
-        before = [(sl.filled, sl.pending_dma) for sl in outer]
+        before = [(sl.filled, sl.pending_dma, list(sl.pending_writes)) for sl in outer]
+        handles = [h for sl in outer for h in [sl.pending_dma, *sl.pending_writes] if h is not None]
+        waited_before = [h.waited for h in handles]
         branches = []
         filled_after = []
+        waited_after: list[list[bool]] = []
         both = set(assigned_names(node.body)) & set(assigned_names(node.orelse))
         for stmts in (node.body, node.orelse):
             self.vars = dict(saved)
-            for sl, (f, d) in zip(outer, before):
-                sl.filled, sl.pending_dma = f, d
+            for sl, (f, d, w) in zip(outer, before):
+                sl.filled, sl.pending_dma, sl.pending_writes = f, d, list(w)
+            for h, w in zip(handles, waited_before):  # each branch waits (or not) on its own
+                h.waited = w
             blk = Block()
             with self.into(blk):
                 with self.scope(node):
@@ -315,14 +346,21 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
                             self.vars[name] = self.copy_block(v, node)
             branches.append((blk, self.vars))
             filled_after.append([sl.filled for sl in outer])
+            waited_after.append([h.waited for h in handles])
         # A slot filled (and so pushed) in one branch only is pushed at the end of the other.
         for k, sl in enumerate(outer):
             if filled_after[0][k] != filled_after[1][k]:
+                if before[k][1] is not None:  # the path that does not fill it does not wait for its DMA
+                    sl.pending_dma = before[k][1]
+                    sl.pending_dma.waited = False
+                    self.unwaited_read(sl, "pushed at the end of the `if`, on the path that does not wait for it")
                 with self.into(branches[1 if filled_after[0][k] else 0][0]):
                     self.emit(C.CBPushOp(sl.cb))
             sl.filled = filled_after[0][k] or filled_after[1][k]
             if sl.filled:
                 sl.pending_dma = None
+        for h, a, b in zip(handles, *waited_after):
+            h.waited = a and b  # waited after the `if` only if waited on both paths
         assigned = assigned_names(node.body + node.orelse)
         results: list[str] = []
         types = []
@@ -477,9 +515,10 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
                 return v
             if id(v) in API_FUNCS:
                 return ApiFunc(API_FUNCS[id(v)])
-            if v is not None and node.attr in API:
-                return ApiFunc(node.attr)
-            raise self.error(f"'{obj.__name__}.{node.attr}' cannot be used in a thread", node)
+            if v is not None and node.attr in BLOCK_FUNCTIONS:  # np.exp(x) is exp(x): tilegrid/frontend/foreign.py
+                return ApiFunc(node.attr, python=v)
+            raise self.error(f"'{obj.__name__}.{node.attr}' is not a tilegrid operation and cannot be used in a thread",
+                             node, note=refusal_note(obj.__name__, node.attr))
         if isinstance(obj, Blk):
             if node.attr == "shape":
                 return obj.type.dims
@@ -523,7 +562,8 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
 
     def check_stream_bounds(self, s: StreamRef, idx: list[Any], node: ast.AST) -> None:
         a = self.args[s.arg]
-        limits = list(a["shape"][:-2]) + [a["shape"][-2] // (32 * a["block"][0]), a["shape"][-1] // (32 * a["block"][1])]
+        br, bc = C.block_dims(a)
+        limits = list(a["shape"][:-2]) + [a["shape"][-2] // br, a["shape"][-1] // bc]
         for k, (i, n) in enumerate(zip(idx, limits)):
             if isinstance(i, int) and not 0 <= i < n:
                 raise self.error(
@@ -531,8 +571,34 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
                     + (" blocks)" if k >= len(limits) - 2 else ")"),
                     node,
                     note="leading indices count elements, the last two count blocks of the CB's block shape "
-                    f"({32 * a['block'][0]}x{32 * a['block'][1]} elements for '{s.name}')",
+                    f"({br}x{bc} elements for '{s.name}')",
                 )
+
+    def constant(self, node: ast.expr) -> Any:
+        """The value of an expression that is a number known when the kernel compiles, computed
+        without emitting IR (so the expression can still be compiled afterwards); None if not one."""
+        if isinstance(node, ast.Constant):
+            return node.value if isinstance(node.value, int | float) else None
+        if isinstance(node, ast.Name | ast.Attribute):
+            if isinstance(node, ast.Name) and isinstance(self.vars.get(node.id), Blk | Idx | FScalar):
+                return None
+            try:
+                v = self.eval(node)
+            except CompileError:
+                return None
+            return v if isinstance(v, int | float) else None
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+            v = self.constant(node.operand)
+            return None if v is None else (-v if isinstance(node.op, ast.USub) else v)
+        if isinstance(node, ast.BinOp) and type(node.op) in PY_BINOPS:
+            a, b = self.constant(node.left), self.constant(node.right)
+            if a is None or b is None:
+                return None
+            try:
+                return PY_BINOPS[type(node.op)](a, b)
+            except ArithmeticError:
+                return None
+        return None
 
     def visit_BinOp(self, node: ast.BinOp) -> Any:
         return self.binop(node.op, self.eval(node.left), self.eval(node.right), node)
@@ -623,6 +689,10 @@ class ThreadBuilder(CallsMixin, ast.NodeVisitor):
         if isinstance(fn, Method):
             return self.call_method(fn, node)
         if isinstance(fn, ApiFunc):
+            if fn.python is not None and node.args and not node.keywords:
+                nums = [self.constant(a) for a in node.args]
+                if all(isinstance(x, int | float) and not isinstance(x, bool) for x in nums):
+                    return float(fn.python(*nums))  # math.sqrt(2.0): a number known when the kernel compiles
             return self.call_api(fn.name, node)
         if fn is print:
             return self.call_print(node)

@@ -246,7 +246,7 @@ class CallsMixin:
 
     def cb_type(self, cb: CBRef) -> C.BlockType:
         a = self.args[cb.index]
-        return C.BlockType((32 * a["block"][0], 32 * a["block"][1]), a["dtype"])
+        return C.BlockType(C.block_dims(a), a["dtype"])
 
     def reserve(self, cb: CBRef, node: ast.AST) -> Blk:
         v = self.emit(C.CBReserveOp(cb.index, self.cb_type(cb))).results[0]
@@ -264,8 +264,7 @@ class CallsMixin:
         for scope in reversed(self.scopes):
             for slot in scope.slots:
                 if slot.cb == cb.index and slot.role == "reserved" and not slot.filled:
-                    if slot.pending_dma is not None:
-                        self.dma_wait(slot.pending_dma)
+                    self.unwaited_read(slot, "pushed")
                     if not slot.filled:
                         slot.filled = True
                         self.emit(C.CBPushOp(cb.index))
@@ -296,14 +295,19 @@ class CallsMixin:
                 raise self.error("a DMA read lands in a freshly reserved CB block", node, note="dma(stream[i, j], cb.reserve())")
             self.check_cb_matches(src.stream, dst.slot, node)
             op = C.DMAReadOp(src.stream.arg, [self.index(i) for i in src.indices], dst.value)
-            h = DMAHandle(self.emit(op).results[0], dst.slot)
+            h = DMAHandle(self.emit(op).results[0], dst.slot, loc=self.loc(node))
             dst.slot.pending_dma = h
             return h
         if isinstance(src, Blk) and isinstance(dst, StreamView):
             if src.slot is not None:
                 self.check_cb_matches(dst.stream, src.slot, node)
+                if src.slot.role == "reserved":
+                    self.unwaited_read(src.slot, "written to DRAM")
             op = C.DMAWriteOp(dst.stream.arg, self.use(src, node), [self.index(i) for i in dst.indices])
-            return DMAHandle(self.emit(op).results[0], None)
+            h = DMAHandle(self.emit(op).results[0], None, loc=self.loc(node))
+            if src.slot is not None and src.slot.role == "popped":
+                src.slot.pending_writes.append(h)
+            return h
         raise self.error(
             f"dma() copies a stream block into a reserved CB block or a CB block into a stream block, "
             f"got {self.describe(src)} -> {self.describe(dst)}",
@@ -340,13 +344,12 @@ class CallsMixin:
             )
         if src.slot.role == "reserved" and not src.slot.filled and src.slot.pending_dma is None:
             raise self.error(f"the multicast source block of CB '{src.slot.cb_name}' is not filled yet", node)
-        if src.slot.pending_dma is not None:
-            self.dma_wait(src.slot.pending_dma)
+        self.unwaited_read(src.slot, "multicast")
         target = self.target(core, mcast, node)
         if not target:
             raise self.error("dma() between cores needs core=(y, x) (and mcast=(h, w) for a rectangle)", node)
         op = C.DMAMcastOp(src.slot.cb, self.use(src, node), target)
-        return DMAHandle(self.emit(op).results[0], None)
+        return DMAHandle(self.emit(op).results[0], None, loc=self.loc(node))
 
     def call_semaphore(self, sem: SemRef, name: str, node: ast.Call) -> None:
         if name in ("set", "inc"):

@@ -20,7 +20,8 @@ class Slot:
     loc: str
     filled: bool = False
     released_at: str | None = None
-    pending_dma: Any = None
+    pending_dma: Any = None  # the DMAHandle filling this reserved slot, until waited
+    pending_writes: list[Any] = field(default_factory=list)  # DMAHandles writing this popped slot to DRAM
 
 
 @dataclass
@@ -75,9 +76,12 @@ class StreamView:
 
 @dataclass
 class DMAHandle:
+    """A DMA issued in a thread: `slot` the reserved block it fills (a read), `loc` its line."""
+
     value: SSAValue
     slot: Slot | None
     waited: bool = False
+    loc: str = ""
 
 
 @dataclass
@@ -94,7 +98,11 @@ class Method:
 
 @dataclass
 class ApiFunc:
+    """A tilegrid function; `python`: the same-named function of a module (np.exp, math.exp), which
+    computes numbers known at compile time."""
+
     name: str
+    python: Any = None
 
 
 @dataclass

@@ -203,6 +203,14 @@ def arg_info(a: DictionaryAttr) -> dict:
     }
 
 
+def block_dims(info: dict) -> tuple[int, int]:
+    """Elements of one CB slot of an argument: its block factors in tiles, except that a row vector
+    argument [.., 1, N] has blocks of one row and a column vector [.., M, 1] of one column (each
+    padded to whole tiles in L1, like the [1,N] / [M,1] blocks kernels compute)."""
+    rows, cols = info["shape"][-2:]
+    return (1 if rows == 1 else 32 * info["block"][0]), (1 if cols == 1 else 32 * info["block"][1])
+
+
 def _block(ops):
     from xdsl.ir import Block
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from xdsl.dialects.builtin import ArrayAttr, Float32Type, FloatAttr, IntAttr, StringAttr, f32
-from xdsl.ir import Dialect, ParametrizedAttribute, Region, SSAValue, TypeAttribute
+from xdsl.ir import Dialect, Operation, ParametrizedAttribute, Region, SSAValue, TypeAttribute
 from xdsl.irdl import (
     AttrSizedOperandSegments,
     IRDLOperation,
@@ -279,6 +279,17 @@ class TransposeOp(_Subblocked):
 
     def verify_(self) -> None:
         self.verify_subblock(self.out)
+
+
+def op_tiles(op: Operation) -> int:
+    """The tile operations a tile op performs, as the simulator reports them to observers (and the
+    timing model costs them): a matmul's M*K*N tile products, a compute op's output tiles, a reduce's
+    or transpose's input tiles."""
+    if isinstance(op, MatmulOp):
+        (m, k), n = op.a.type.tiles, op.out.type.tiles[1]
+        return m * k * n
+    r, c = (op.outs[0] if isinstance(op, ComputeOp) else op.x).type.tiles
+    return r * c
 
 
 TILE = Dialect(

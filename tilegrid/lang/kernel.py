@@ -97,6 +97,7 @@ def pykernel_gen(
                                         note="per-call options are backend=, observer=, schedule=, seed=, grid=, "
                                         "device=, fp32_acc=, dst_double_buffer=")
                 cfg = replace(config, **options)
+            tensors = distinct_inputs(tensors, cfg.num_outs)
             call = KernelCall(cfg, tensors)
             token = _calls.set((*_calls.get(), call))
             try:
@@ -120,6 +121,20 @@ def pykernel_gen(
         return kernel
 
     return decorate
+
+
+def distinct_inputs(tensors: tuple[Any, ...], num_outs: int) -> tuple[Any, ...]:
+    """One array passed as several inputs (`matmul(a, a)`) becomes distinct views of the same
+    memory, so each argument has its own Stream and its own blocks. An output passed as an input
+    stays the same object: reading what the kernel writes is refused where a Stream uses it."""
+    seen: set[int] = set()
+    out = []
+    for i, t in enumerate(tensors):
+        if id(t) in seen and i < len(tensors) - num_outs and hasattr(t, "shape"):
+            t = t[...]  # a view (NumPy and torch alike): a new object over the same data
+        seen.add(id(t))
+        out.append(t)
+    return tuple(out)
 
 
 class Program:

@@ -284,7 +284,7 @@ def plan_l1(module: ModuleOp) -> L1Plan:
     cbs: list[tuple[str, int]] = []
     used = used_cbs(prog)
     for i, info in enumerate(prog.arg_infos()):
-        t = C.BlockType((32 * info["block"][0], 32 * info["block"][1]), info["dtype"])
+        t = C.BlockType(C.block_dims(info), info["dtype"])
         if i not in used:
             cbs.append((f"CB {info['name']} (unused: no L1)", 0))
             continue

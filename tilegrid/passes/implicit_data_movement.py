@@ -30,11 +30,21 @@ def cb_ops(thread: C.ThreadOp, cls: type) -> dict[int, list[Operation]]:
     return out
 
 
+def replicated(info: dict) -> tuple[bool, bool]:
+    """Whether every grid row (column) gets the whole of an input's rows (columns): a row vector
+    [.., 1, N] input is split over grid columns only and read by every grid row, a column vector
+    [.., M, 1] the other way round (the bias / gamma every core needs for its shard)."""
+    rows, cols = info["shape"][-2:]
+    return (rows == 1 and not info["output"]), (cols == 1 and not info["output"])
+
+
 def shard_blocks(prog: C.ProgramOp, info: dict) -> tuple[int, int]:
     """Blocks per core along rows and columns of the core's shard of an argument."""
     gr, gc = prog.grid_shape
+    rep_r, rep_c = replicated(info)
+    gr, gc = (1 if rep_r else gr), (1 if rep_c else gc)
     rows, cols = info["shape"][-2], info["shape"][-1]
-    br, bc = 32 * info["block"][0], 32 * info["block"][1]
+    br, bc = C.block_dims(info)
     nr, nc = rows // br, cols // bc
     if nr % gr or nc % gc:
         raise CompileError(
@@ -79,12 +89,13 @@ def implicit_thread(prog: C.ProgramOp, arg: int, info: dict, write: bool, where:
     lead = list(info["shape"][:-2])
     em = _Emitter()
     row, col = em.add(C.CoreIndexOp(0)).results[0], em.add(C.CoreIndexOp(1)).results[0]
-    t = C.BlockType((32 * info["block"][0], 32 * info["block"][1]), info["dtype"])
+    t = C.BlockType(C.block_dims(info), info["dtype"])
+    rep_r, rep_c = replicated(info)
 
     def body(e: _Emitter, ivs: list[SSAValue]) -> None:
         *lead_ivs, i, j = ivs
-        r = e.add(arith.AddiOp(e.add(arith.MuliOp(row, e.const(nr))).results[0], i)).results[0]
-        c = e.add(arith.AddiOp(e.add(arith.MuliOp(col, e.const(nc))).results[0], j)).results[0]
+        r = i if rep_r else e.add(arith.AddiOp(e.add(arith.MuliOp(row, e.const(nr))).results[0], i)).results[0]
+        c = j if rep_c else e.add(arith.AddiOp(e.add(arith.MuliOp(col, e.const(nc))).results[0], j)).results[0]
         if write:
             blk = e.add(C.CBWaitOp(arg, t)).results[0]
             h = e.add(C.DMAWriteOp(arg, blk, [*lead_ivs, r, c])).results[0]

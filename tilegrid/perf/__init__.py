@@ -8,10 +8,11 @@
 See docs/perf.md; parameters and their sources in tilegrid/perf/params.py.
 """
 
-from tilegrid.perf.model import Calendar, Options, PerfModel
+from tilegrid.perf.bounds import Bound, lower_bound
+from tilegrid.perf.model import Calendar, Options, Overrun, PerfModel
 from tilegrid.perf.params import PARAMS, DeviceParams, params_for
 from tilegrid.perf.report import Summary
 from tilegrid.perf.run import Session, placeholder, session
 
-__all__ = ["Calendar", "DeviceParams", "Options", "PARAMS", "PerfModel", "Session", "Summary", "params_for",
-           "placeholder", "session"]
+__all__ = ["Bound", "Calendar", "DeviceParams", "Options", "Overrun", "PARAMS", "PerfModel", "Session", "Summary",
+           "lower_bound", "params_for", "placeholder", "session"]

@@ -27,6 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from tilegrid.perf.activity import Activity
 from tilegrid.perf.costs import CostContext, op_cost, op_label
 from tilegrid.perf.params import TILE_BYTES, DeviceParams, Link
 
@@ -66,8 +67,28 @@ class Calendar:
 
 
 def reserve_all(uses: list[tuple[Calendar, float]], start: float, scale: float) -> float:
-    """`Calendar.reserve(start, n * scale)` on each (calendar, n); the latest end."""
-    return max(cal.reserve(start, n * scale) for cal, n in uses)
+    """`Calendar.reserve(start, n * scale)` on each (calendar, n); the latest end. The common case
+    (the bytes fit the start's window) is inlined: this is the timing model's hottest loop."""
+    i = int(start // WINDOW)
+    base, room = WINDOW * i, WINDOW * (i + 1) - start
+    end = 0.0
+    for cal, n in uses:
+        nbytes = n * scale
+        used = cal.used
+        u = used.get(i, 0.0)
+        rate = cal.rate
+        if cal.cap - u >= nbytes and room * rate >= nbytes:
+            cal.bytes += nbytes
+            u += nbytes
+            used[i] = u
+            e = start + nbytes / rate
+            e2 = base + u / rate
+            e = e if e > e2 else e2
+        else:
+            e = cal.reserve(start, nbytes)
+        if e > end:
+            end = e
+    return end
 
 
 @dataclass
@@ -96,6 +117,18 @@ class Options:
     trace: bool = True
     trace_events: int = 300_000  # cap on the trace size (events beyond it are dropped per track)
     trace_cores: int | None = None  # trace only the first N cores (row-major); None = all
+    stop_after: float | None = None  # cycles: a thread's clock passing it ends the run (Overrun), for searches
+    # per core, cycles its compute thread's ops and CB calls cost at least in all: with stop_after, the
+    # run also ends once clock + (floor - busy so far) passes it (the rest cannot cost less)
+    floors: dict[tuple[int, int], float] | None = None
+
+
+class Overrun(Exception):
+    """A run passed `Options.stop_after`: it cannot beat what a search already has."""
+
+    def __init__(self, cycles: float) -> None:
+        super().__init__(f"the run passed {cycles:,.0f} cycles")
+        self.cycles = cycles
 
 
 @dataclass
@@ -122,6 +155,7 @@ class PerfModel:
         self._paths: dict[tuple, tuple[list[tuple[Calendar, float]], float]] = {}
         self.handles: list[float] = []
         self.trace_ev: list[tuple] = []
+        self.activity = Activity()  # busy time per thread over the whole run (plots), when tracing
         self.per_track: dict[tuple, int] = defaultdict(int)
         self.flops = 0.0
         self.op_totals: dict[str, list[float]] = defaultdict(lambda: [0.0] * 5)  # label -> fpu, sfpu, unpack, pack, total
@@ -131,6 +165,8 @@ class PerfModel:
         gr, gc = self.grid
         n = self.options.trace_cores
         self.traced = {(r, c) for r in range(gr) for c in range(gc) if n is None or r * gc + c < n}
+        self.stop = self.options.stop_after if self.options.stop_after is not None else float("inf")
+        self.floors = self.options.floors or {}
         self.track_cap = max(100, self.options.trace_events // max(1, len(self.traced) * max(1, len(self.thread_kinds))))
 
     # ---- helpers ------------------------------------------------------------------------------
@@ -215,8 +251,12 @@ class PerfModel:
         tot[2] += c.unpack
         tot[3] += c.pack
         tot[4] += c.total
-        if self.options.trace and core in self.traced:
-            self.slice(t, op_label(op, tiles), start, t.clock, "compute")
+        if self.options.trace:
+            self.activity.add((core, thread), start, t.clock)
+            if core in self.traced:
+                self.slice(t, op_label(op, tiles), start, t.clock, "compute")
+        if t.clock + max(0.0, self.floors.get(core, 0.0) - t.busy) > self.stop:
+            raise Overrun(t.clock)
 
     def on_sync(self, core: tuple[int, int], thread: str, event: str, obj: int, where: Any) -> None:
         t = self.th(core, thread)
@@ -290,11 +330,11 @@ class PerfModel:
         if arg is not None and idx is not None and arg < len(self.infos):
             info = self.infos[arg]
             shape, (bh, bw) = info["shape"], info["block"]
-            tiles_per_row = shape[-1] // 32
+            tiles_per_row = -(-shape[-1] // 32)  # a column vector's rows are padded to whole tiles
             lead = 0
             for d, i in zip(shape[:-2], idx[:-2]):
                 lead = lead * d + i
-            rows_tiles = shape[-2] // 32
+            rows_tiles = -(-shape[-2] // 32)
             first = (lead * rows_tiles + idx[-2] * bh) * tiles_per_row + idx[-1] * bw
         if ntiles >= nch:
             return [(ch, ntiles / nch) for ch in range(nch)]
@@ -320,6 +360,8 @@ class PerfModel:
         self.transfers += 1
         t.dma_busy += done - start
         self.slice(t, f"{kind} {nbytes // 1024} KiB", start, done, "dma")
+        if self.options.trace:
+            self.activity.add((core, thread), start, done)
         self.handles.append(done)
         return len(self.handles) - 1
 
@@ -335,8 +377,8 @@ class PerfModel:
             tree: set[Link] = set()
             for rc in receivers:
                 tree.update(p.route(here, p.noc_xy(*rc), noc))
-            uses = [(self.port(core, noc, "out"), 1.0)] + [(self.port(rc, noc, "in"), 1.0) for rc in receivers]
-            uses += [(self.link(lk), 1.0) for lk in tree]
+            pairs = [(self.port(core, noc, "out"), 1.0)] + [(self.port(rc, noc, "in"), 1.0) for rc in receivers]
+            uses = pairs + [(self.link(lk), 1.0) for lk in tree]
             lat = max(self.latency(here, p.noc_xy(*rc), noc) for rc in receivers)
             hit = self._paths[key] = (uses, lat)
         uses, lat = hit
@@ -346,6 +388,8 @@ class PerfModel:
         self.transfers += 1
         t.dma_busy += done - start
         self.slice(t, f"mcast {nbytes // 1024} KiB -> {len(receivers)} cores", start, done, "dma")
+        if self.options.trace:
+            self.activity.add((core, thread), start, done)
         self.handles.append(done)
         return len(self.handles) - 1
 
@@ -357,6 +401,8 @@ class PerfModel:
         if ready > t.clock:
             t.stall += ready - t.clock
             t.clock = ready
+            if ready > self.stop:
+                raise Overrun(ready)
 
     # ---- results --------------------------------------------------------------------------------
 

@@ -7,7 +7,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-UNITS = ("fpu", "sfpu", "unpack", "pack", "dm0", "dm1")
+from tilegrid.perf import plots
+
+UNITS = plots.UNITS
 
 
 @dataclass
@@ -36,6 +38,8 @@ class Summary:
     op_totals: dict[str, list[float]] = field(default_factory=dict)  # label -> fpu, sfpu, unpack, pack, total
     trace_events: list[tuple] = field(default_factory=list, repr=False)
     thread_kinds: dict[str, str] = field(default_factory=dict)
+    activity: Any = field(default=None, repr=False)  # tilegrid/perf/activity.py, the whole run (None: not traced)
+    ends: dict[tuple, float] = field(default_factory=dict, repr=False)  # (core, thread) -> its last cycle
 
     # ---- derived --------------------------------------------------------------------------------
 
@@ -101,6 +105,7 @@ class Summary:
             dram_peak_gbps=p.dram_gbps, mcast_bytes=m.bytes["mcast"], transfers=m.transfers, busy=busy,
             compute_wait=wait, port_util_max=port_util, port_util_name=port_name, bound="", evidence=[],
             op_totals=dict(m.op_totals), trace_events=m.trace_ev, thread_kinds=dict(m.thread_kinds),
+            activity=m.activity if m.options.trace else None, ends={(t.core, t.name): t.clock for t in threads},
         )
         s.bound, s.evidence = s._bound()
         return s
@@ -198,67 +203,9 @@ class Summary:
         return path
 
     def write_plots(self, directory: str, prefix: str = "") -> list[str]:
-        """PNG plots (needs matplotlib): per-core utilisation heat maps and a timeline excerpt.
-        Returns the files written ([] when matplotlib is not installed)."""
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            return []
-        import numpy as np
-
-        os.makedirs(directory, exist_ok=True)
-        gr, gc = self.grid
-        files = []
-        fig, axes = plt.subplots(1, len(UNITS), figsize=(3.2 * len(UNITS), 3.2))
-        for ax, unit in zip(axes, UNITS):
-            a = np.zeros((gr, gc))
-            for (r, c), b in self.busy.items():
-                if r < gr and c < gc:
-                    a[r, c] = b[unit]
-            im = ax.imshow(a, vmin=0, vmax=1, cmap="viridis")
-            ax.set_title(f"{unit} busy (mean {a.mean():.0%})", fontsize=9)
-            ax.set_xlabel("col")
-            ax.set_ylabel("row")
-        fig.colorbar(im, ax=list(axes), shrink=0.8)
-        fig.suptitle(f"{self.kernel} on {self.device} {gr}x{gc}, {self.fidelity}: {self.seconds * 1e3:.3f} ms, "
-                     f"bound: {self.bound}", fontsize=10)
-        path = os.path.join(directory, f"{prefix}utilisation.png")
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        files.append(path)
-        # timeline excerpt: the first cores' threads over the first part of the run
-        cores = sorted({e[0] for e in self.trace_events})[:4]
-        if cores:
-            threads = sorted({e[1] for e in self.trace_events}, key=lambda n: (self.thread_kinds.get(n, ""), n))
-            rows = [(c, t) for c in cores for t in threads]
-            end = min(self.cycles, max(e[3] + e[4] for e in self.trace_events))
-            horizon = min(end, max(e[3] for e in self.trace_events if e[0] == cores[0]) * 0.25 + 1)
-            horizon = max(horizon, end * 0.05)
-            colors = {"compute": "tab:blue", "dma": "tab:green", "wait": "tab:red"}
-            fig, ax = plt.subplots(figsize=(12, 0.35 * len(rows) + 1.2))
-            for y, (core, thread) in enumerate(rows):
-                segs = [(e[3], e[4]) for e in self.trace_events if e[0] == core and e[1] == thread and e[3] < horizon]
-                for cat in colors:
-                    s = [(e[3], e[4]) for e in self.trace_events
-                         if e[0] == core and e[1] == thread and e[5] == cat and e[3] < horizon]
-                    if s:
-                        ax.broken_barh(s, (y - 0.4, 0.8), facecolors=colors[cat])
-                del segs
-            ax.set_yticks(range(len(rows)))
-            ax.set_yticklabels([f"{c} {t}" for c, t in rows], fontsize=7)
-            ax.set_xlim(0, horizon)
-            ax.set_xlabel("cycles")
-            ax.set_title("timeline excerpt (blue: compute, green: DMA in flight, red: waiting on a CB/semaphore)",
-                         fontsize=9)
-            fig.tight_layout()
-            path = os.path.join(directory, f"{prefix}timeline.png")
-            fig.savefig(path, dpi=90)
-            plt.close(fig)
-            files.append(path)
-        return files
+        """PNG plots (needs matplotlib): per-core utilisation heat maps and the whole run's timeline
+        (tilegrid/perf/plots.py). Returns the files written ([] when matplotlib is not installed)."""
+        return plots.write(self, directory, prefix)
 
 
 def _mean(vals) -> float:

@@ -50,7 +50,8 @@ class Session:
 @contextlib.contextmanager
 def session(fidelity: str = "HiFi4", *, data_format: str | None = None, exp: str = "accurate",
             timing_only: bool = False, params: DeviceParams | None = None, trace: bool = True,
-            trace_cores: int | None = None, forward: Any = None) -> Iterator[Session]:
+            trace_cores: int | None = None, forward: Any = None, stop_after: float | None = None,
+            floors: dict[tuple[int, int], float] | None = None) -> Iterator[Session]:
     """Run every kernel launched inside the block under the timing model.
 
     fidelity: LoFi / HiFi2 / HiFi3 / HiFi4 (time, and matmul numerics unless HiFi4 with bf16 data).
@@ -58,9 +59,13 @@ def session(fidelity: str = "HiFi4", *, data_format: str | None = None, exp: str
         and in their CBs.
     exp: "accurate" or "approx" SFPU exponential. timing_only: skip arithmetic and data copies.
     params: a DeviceParams to use instead of the one matching each kernel's Device.
+    stop_after: cycles; a run whose predicted time passes them stops with `perf.Overrun` (a search
+        that cannot use a slower candidate's exact time); `floors` (per core, the least cycles its
+        compute thread's work costs) make it stop as soon as that is certain.
     Sessions nest: the innermost one models the kernels launched inside it.
     """
-    s = Session(Options(fidelity=fidelity, exp=exp, data_format=data_format, trace=trace, trace_cores=trace_cores),
+    s = Session(Options(fidelity=fidelity, exp=exp, data_format=data_format, trace=trace, trace_cores=trace_cores,
+                        stop_after=stop_after, floors=floors),
                 timing_only=timing_only, params=params, forward=forward)
     with context.use(target="perf", perf=s):
         yield s

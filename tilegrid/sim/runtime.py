@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tilegrid.errors import TilegridError
+from tilegrid.ir.core import block_dims
 from tilegrid.numerics import NP_DTYPES
 
 
@@ -45,10 +46,13 @@ class Observer(Protocol):
 
 @dataclass
 class Wait:
-    """What a blocked thread waits for (shown in deadlock reports)."""
+    """What a blocked thread waits in (deadlock reports): `kind` "cb_reserve" / "cb_wait" on CB
+    `obj`, or "sem_wait" on semaphore `obj` until it equals `value`; `loc` the user's line."""
 
-    what: str
+    kind: str
+    obj: int
     loc: str
+    value: int | None = None
 
 
 class CB:
@@ -80,6 +84,17 @@ def l1_view(l1: np.ndarray, offset: int, shape: tuple[int, int], dtype: str) -> 
 
 
 @dataclass
+class InFlight:
+    """A DMA issued and not yet waited: what the thread's `dma_wait` completes. `observed`: the
+    observer's handle of the transfer (the timing model's completion time)."""
+
+    loc: int
+    thread: str
+    observed: Any = None
+    done: bool = False
+
+
+@dataclass
 class Core:
     r: int
     c: int
@@ -87,6 +102,8 @@ class Core:
     sems: list[int] = field(default_factory=list)
     thread: str = ""
     l1: np.ndarray | None = None  # the core's L1, bytes
+    landing: dict[int, InFlight] = field(default_factory=dict)  # id(slot) -> the DMA filling it
+    reading: dict[int, InFlight] = field(default_factory=dict)  # id(slot) -> a DMA writing it to DRAM
 
     def buffer(self, offset: int, shape: tuple[int, int], dtype: str) -> np.ndarray:
         """An intermediate buffer where allocate-l1 placed it (it may hold a value being updated in
@@ -108,6 +125,7 @@ class Runtime:
     preempt: bool = False
     writers: dict[tuple, tuple[int, int]] = field(default_factory=dict)
     copy_data: bool = True  # False in the performance model's timing-only mode
+    roles: dict[str, Any] = field(default_factory=dict)  # thread name -> its ThreadSource (CBs, semaphores)
 
     def error(self, msg: str, loc: int, note: str | None = None) -> TilegridError:
         return TilegridError(msg, self.locs[loc] if loc >= 0 else None, kernel=self.kernel, note=note)
@@ -117,7 +135,7 @@ class Runtime:
     def cb_reserve(self, core: Core, i: int, loc: int) -> Iterator[Wait]:
         cb = core.cbs[i]
         while cb.reserved - cb.popped >= cb.depth:
-            yield Wait(f"cb_reserve on CB '{cb.name}' (full: {cb.state()})", self.locs[loc])
+            yield Wait("cb_reserve", i, self.locs[loc])
         slot = cb.slots[cb.reserved % cb.depth]
         slot.fill(np.nan)
         if self.observer:
@@ -131,6 +149,7 @@ class Runtime:
         if cb.pushed >= cb.reserved:
             raise self.error(f"push on CB '{cb.name}' without a reserved block", loc)
         slot = cb.slots[cb.pushed % cb.depth]
+        self.check_landed(core, slot, cb, "pushes", loc)
         if np.isnan(slot.flat[0]) and np.isnan(slot).all():
             raise self.error(
                 f"core ({core.r}, {core.c}) thread '{core.thread}' pushes a block of CB '{cb.name}' that nothing "
@@ -147,7 +166,7 @@ class Runtime:
     def cb_wait(self, core: Core, i: int, loc: int) -> Iterator[Wait]:
         cb = core.cbs[i]
         while cb.waited >= cb.pushed:
-            yield Wait(f"cb_wait on CB '{cb.name}' (empty: {cb.state()})", self.locs[loc])
+            yield Wait("cb_wait", i, self.locs[loc])
         slot = cb.slots[cb.waited % cb.depth]
         if self.observer:
             self.observer.on_sync((core.r, core.c), core.thread, "wait", i, cb.waited % cb.depth)
@@ -159,6 +178,12 @@ class Runtime:
         cb = core.cbs[i]
         if cb.popped >= cb.waited:
             raise self.error(f"more pops than waits on CB '{cb.name}'", loc)
+        h = core.reading.pop(id(cb.slots[cb.popped % cb.depth]), None)
+        if h is not None and not h.done:
+            raise self.error(
+                f"race: core ({core.r}, {core.c}) thread '{core.thread}' releases a block of CB '{cb.name}' while "
+                "the DMA writing it to DRAM (this line) has not been waited; its slot may be refilled first",
+                h.loc, note="wait for the write before the block's release: dma(blk, stream[...]).wait()")
         if self.observer:
             self.observer.on_sync((core.r, core.c), core.thread, "pop", i, cb.popped % cb.depth)
         cb.popped += 1
@@ -166,10 +191,31 @@ class Runtime:
 
     # ---- DMA ------------------------------------------------------------------------------
 
+    def check_landed(self, core: Core, slot: np.ndarray, cb: CB, doing: str, loc: int) -> None:
+        """A block must not be pushed, multicast or written while a DMA into it is in flight: on
+        hardware that reads data that has not landed (the simulator copies at issue, so it can prove
+        the race but not show it)."""
+        h = core.landing.get(id(slot))
+        if h is None:
+            return
+        if not h.done:
+            raise self.error(
+                f"race: core ({core.r}, {core.c}) thread '{core.thread}' {doing} a block of CB '{cb.name}' (at "
+                f"{self.locs[loc]}) before the DMA filling it (this line, thread '{h.thread}') was waited",
+                h.loc, note="wait for the transfer first: dma(...).wait(), or h = dma(...) then h.wait() before the "
+                "block is pushed, multicast or written")
+        del core.landing[id(slot)]
+
+    def cb_of_slot(self, core: Core, slot: np.ndarray) -> CB | None:
+        for cb in core.cbs:
+            if any(s is slot for s in cb.slots):
+                return cb
+        return None
+
     def _window(self, core: Core, arg: int, idx: tuple[int, ...], loc: int) -> tuple:
         info = self.infos[arg]
-        shape, (bh, bw) = info["shape"], info["block"]
-        br, bc = 32 * bh, 32 * bw
+        shape = info["shape"]
+        br, bc = block_dims(info)
         limits = list(shape[:-2]) + [shape[-2] // br, shape[-1] // bc]
         for k, (i, n) in enumerate(zip(idx, limits)):
             if not 0 <= i < n:
@@ -183,11 +229,13 @@ class Runtime:
         *lead, i, j = idx
         return (*lead, slice(i * br, (i + 1) * br), slice(j * bc, (j + 1) * bc))
 
-    def dma_read(self, core: Core, arg: int, idx: tuple[int, ...], slot: np.ndarray, loc: int) -> Any:
+    def dma_read(self, core: Core, arg: int, idx: tuple[int, ...], slot: np.ndarray, loc: int) -> InFlight:
         win = self._window(core, arg, idx, loc)
         if self.copy_data:
             slot[...] = self.tensors[arg][win]
-        return self.transferred(core, "dram_read", arg, slot, loc, idx=idx)
+        h = core.landing[id(slot)] = InFlight(loc, core.thread, self.transferred(core, "dram_read", arg, slot, loc,
+                                                                                  idx=idx))
+        return h
 
     def dma_write(self, core: Core, arg: int, src: np.ndarray, idx: tuple[int, ...], loc: int) -> Any:
         info = self.infos[arg]
@@ -199,10 +247,19 @@ class Runtime:
                 loc,
                 note="each output block should have one writer; index the output stream with core_index()",
             )
+        self.check_source(core, src, "writes to DRAM", loc)
         win = self._window(core, arg, idx, loc)
         if self.copy_data:
             self.tensors[arg][win] = src
-        return self.transferred(core, "dram_write", arg, src, loc, idx=idx)
+        h = core.reading[id(src)] = InFlight(loc, core.thread, self.transferred(core, "dram_write", arg, src, loc,
+                                                                                 idx=idx))
+        return h
+
+    def check_source(self, core: Core, src: np.ndarray, doing: str, loc: int) -> None:
+        if id(src) in core.landing:
+            cb = self.cb_of_slot(core, src)
+            if cb is not None:
+                self.check_landed(core, src, cb, doing, loc)
 
     def transferred(self, core: Core, kind: str, arg: int, block: np.ndarray, loc: int,
                     idx: tuple[int, ...] | None = None, receivers: list[Core] | None = None) -> Any:
@@ -214,9 +271,10 @@ class Runtime:
                                          self.locs[loc], arg=arg, idx=idx,
                                          receivers=None if receivers is None else [(r.r, r.c) for r in receivers])
 
-    def dma_wait(self, core: Core, handle: Any) -> None:
-        if handle is not None:
-            self.observer.on_dma_wait((core.r, core.c), core.thread, handle)
+    def dma_wait(self, core: Core, handle: InFlight) -> None:
+        handle.done = True
+        if handle.observed is not None:
+            self.observer.on_dma_wait((core.r, core.c), core.thread, handle.observed)
 
     def targets(self, core: Core, target: tuple[int, ...], loc: int) -> list[Core]:
         """The cores of a target: () this core, (y, x) one core, (y, x, h, w) a rectangle."""
@@ -231,7 +289,8 @@ class Runtime:
             raise self.error(f"target cores ({y}, {x}) + ({h}, {w}) fall outside the {gr}x{gc} grid", loc)
         return cores  # type: ignore[return-value]
 
-    def dma_mcast(self, core: Core, i: int, src: np.ndarray, target: tuple[int, ...], loc: int) -> Any:
+    def dma_mcast(self, core: Core, i: int, src: np.ndarray, target: tuple[int, ...], loc: int) -> InFlight:
+        self.check_source(core, src, "multicasts", loc)
         receivers = self.targets(core, target, loc)
         for rc in receivers:
             cb = rc.cbs[i]
@@ -243,12 +302,14 @@ class Runtime:
                     note="the receiver must reserve its slot and signal the sender (e.g. sem.inc(core=sender)) "
                     "before the sender multicasts; the sender waits for that signal",
                 )
-            if self.copy_data:
-                dst = cb.slots[cb.pushed % cb.depth]
-                if dst is not src:
-                    dst[...] = src
+            dst = cb.slots[cb.pushed % cb.depth]
+            if self.copy_data and dst is not src:
+                dst[...] = src
+        h = InFlight(loc, core.thread, self.transferred(core, "mcast", i, src, loc, receivers=receivers))
+        for rc in receivers:  # each receiver's slot is in flight until the sender waits
+            rc.landing[id(rc.cbs[i].slots[rc.cbs[i].pushed % rc.cbs[i].depth])] = h
         self.epoch += 1
-        return self.transferred(core, "mcast", i, src, loc, receivers=receivers)
+        return h
 
     def sem_set(self, core: Core, k: int, value: int, target: tuple[int, ...], loc: int) -> None:
         for c in self.targets(core, target, loc):
@@ -266,7 +327,7 @@ class Runtime:
 
     def sem_wait(self, core: Core, k: int, value: int, reset: int | None, loc: int) -> Iterator[Wait]:
         while core.sems[k] != value:
-            yield Wait(f"semaphore {k} to equal {value} (it is {core.sems[k]})", self.locs[loc])
+            yield Wait("sem_wait", k, self.locs[loc], value)
         if self.observer:
             self.observer.on_sync((core.r, core.c), core.thread, "sem_wait", k, None)
         if reset is not None:
@@ -309,4 +370,7 @@ class Runtime:
 
 
 def _nbytes(a: np.ndarray, info: dict) -> int:
-    return a.size * (2 if info["dtype"] == "bf16" else 4)
+    """Bytes a transfer of block `a` moves: whole tiles (a row or column vector's block is padded to
+    tiles in L1 and DRAM, as hardware moves them)."""
+    rows, cols = a.shape[-2:]
+    return (-(-rows // 32) * 32) * (-(-cols // 32) * 32) * (2 if info["dtype"] == "bf16" else 4)

@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
-from tilegrid.errors import DeadlockError
+from tilegrid.sim.deadlock import deadlock
 from tilegrid.sim.runtime import Core, Runtime, Wait
 
 
@@ -51,22 +51,3 @@ def run(rt: Runtime, cores: list[Core], threads: list[tuple[str, Callable]], sch
                 finished = True
         if not finished and rt.epoch == before and tasks:
             raise deadlock(rt, tasks)
-
-
-def deadlock(rt: Runtime, tasks: list[Task]) -> DeadlockError:
-    lines = [f"core ({t.core.r}, {t.core.c}) thread '{t.name}': {t.waiting.what} at {t.waiting.loc}" for t in tasks[:12]]
-    more = f"\n  ... and {len(tasks) - 12} more" if len(tasks) > 12 else ""
-    first = tasks[0].waiting
-    note = ("every pop needs a matching push and every reserve a free slot; check that producer and consumer "
-            "threads move the same number of blocks through each CB")
-    implicit = sorted({t.name for t in tasks if t.name.startswith("implicit_")})
-    if implicit:
-        note = (f"{', '.join(implicit)} move(s) every block of the core's own shard of that tensor (its last two "
-                "dimensions split over the grid, in block_factors blocks); the compute thread must pop / reserve "
-                "exactly that many blocks, or move the data with a @datamovement() thread")
-    return DeadlockError(
-        "deadlock: no thread on any core can make progress\n  " + "\n  ".join(lines) + more,
-        first.loc if first else None,
-        kernel=rt.kernel,
-        note=note,
-    )

@@ -109,14 +109,21 @@ def describe_args(config: KernelConfig, tensors: Sequence[Any], kernel_tensors: 
                 config.loc,
             )
         rows, cols = a.shape[-2:]
-        if rows % 32 or cols % 32:
+        if (rows % 32 and rows != 1) or (cols % 32 and cols != 1) or rows == cols == 1:
             raise CompileError(
                 f"argument '{name}' has shape {tuple(a.shape)}; its last two dimensions must "
-                "be multiples of 32 (whole 32x32 tiles)",
+                "be multiples of 32 (whole 32x32 tiles), or one of them 1 (a row [1, N] or column [M, 1] vector)",
                 config.loc,
                 note="pad the tensor to a multiple of 32",
             )
-        br, bc = 32 * bf[0], 32 * bf[1]
+        if (rows == 1 and bf[0] != 1) or (cols == 1 and bf[1] != 1):
+            raise CompileError(
+                f"block_factors {tuple(bf[:2])} for '{name}' of shape {tuple(a.shape)}: a vector's blocks are one "
+                "row (or column) tall, so its block factor there must be 1",
+                config.loc,
+                note=f"use {(1, bf[1]) if rows == 1 else (bf[0], 1)}: a [1, N] argument's block is [1, 32 x cols tiles]",
+            )
+        br, bc = (1 if rows == 1 else 32 * bf[0]), (1 if cols == 1 else 32 * bf[1])
         if rows % br or cols % bc:
             raise CompileError(
                 f"block_factors {tuple(bf[:2])} ({br}x{bc} elements) do not divide "

@@ -87,7 +87,8 @@ def run(program: SimProgram, tensors: Sequence[Any], config: KernelConfig, *, ob
     simulate(program.threads, args, arrays, kernel=config.name, grid=config.grid,
              dst_capacity=prog.dst_capacity.data, semaphores=prog.semaphore_inits, locs=program.locs,
              events=program.events, l1_bytes=prog.l1_budget.data, l1_used=program.l1_used, cb_offsets=offsets,
-             observer=observer, schedule=config.schedule, seed=config.seed, copy_data=arithmetic)
+             observer=observer, schedule=config.schedule, seed=config.seed, copy_data=arithmetic,
+             roles={src.name: src for src in program.sources})
     if arithmetic and formats:  # what the packer wrote to the output CBs, in their format
         arrays = [round_to(np.asarray(a, np.float32), f).astype(a.dtype) if info["output"] else a
                   for a, info, f in zip(arrays, args, formats)]

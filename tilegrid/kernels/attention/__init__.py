@@ -1,7 +1,8 @@
 """FlashAttention forward: `flash_attention(q, k, v, ...)`, written in the tilegrid language.
 
     kernel.py   the kernel's threads (the online softmax of FlashAttention-2, the reader, the writer)
-    plan.py     the plan: chunk sizes, work split, CB depths and masks that fit L1 (or autotuned)
+    plan.py     the plan: chunk sizes, work split, CB depths and masks that fit L1
+    tune.py     the autotuner: the chunks the performance model predicts fastest (bounds, then simulation)
     problem.py  the problem and the config, and the chunk-skipping rule both of those use
     backward.py, backward_kernel.py   the backward: `flash_attention_backward(...)` and its kernels
 
@@ -24,16 +25,10 @@ from tilegrid.device import WORMHOLE, Device
 from tilegrid.errors import TilegridError
 from tilegrid.kernels.attention.backward import flash_attention_backward
 from tilegrid.kernels.attention.kernel import build_kernel
-from tilegrid.kernels.attention.plan import (
-    CHUNKS,
-    Plan,
-    autotune_attention,
-    choose_plan,
-    gpu_chunks,
-    make_problem,
-)
+from tilegrid.kernels.attention.plan import CHUNKS, Plan, choose_plan, gpu_chunks, make_problem
 from tilegrid.kernels.attention.problem import AttentionConfig, Problem
 from tilegrid.kernels.attention.reference import reference, reference_backward
+from tilegrid.kernels.attention.tune import autotune_attention, tuned_config
 
 __all__ = ["CHUNKS", "AttentionConfig", "Plan", "Problem", "arguments", "autotune_attention", "build_kernel",
            "choose_plan", "flash_attention", "flash_attention_backward", "make_problem", "reference",
@@ -103,6 +98,8 @@ def flash_attention(
     dtype = "bf16" if qn.dtype == np.dtype(bfloat16) else "f32"
     if backend == "gpu" and not (cfg.q_chunk or cfg.kv_chunk):
         cfg = replace(cfg, **gpu_chunks(problem, cfg, dtype))
+    if cfg.autotune and not (cfg.q_chunk and cfg.kv_chunk):
+        cfg = tuned_config(problem, cfg, device, dtype)
     plan = choose_plan(problem, cfg, device, dtype, backend)
     if plan_out is not None:
         plan_out.append(plan)

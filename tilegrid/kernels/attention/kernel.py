@@ -25,7 +25,7 @@ from math import inf
 from typing import Any
 
 from tilegrid.device import Device
-from tilegrid.kernels.attention.problem import BIG, kv_chunk_range
+from tilegrid.kernels.attention.problem import BIG, WorkSplit, kv_chunk_range, work_unit
 from tilegrid.lang import (
     Program,
     Semaphore,
@@ -52,18 +52,14 @@ def build_kernel(plan: Any, device: Device, schedule: str = "deterministic", see
     ncores = gr * gc
     cq, ck, dt = cfg.q_chunk, cfg.kv_chunk, p.head_dim_pad // 32
     QR, KR = 32 * cq, 32 * ck  # rows per chunk
-    nq = p.seq_q_pad // QR
     G = plan.group  # Q heads stacked in one Q block (GQA packing)
-    B, H, group = p.batch, p.heads // G, p.heads // p.kv_heads // G
-    BH = B * H
+    H, group = p.heads // G, p.heads // p.kv_heads // G
     QG = G * QR  # rows of a Q block: the Q chunk of each of the G heads
     scale, acc_dt, off = p.scale, cfg.acc_dtype, p.offset
     score_dt = plan.score_dtype
-    causal_pairs = cfg.balance and p.causal and not cfg.mcast
-    per_bh = (nq + 1) // 2 if causal_pairs else nq
-    halves = 2 if causal_pairs else 1
-    units = BH * per_bh
-    rounds = -(-units // ncores)
+    split = WorkSplit.of(p, cfg, G)  # work items dealt to cores: rounds x halves, each a work_unit
+    nq, BH, per_bh, halves, units = split.nq, split.bh_count, split.per_bh, split.halves, split.units
+    rounds, col_rounds = split.rounds, split.col_rounds
     # which boundaries exist at all (compile-time), evaluated per chunk at run time
     has_left, has_right = p.left is not None, p.right is not None
     left, right = p.left or 0, p.right or 0
@@ -79,23 +75,11 @@ def build_kernel(plan: Any, device: Device, schedule: str = "deterministic", see
     one_diagonal, two_diagonals = bool(plan.diagonals), len(plan.diagonals) == 2
     d0, d1 = (plan.diagonals + (0, 0))[:2]
     item_depth, kv_depth = plan.item_slots, plan.kv_slots
-    row_rounds, col_rounds = -(-BH // gr), -(-nq // gc)
-    if mcast:
-        rounds = row_rounds * col_rounds
 
     def work_item(t, half):
         """(valid, b * H + h, q chunk) of this core's round t (and half of a causal pair)."""
-        if mcast:  # grid row r works on heads r, r + gr, ...; columns split the Q chunks
-            bh = core_index(0) + (t // col_rounds) * gr
-            qc = core_index(1) + (t % col_rounds) * gc  # may pass nq: computed, never written
-            valid = bh < BH
-        else:  # items dealt round-robin; a causal pair is Q chunks j and nq - 1 - j
-            u = t * ncores + core_index(0) * gc + core_index(1)
-            bh = u // per_bh
-            j = u % per_bh
-            qc = j if half == 0 else nq - 1 - j
-            valid = u < units and (half == 0 or qc != j)
-        return valid, bh, qc
+        return work_unit(t, half, core_index(0), core_index(1), mcast, gr, gc, ncores, per_bh, nq, units, BH,
+                         col_rounds)
 
     def kv_chunks(q0):
         return kv_chunk_range(q0, QR, KR, kv_all, off, has_left, left, has_right, right, skip)

@@ -1,10 +1,11 @@
 """FlashAttention planning: from a problem to a plan the kernel is built from.
 
 Chunk sizes (the largest that fit L1, checked by compiling the kernel, and still give every core
-work; or the performance model's fastest with `autotune`), the work split, the CB depths and
+work; the performance model's fastest with `autotune`: tune.py), the work split, the CB depths and
 whether the causal masks are kept in L1 — and, when a layout does not fit, the next one: per-item
-CBs single-buffered, then K/V single-buffered, then the masks built per chunk, then GQA unpacked,
-then smaller chunks. No layout fitting is a clear error naming the smallest one tried.
+CBs single-buffered, then K/V single-buffered, then the masks built per chunk; then fewer GQA heads
+per block, then smaller chunks (`_choose_plan`). No layout fitting is a clear error naming the
+smallest one tried.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 import numpy as np
 from ml_dtypes import bfloat16
 
-from tilegrid import context, perf
 from tilegrid.device import Device
 from tilegrid.errors import CompileError, TilegridError
 from tilegrid.kernels.attention.kernel import build_kernel
@@ -43,12 +43,7 @@ class Plan:
     item_slots: int = 2  # slots of the CBs that change once per work item (Q, out, lse)
     kv_slots: int = 2  # slots of the K, V (and mask) CBs
     dtype: str = "bf16"  # the inputs' format
-
-    @property
-    def group(self) -> int:
-        """Q heads stacked per work item: a K/V group when packing grouped-query attention."""
-        p = self.problem
-        return p.heads // p.kv_heads if self.config.gqa_pack else 1
+    group: int = 1  # Q heads of one K/V group stacked per work item (GQA packing; 1 = unpacked)
 
     @property
     def score_dtype(self) -> str:
@@ -126,28 +121,20 @@ _plans: dict[tuple, Plan] = {}
 
 def choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, backend: str = "sim") -> Plan:
     """The largest chunks whose kernel fits L1 (checked by compiling) and still give every core
-    work; or, with `autotune`, the chunks the performance model predicts fastest. Remembered per
-    problem. On the GPU backend Tensix L1 does not bind the plan, and the causal mask stays in the
+    work (`autotune` is resolved before planning: tune.py `tuned_config`). Remembered per problem.
+    On the GPU backend Tensix L1 does not bind the plan, and the causal mask stays in the
     K/V loop (registers, not L1, would hold a precomputed block)."""
-    key = (p, cfg, device, dtype, backend, tuning_options() if cfg.autotune else None)
+    key = (p, cfg, device, dtype, backend)
     if key not in _plans:
         _plans[key] = _choose_plan(p, cfg, device, dtype, tensix=backend != "gpu")
     return _plans[key]
-
-
-def tuning_options() -> tuple[str, str, str | None]:
-    """What `autotune=True` tunes for: the running performance session's fidelity, exp mode and
-    data format, or (outside one) HiFi4 with the accurate exp, the simulator's own numerics."""
-    s = context.current().perf
-    o = s.options if s is not None else None
-    return (o.fidelity, o.exp, o.data_format) if o else ("HiFi4", "accurate", None)
 
 
 def gpu_chunks(p: Problem, cfg: AttentionConfig, dtype: str) -> dict[str, int]:
     """Chunks for the GPU backend, where one program's blocks live in registers and shared memory:
     bf16 128-row Q blocks (GQA-packed heads included) and 64 / 128-row K/V blocks, what the H100
     benchmark picks; f32 blocks take twice the bytes, so half the rows (32 for head_dim > 128)."""
-    g = p.heads // p.kv_heads if cfg.gqa_pack else 1
+    g = p.heads // p.kv_heads if cfg.gqa_pack is not False else 1
     d = p.head_dim_pad
     if dtype == "bf16":
         q_rows, kv_tiles = 128, 2 if d <= 64 else 4
@@ -156,16 +143,20 @@ def gpu_chunks(p: Problem, cfg: AttentionConfig, dtype: str) -> dict[str, int]:
     return {"q_chunk": max(1, q_rows // 32 // g), "kv_chunk": kv_tiles}
 
 
+def head_groups(p: Problem, cfg: AttentionConfig) -> list[int]:
+    """Q heads per work item to consider, most first: unless `gqa_pack` is False, every divisor of
+    the K/V group (all of it, then fewer heads per block, down to one); else one."""
+    full = p.heads // p.kv_heads
+    return [g for g in range(full, 0, -1) if full % g == 0] if cfg.gqa_pack is not False else [1]
+
+
 def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, tensix: bool = True) -> Plan:
-    if cfg.autotune and not (cfg.q_chunk and cfg.kv_chunk):
-        q_shape = (p.batch, p.heads, p.seq_q, p.head_dim)
-        kv_shape = (p.batch, p.kv_heads, p.seq_kv, p.head_dim)
-        fidelity, exp, data_format = tuning_options()
-        tuned, _ = autotune_attention(q_shape, kv_shape, causal=p.causal, window=p.window,
-                                      config=replace(cfg, autotune=False), device=device,
-                                      dtype=bfloat16 if dtype == "bf16" else np.float32, log=None, fidelity=fidelity,
-                                      exp=exp, data_format=data_format)
-        cfg = replace(cfg, q_chunk=tuned.q_chunk, kv_chunk=tuned.kv_chunk, grid=tuned.grid, autotune=False)
+    """Every (heads per block, q chunk, kv chunk) is weighed without compiling (work items are
+    arithmetic) and tried best first: the most cores given work, then the chunk preference
+    (CHUNKS), then the most heads per block (K/V read once per block). The first whose kernel fits
+    L1 in some layout (`fit_l1`, by compiling) is the plan; a candidate at least as large as one
+    that did not fit in any layout is skipped without compiling. Only when nothing fits (chunks
+    fixed by the config too large, say) is the answer no, naming the smallest layout tried."""
     grid = cfg.grid or device.grid
     if grid[0] > device.grid[0] or grid[1] > device.grid[1]:
         raise TilegridError(f"flash_attention: grid {grid} is larger than the {device.name} grid {device.grid}")
@@ -174,37 +165,51 @@ def _choose_plan(p: Problem, cfg: AttentionConfig, device: Device, dtype: str, t
     ncores = grid[0] * grid[1]
     sq_tiles, skv_tiles = -(-p.seq_q // 32), -(-p.seq_kv // 32)
     if cfg.q_chunk and cfg.kv_chunk:
-        cands = [(cfg.q_chunk, cfg.kv_chunk)]
+        chunks = [(cfg.q_chunk, cfg.kv_chunk)]
     else:
-        cands = [(a, b) for a, b in CHUNKS if (cfg.q_chunk in (None, a)) and (cfg.kv_chunk in (None, b))
-                 and a <= max(1, sq_tiles) and b <= max(1, skv_tiles)]
-        cands = cands or [(cfg.q_chunk or 1, cfg.kv_chunk or 1)]
-    packings = [True, False] if cfg.gqa_pack and p.heads > p.kv_heads else [False]
-    fitting = []
-    last_error: CompileError | None = None
-    for pack in packings:
-        for cq, ck in cands:
-            c = replace(cfg, q_chunk=cq, kv_chunk=ck, grid=grid, mcast=mcast, gqa_pack=pack)
-            sqp, skvp = -(-p.seq_q // (32 * cq)) * 32 * cq, -(-p.seq_kv // (32 * ck)) * 32 * ck
-            pp = replace(p, seq_q_pad=sqp, seq_kv_pad=skvp)
-            g = p.heads // p.kv_heads if pack else 1
+        chunks = [(a, b) for a, b in CHUNKS if (cfg.q_chunk in (None, a)) and (cfg.kv_chunk in (None, b))
+                  and a <= max(1, sq_tiles) and b <= max(1, skv_tiles)]
+        chunks = chunks or [(cfg.q_chunk or 1, cfg.kv_chunk or 1)]
+    full = p.heads // p.kv_heads
+    groups = head_groups(p, cfg) if tensix else [full if cfg.gqa_pack is not False else 1]
+    ranked = []
+    for rank, (cq, ck) in enumerate(chunks):
+        sqp, skvp = -(-p.seq_q // (32 * cq)) * 32 * cq, -(-p.seq_kv // (32 * ck)) * 32 * ck
+        pp = replace(p, seq_q_pad=sqp, seq_kv_pad=skvp)
+        for g in groups:
+            c = replace(cfg, q_chunk=cq, kv_chunk=ck, grid=grid, mcast=mcast)
             items, steps = count(pp, cq, ck, g, c.skip)
-            plan = Plan(pp, c, items, steps, notes=list(notes), dtype=dtype)
-            if tensix:
-                plan, error = fit_l1(plan, device)
-                if plan is None:
-                    last_error = error
-                    continue
-            if pack != cfg.gqa_pack:
-                plan.notes.append("GQA packing does not fit L1: each Q head is its own work item")
-            fitting.append(plan)
-            if items >= ncores or (cfg.q_chunk and cfg.kv_chunk):
-                return plan
-        if fitting:
-            break
-    if not fitting:
-        raise last_error or TilegridError("flash_attention: no chunk size fits L1")
-    return max(fitting, key=lambda pl: (pl.items, pl.config.kv_chunk))
+            busy = -min(items, ncores)  # gqa_pack=True: the whole group first, whatever the cores
+            key = (-g, busy, rank) if cfg.gqa_pack is True else (busy, rank, -g)
+            ranked.append((key, Plan(pp, c, items, steps, notes=list(notes), dtype=dtype, group=g)))
+    ranked.sort(key=lambda x: x[0])
+    too_big: list[tuple[int, int, int]] = []  # (group, q chunk, kv chunk) that fit no layout
+    last_error: CompileError | None = None
+    for _, plan in ranked:
+        size = (plan.group, plan.config.q_chunk, plan.config.kv_chunk)
+        if any(all(a >= b for a, b in zip(size, small)) for small in too_big):
+            continue
+        if tensix:
+            fitted, error = fit_l1(plan, device)
+            if fitted is None:
+                too_big.append(size)
+                last_error = error
+                continue
+            plan = fitted
+        if plan.group < full and cfg.gqa_pack is not False:
+            why = ("does not fit L1" if any(g == full and all(a >= b for a, b in zip((cq, ck), size[1:]))
+                                             for g, cq, ck in too_big) else "would leave cores without work")
+            plan.notes.append(f"GQA: {plan.group} of each K/V group's {full} Q heads per work item (the whole group "
+                              f"{why})")
+        return plan
+    assert last_error is not None
+    raise CompileError(
+        f"no layout fits L1: the smallest tried ({32 * too_big[-1][1]}-row Q chunks, "
+        f"{32 * too_big[-1][2]}-row K/V chunks, {too_big[-1][0]} head(s) per block, single-buffered CBs) — "
+        f"{last_error.message.removeprefix('error: ')}",
+        kernel="flash_attention",
+        note="let the planner choose the chunks (leave q_chunk / kv_chunk unset), or use a smaller head_dim, bf16 "
+        "inputs or a device with more L1")
 
 
 def layouts(plan: Plan) -> list[tuple[tuple[int, ...], int, int]]:
@@ -223,18 +228,26 @@ def layouts(plan: Plan) -> list[tuple[tuple[int, ...], int, int]]:
 
 def fit_l1(plan: Plan, device: Device) -> tuple[Plan | None, CompileError | None]:
     """The plan with its L1 report in the first layout (`layouts`) whose kernel fits L1; (None, the
-    L1 error) if none does."""
-    error = None
-    for diagonals, item_slots, kv_slots in layouts(plan):
+    L1 error) if none does. When the best layout does not fit, the leanest is compiled next: if even
+    it does not fit, two compiles say so."""
+    options = layouts(plan)
+    order = options if len(options) <= 2 else [options[0], options[-1], *options[1:-1]]
+    lean = None
+    for layout in order:
+        diagonals, item_slots, kv_slots = layout
         candidate = replace(plan, diagonals=diagonals, item_slots=item_slots, kv_slots=kv_slots, notes=list(plan.notes))
         try:
             candidate.l1 = compile_only(candidate, device)
-            return candidate, None
         except CompileError as e:
             if "L1" not in e.message:
                 raise
-            error = e
-    return None, error
+            if layout == options[-1]:
+                return None, e
+            continue
+        if layout != options[-1] or len(order) <= 2:
+            return candidate, None
+        lean = candidate
+    return lean, None
 
 
 def diagonal_offsets(p: Problem, cq: int, ck: int, skip: bool) -> tuple[int, ...]:
@@ -267,74 +280,28 @@ def arguments_shapes(plan: Plan) -> list[tuple[tuple[int, ...], Any]]:
     ]
 
 
+_l1: dict[tuple, Any] = {}
+
+
+def layout_key(plan: Plan, device: Device) -> tuple:
+    """What a plan's per-core L1 (its CBs and buffers) depends on: everything but the grid, which
+    only changes how work items are dealt."""
+    return (plan.problem, replace(plan.config, grid=None), plan.group, plan.diagonals, plan.item_slots,
+            plan.kv_slots, plan.dtype, device)
+
+
 def compile_only(plan: Plan, device: Device) -> Any:
-    """The L1 plan of the kernel for `plan` (compiled for zero-size placeholders: no data)."""
-    tensors = [np.broadcast_to(np.zeros((), dt), shape) for shape, dt in arguments_shapes(plan)]
-    return compile_kernel(build_kernel(plan, device), *tensors).compiled.l1
-
-
-# ---- choosing chunks by predicted time ------------------------------------------------------------
-
-
-@dataclass
-class Candidate:
-    q_chunk: int
-    kv_chunk: int
-    grid: tuple[int, int]
-    seconds: float | None  # None: does not fit L1
-    bound: str = ""
-    note: str = ""
-
-
-def candidates(device: Device, grid_free: bool) -> list[tuple[int, int, tuple[int, int]]]:
-    grids = [device.grid]
-    if grid_free:
-        r, c = device.grid
-        grids += [g for g in ((r, c - 1), (r - 1, c), (8, 8)) if 0 < g[0] <= r and 0 < g[1] <= c and g != device.grid]
-    return [(a, b, g) for g in grids for a, b in CHUNKS]
-
-
-def autotune_attention(q_shape: tuple[int, ...], kv_shape: tuple[int, ...], *, causal: bool = False,
-                       window: Any = None, config: AttentionConfig | None = None, device: Device,
-                       fidelity: str = "HiFi4", data_format: str | None = None, dtype: Any = None,
-                       grid_free: bool = False, exp: str = "accurate", log: Any = print
-                       ) -> tuple[AttentionConfig, list[Candidate]]:
-    """Predict every (q_chunk, kv_chunk[, grid]) candidate that fits L1 (timing-only runs) and return
-    the fastest as an AttentionConfig, with all candidates weighed. exp: the SFPU exponential the
-    prediction assumes ("accurate", the simulator's numerics, or "approx")."""
-    base = config or AttentionConfig()
-    dt = dtype or bfloat16
-    dtype_name = "f32" if np.dtype(dt) == np.float32 else "bf16"
-    z = np.zeros((1, 1, 1, 1), dt)
-    problem = make_problem(np.broadcast_to(z, q_shape), np.broadcast_to(z, kv_shape), np.broadcast_to(z, kv_shape),
-                           causal, None, window, None)
-    cands: list[Candidate] = []
-    sq_tiles, skv_tiles = -(-q_shape[2] // 32), -(-kv_shape[2] // 32)
-    for cq, ck, grid in candidates(device, grid_free and base.grid is None):
-        if (base.q_chunk and cq != base.q_chunk) or (base.kv_chunk and ck != base.kv_chunk):
-            continue
-        if cq > max(1, sq_tiles) or ck > max(1, skv_tiles):
-            continue
-        g = base.grid or grid
+    """The L1 plan of the kernel for `plan` (compiled for zero-size placeholders: no data); or its
+    L1 error. Remembered per layout: the same chunks on another grid need no new compile."""
+    key = layout_key(plan, device)
+    if key not in _l1:
+        tensors = [np.broadcast_to(np.zeros((), dt), shape) for shape, dt in arguments_shapes(plan)]
         try:
-            plan = choose_plan(problem, replace(base, q_chunk=cq, kv_chunk=ck, grid=g), device, dtype_name)
+            _l1[key] = compile_kernel(build_kernel(plan, device), *tensors).compiled.l1
         except CompileError as e:
             if "L1" not in e.message:
                 raise
-            cands.append(Candidate(cq, ck, g, None, note="does not fit L1"))
-            continue
-        tensors = [perf.placeholder(shape, t) for shape, t in arguments_shapes(plan)]
-        with perf.session(fidelity, timing_only=True, data_format=data_format, exp=exp, trace=False) as s:
-            build_kernel(plan, device)(*tensors)
-        cands.append(Candidate(cq, ck, g, s.last.seconds, s.last.bound))
-    fitting = [c for c in cands if c.seconds is not None]
-    if not fitting:
-        raise CompileError("autotune: no candidate fits L1")
-    best = min(fitting, key=lambda c: c.seconds)
-    if log:
-        log(f"autotune ({fidelity}{', ' + data_format if data_format else ''}): candidates by predicted time")
-        for c in sorted(cands, key=lambda c: (c.seconds is None, c.seconds or 0)):
-            t = f"{c.seconds * 1e3:10.4f} ms  {c.bound}" if c.seconds is not None else f"{'-':>13}  {c.note}"
-            mark = " <- chosen" if c is best else ""
-            log(f"  q_chunk {c.q_chunk:2d} kv_chunk {c.kv_chunk:2d} grid {c.grid[0]}x{c.grid[1]}: {t}{mark}")
-    return replace(base, q_chunk=best.q_chunk, kv_chunk=best.kv_chunk, grid=best.grid), cands
+            _l1[key] = e
+    if isinstance(_l1[key], CompileError):
+        raise _l1[key]
+    return _l1[key]

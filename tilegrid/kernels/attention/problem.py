@@ -20,9 +20,12 @@ class AttentionConfig:
     acc_dtype: format of the running sum and output accumulator ("f32" or "bf16"); the running
         max is kept in the scores' own format (the max of bf16 scores is a bf16 value).
     balance: pair early and late Q chunks so causal work is even across cores.
-    gqa_pack: with fewer K/V heads than Q heads, one work item stacks the Q chunks of every
-        head of a K/V group into one taller block, so each K/V chunk is read once per group
-        (not once per Q head); when that does not fit L1 the planner unpacks.
+    gqa_pack: with fewer K/V heads than Q heads, one work item stacks the Q chunks of the heads
+        of a K/V group into one taller block, so each K/V chunk is read once per block of heads
+        (not once per Q head). None (default): the planner packs the whole group, or fewer heads
+        per block where the whole group does not fit L1 or would leave cores without work; True:
+        the whole group (fewer heads only where L1 requires); False: one head per work item, as
+        tt-metal's SDPA lays GQA out.
     double_buffer: CBs of 2 slots so data movement overlaps compute (the planner single-buffers
         per-item CBs, then K/V, when that is what makes a layout fit L1).
     autotune: choose q_chunk / kv_chunk by the performance model's predicted time (tilegrid.perf)
@@ -41,7 +44,7 @@ class AttentionConfig:
     mcast: bool = False
     acc_dtype: str = "f32"
     balance: bool = True
-    gqa_pack: bool = True
+    gqa_pack: bool | None = None
     double_buffer: bool = True
     autotune: bool = False
     skip: bool = True
@@ -98,6 +101,65 @@ def kv_chunk_range(q0, q_rows, kv_rows, kv_chunks, offset, has_left, left, has_r
     if has_right and skip:
         hi = max(lo, min(kv_chunks, (q0 + q_rows - 1 + offset + right) // kv_rows + 1))
     return lo, hi
+
+
+@dataclass(frozen=True)
+class WorkSplit:
+    """How work items (batch x packed head x Q chunk) are dealt to the cores: what the kernel's
+    threads loop over (`rounds` x `halves`, each resolved by `work_unit`)."""
+
+    grid: tuple[int, int]
+    mcast: bool
+    nq: int  # Q chunks per head
+    bh_count: int  # batch x packed heads
+    per_bh: int  # units per (batch, head): Q chunks, or causal pairs of them
+    halves: int  # 2 when a unit is a causal pair
+    units: int
+    rounds: int
+    col_rounds: int
+
+    @staticmethod
+    def of(p: Problem, cfg: AttentionConfig, group: int) -> WorkSplit:
+        gr, gc = cfg.grid
+        nq = p.seq_q_pad // (32 * cfg.q_chunk)
+        bh = p.batch * (p.heads // group)
+        pairs = cfg.balance and p.causal and not cfg.mcast
+        per_bh = (nq + 1) // 2 if pairs else nq
+        units = bh * per_bh
+        col_rounds = -(-nq // gc)
+        rounds = -(-bh // gr) * col_rounds if cfg.mcast else -(-units // (gr * gc))
+        return WorkSplit((gr, gc), cfg.mcast, nq, bh, per_bh, 2 if pairs else 1, units, rounds, col_rounds)
+
+    def items(self, r: int, c: int) -> list[tuple[int, int]]:
+        """(b * H + h, q chunk) of every work item core (r, c) computes, in order."""
+        gr, gc = self.grid
+        out = []
+        for t in range(self.rounds):
+            for half in range(self.halves):
+                valid, bh, qc = work_unit(t, half, r, c, self.mcast, gr, gc, gr * gc, self.per_bh, self.nq,
+                                          self.units, self.bh_count, self.col_rounds)
+                if valid:
+                    out.append((bh, qc))
+        return out
+
+
+def work_unit(t, half, r, c, mcast, gr, gc, ncores, per_bh, nq, units, bh_count, col_rounds):
+    """(valid, b * H + h, q chunk) of core (r, c)'s round t (and half of a causal pair). With K/V
+    multicast, grid row r works on heads r, r + gr, ... and the columns split the Q chunks (a chunk
+    index may pass nq: computed, never written); else units are dealt round-robin, and with causal
+    pairs (`per_bh` < nq) a unit is Q chunks j and nq - 1 - j. Plain Python over integers: the
+    kernel's threads call it with core indices, the autotuner's bounds with numbers."""
+    if mcast:
+        bh = r + (t // col_rounds) * gr
+        qc = c + (t % col_rounds) * gc
+        valid = bh < bh_count
+    else:
+        u = t * ncores + r * gc + c
+        bh = u // per_bh
+        j = u % per_bh
+        qc = j if half == 0 else nq - 1 - j
+        valid = u < units and (half == 0 or qc != j)
+    return valid, bh, qc
 
 
 def chunk_range(p: Problem, q0: int, q_rows: int, kv_rows: int, skip: bool = True) -> tuple[int, int]:

@@ -34,7 +34,7 @@ from xdsl.ir import Block, Operation, SSAValue
 from tilegrid.errors import CompileError
 from tilegrid.ir import block as B
 from tilegrid.ir import core as C
-from tilegrid.ir.core import BlockType
+from tilegrid.ir.core import BlockType, block_dims
 from tilegrid.ops import CMPI_OPS, FLOAT_OPS, INDEX_OPS
 from tilegrid.passes.common import loc_of
 from tilegrid.targets.gpu.pairing import Expr, Load, Pairing, Store
@@ -184,7 +184,7 @@ class Lowering:
     def _offsets(self, arg: int, indices: tuple[str, ...], rows: int, cols: int) -> tuple[str, str | None]:
         info = self.args[arg]
         shape = info["shape"]
-        br, bc = 32 * info["block"][0], 32 * info["block"][1]
+        br, bc = block_dims(info)
         if (br, bc) != (rows, cols):
             raise CompileError(f"GPU backend: a {rows}x{cols} CB block moved to or from '{info['name']}' whose "
                                f"stream blocks are {br}x{bc}")
