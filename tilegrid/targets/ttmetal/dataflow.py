@@ -1,0 +1,462 @@
+"""Data-movement threads -> tt-metal reader / writer kernels (BRISC and NCRISC).
+
+A block in a data-movement kernel is an L1 address: the CB's write (reserve) or read (wait)
+pointer, plus the blocks this thread already holds of that CB (wrapping at the CB's end). A DRAM
+block is `bh x bw` tiles of a tile-interleaved tensor (one page a tile, through a `TensorAccessor`):
+`noc_async_read_page` / `noc_async_write_page` per tile, one barrier where the thread waits.
+Multicasts and remote semaphore writes use the NoC coordinates of the target cores (a table in the
+kernel's common runtime arguments); a remote `set` writes from a staging semaphore of the kernel's
+own, so that the core's own semaphores keep their values.
+
+A core has two data-movement RISC-Vs. When a kernel has more data-movement threads than that, the
+compiler's implicit readers and writers (plain loops, one block per iteration) become *services*:
+a step function that moves the next block when its CB is ready, which a user thread calls while it
+waits (every blocking wait polls) and which drains after the thread's body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from xdsl.dialects import arith, scf
+from xdsl.dialects.builtin import IntegerAttr
+from xdsl.ir import Operation, SSAValue
+
+from tilegrid.errors import CompileError
+from tilegrid.ir import core as C
+from tilegrid.passes.allocate_l1 import TILE_BYTES
+from tilegrid.passes.common import loc_of
+from tilegrid.targets.ttmetal.cpp import CORE_ARGS, NO_JUMP_TABLES, ScalarWriter, collect_rules, rule, unsupported
+from tilegrid.targets.ttmetal.layout import Layout
+
+MCAST = """inline uint64_t tg_mcast_addr(uint32_t x0, uint32_t y0, uint32_t x1, uint32_t y1, uint32_t addr) {
+    // NoC 1 runs the other way: its multicast rectangle starts at the far corner
+    return noc_index == 0 ? get_noc_multicast_addr(x0, y0, x1, y1, addr) : get_noc_multicast_addr(x1, y1, x0, y0, addr);
+}"""
+SLOT = """inline uint32_t tg_slot(uint32_t cb, uint32_t ptr, uint32_t offset) {
+    // the block `offset` bytes after a CB pointer, wrapping at the CB's end
+    const uint32_t a = ptr + offset;
+    return a >= get_local_cb_interface(cb).fifo_limit ? a - get_local_cb_interface(cb).fifo_size : a;
+}"""
+SCALER = """    // reduce_tile's scaler: 1.0 (bf16) in the first row of each 16x16 face, zero elsewhere
+    cb_reserve_back({cb}, 1);
+    {{
+        volatile tt_l1_ptr uint16_t* s = reinterpret_cast<volatile tt_l1_ptr uint16_t*>(get_write_ptr({cb}));
+        for (uint32_t k = 0; k < 1024; ++k) s[k] = 0;
+        for (uint32_t f = 0; f < 4; ++f) for (uint32_t k = 0; k < 16; ++k) s[f * 256 + k] = 0x3F80;
+    }}
+    cb_push_back({cb}, 1);"""
+
+
+@dataclass
+class Args:
+    """A data-movement kernel's arguments: tensors it addresses (compile-time accessor args and an
+    address among the common runtime args), then the NoC coordinate tables."""
+
+    tensors: list[int] = field(default_factory=list)  # tensor argument indices, in accessor order
+    noc_tables: bool = False
+
+    def tensor(self, arg: int) -> int:
+        if arg not in self.tensors:
+            self.tensors.append(arg)
+        return self.tensors.index(arg)
+
+
+@collect_rules
+class DataflowWriter(ScalarWriter):
+    kind = "data-movement"
+
+    def __init__(self, layout: Layout, infos: list[dict], grid: tuple[int, int], args: Args, sems: int,
+                 staging: int) -> None:
+        super().__init__()
+        self.layout = layout
+        self.infos = infos
+        self.grid = grid
+        self.args = args
+        self.nsems = sems
+        self.staging = staging
+        self.blocks: dict[SSAValue, str] = {}
+        self.held: dict[tuple[int, str], int] = {}
+        self.handles: dict[SSAValue, str] = {}
+        self.outstanding = {"read": True, "write": True}
+        self.poll: str | None = None  # the service to call while blocked (None: block)
+        self.atomics = False
+        self.writes = False
+        self.tensor_names: dict[int, str] = {}
+
+    # ---- helpers ---------------------------------------------------------------------------------
+
+    def cb(self, arg: int) -> str:
+        return self.layout.arg_cb[arg]
+
+    def block_tiles(self, arg: int) -> int:
+        r, c = self.infos[arg]["block"]
+        return r * c
+
+    def block_bytes(self, arg: int) -> int:
+        return self.block_tiles(arg) * TILE_BYTES[self.infos[arg]["dtype"]]
+
+    def tensor(self, arg: int) -> str:
+        self.args.tensor(arg)
+        name = "t_" + "".join(ch if ch.isalnum() else "_" for ch in self.infos[arg]["name"])
+        self.tensor_names[arg] = name
+        return name
+
+    def noc_xy(self, row: str, col: str) -> tuple[str, str]:
+        self.args.noc_tables = True
+        return f"tg_noc_x({col})", f"tg_noc_y({row})"
+
+    def sem_addr(self, k: int) -> str:
+        return f"get_semaphore({k})"
+
+    def wait_until(self, ready: str, then: str) -> None:
+        """A blocking call; with a service, poll it while not ready."""
+        if self.poll:
+            self.line(f"while (!({ready})) {{ {self.poll}(); }}")
+        self.line(then)
+
+    # ---- CBs -------------------------------------------------------------------------------------
+
+    def _take(self, op: Operation, side: str) -> None:
+        self.comment_for(op)
+        arg = op.cb.data
+        cb, n = self.cb(arg), self.block_tiles(arg)
+        k = self.held.get((arg, side), 0)
+        self.held[(arg, side)] = k + 1
+        pages = (k + 1) * n
+        if side == "out":
+            self.wait_until(f"cb_pages_reservable_at_back({cb}, {pages})", f"cb_reserve_back({cb}, {pages});")
+            ptr = f"get_write_ptr({cb})"
+        else:
+            self.wait_until(f"cb_pages_available_at_front({cb}, {pages})", f"cb_wait_front({cb}, {pages});")
+            ptr = f"get_read_ptr({cb})"
+        addr = f"{self.name(op.results[0])}_l1"
+        if k:
+            self.helper(SLOT)
+            ptr = f"tg_slot({cb}, {ptr}, {k * self.block_bytes(arg)})"
+        self.line(f"const uint32_t {addr} = {ptr};")
+        self.blocks[op.results[0]] = addr
+
+    def _give(self, op: Operation, side: str) -> None:
+        self.comment_for(op)
+        arg = op.cb.data
+        self.held[(arg, side)] = self.held.get((arg, side), 0) - 1
+        fn = "cb_push_back" if side == "out" else "cb_pop_front"
+        self.line(f"{fn}({self.cb(arg)}, {self.block_tiles(arg)});")
+
+    @rule(C.CBReserveOp)
+    def _reserve(self, op: C.CBReserveOp) -> None:
+        self._take(op, "out")
+
+    @rule(C.CBWaitOp)
+    def _wait(self, op: C.CBWaitOp) -> None:
+        self._take(op, "in")
+
+    @rule(C.CBPushOp)
+    def _push(self, op: C.CBPushOp) -> None:
+        self._give(op, "out")
+
+    @rule(C.CBPopOp)
+    def _pop(self, op: C.CBPopOp) -> None:
+        self._give(op, "in")
+
+    def block(self, v: SSAValue, op: Operation) -> str:
+        if v not in self.blocks:
+            raise unsupported(op, "a transfer of a block this data-movement thread did not take from a CB")
+        return self.blocks[v]
+
+    # ---- DMA -------------------------------------------------------------------------------------
+
+    def _pages(self, op: Operation, arg: int, indices: list[SSAValue], l1: str, fn: str) -> None:
+        info = self.infos[arg]
+        *lead_dims, rows, cols = info["shape"]
+        bh, bw = info["block"]
+        ht, wt = rows // 32, cols // 32
+        *lead, i, j = [self.name(v) for v in indices]
+        if len(lead) != len(lead_dims):
+            raise unsupported(op, f"a stream index with {len(indices)} indices for a {len(info['shape'])}-d tensor")
+        stride, terms = ht * wt, []
+        for idx, dim in zip(reversed(lead), reversed(lead_dims)):
+            terms.append(f"{idx} * {stride}")
+            stride *= dim
+        terms += [f"{i} * {bh * wt}", f"{j} * {bw}"]
+        acc = self.tensor(arg)
+        tile = TILE_BYTES[info["dtype"]]
+        page = " + ".join(terms)
+        if bh * bw == 1:
+            self.line(f"{fn}({page}, {acc}, {l1});")
+            return
+        with self.scope(""):
+            self.line(f"const uint32_t page = {page};")
+            self.line(f"for (uint32_t r = 0; r < {bh}; ++r)")
+            self.line(f"    for (uint32_t c = 0; c < {bw}; ++c)")
+            self.line(f"        {fn}(page + r * {wt} + c, {acc}, {l1} + (r * {bw} + c) * {tile});")
+
+    def _check_block(self, op: Operation, arg: int, block: SSAValue) -> None:
+        t = block.type
+        if t.tiles != tuple(self.infos[arg]["block"]):
+            raise unsupported(op, f"a transfer between a {t.dims} block and a block of "
+                                  f"'{self.infos[arg]['name']}' of another shape")
+
+    @rule(C.DMAReadOp)
+    def _dma_read(self, op: C.DMAReadOp) -> None:
+        self.comment_for(op)
+        self._check_block(op, op.arg.data, op.dst)
+        self._pages(op, op.arg.data, list(op.indices), self.block(op.dst, op), "noc_async_read_page")
+        self.handles[op.result] = "read"
+        self.outstanding["read"] = True
+
+    @rule(C.DMAWriteOp)
+    def _dma_write(self, op: C.DMAWriteOp) -> None:
+        self.comment_for(op)
+        self._check_block(op, op.arg.data, op.src)
+        self._pages(op, op.arg.data, list(op.indices), self.block(op.src, op), "noc_async_write_page")
+        self.handles[op.result] = "write"
+        self.outstanding["write"] = True
+        self.writes = True
+
+    @rule(C.DMAWaitOp)
+    def _dma_wait(self, op: C.DMAWaitOp) -> None:
+        kind = self.handles.get(op.handle, "write")
+        if not self.outstanding[kind]:
+            return  # an earlier barrier already covered it
+        self.line(f"noc_async_{kind}_barrier();")
+        self.outstanding[kind] = False
+
+    def _rect(self, target: list[SSAValue]) -> tuple[str, str, str, str]:
+        """The target rectangle as named C++ values (ty, tx, th, tw): distinct names keep GCC from
+        warning (an error under -Werror) about comparisons like `core_r == core_r`."""
+        names = [self.name(v) for v in target] + (["1", "1"] if len(target) == 2 else [])
+        for var, value in zip(("ty", "tx", "th", "tw"), names):
+            self.line(f"const int32_t {var} = {value};")
+        return "ty", "tx", "th", "tw"
+
+    def _rect_setup(self, target: list[SSAValue]) -> tuple[str, str]:
+        """Declares the rectangle's NoC corners (x0, y0, x1, y1) and receiver count; returns
+        (mcast address function call prefix, number of other cores)."""
+        y, x, h, w = self._rect(target)
+        x0, y0 = self.noc_xy(y, x)
+        x1, y1 = self.noc_xy(f"{y} + {h} - 1", f"{x} + {w} - 1")
+        self.helper(MCAST)
+        self.line(f"const bool self_in = core_r >= {y} && core_r < {y} + {h} && core_c >= {x} && core_c < {x} + {w};")
+        self.line(f"const uint32_t others = uint32_t({h} * {w}) - (self_in ? 1 : 0);")
+        return f"tg_mcast_addr({x0}, {y0}, {x1}, {y1}, ", "others"
+
+    @rule(C.DMAMcastOp)
+    def _dma_mcast(self, op: C.DMAMcastOp) -> None:
+        self.comment_for(op)
+        src = self.block(op.src, op)
+        nbytes = self.block_bytes(op.cb.data)
+        self.writes = True
+        self.handles[op.result] = "write"
+        self.outstanding["write"] = True
+        with self.scope(""):
+            if len(op.target) == 2:
+                y, x, _, _ = self._rect(list(op.target))
+                nx, ny = self.noc_xy(y, x)
+                self.line(f"if (!({y} == core_r && {x} == core_c)) "
+                          f"noc_async_write({src}, get_noc_addr({nx}, {ny}, {src}), {nbytes});")
+                return
+            addr, others = self._rect_setup(list(op.target))
+            # the block lands at the same L1 address on every receiver (their CB is in step with ours)
+            self.line(f"if ({others} > 0) noc_async_write_multicast({src}, {addr}{src}), {nbytes}, {others});")
+
+    # ---- semaphores ------------------------------------------------------------------------------
+
+    def _sem(self, k: int) -> str:
+        return f"reinterpret_cast<volatile tt_l1_ptr uint32_t*>({self.sem_addr(k)})"
+
+    @rule(C.SemSetOp)
+    def _sem_set(self, op: C.SemSetOp) -> None:
+        self.comment_for(op)
+        k, value = op.sem.data, self.name(op.value)
+        target = list(op.target)
+        if not target:
+            self.line(f"noc_semaphore_set({self._sem(k)}, {value});")
+            return
+        self.writes = True
+        with self.scope(""):
+            staging = self.sem_addr(self.staging)
+            self.line(f"*{self._sem(self.staging)} = {value};  // staging word of this kernel")
+            if len(target) == 2:
+                y, x, _, _ = self._rect(target)
+                nx, ny = self.noc_xy(y, x)
+                self.line(f"if ({y} == core_r && {x} == core_c) noc_semaphore_set({self._sem(k)}, {value});")
+                self.line(f"else noc_semaphore_set_remote({staging}, get_noc_addr({nx}, {ny}, {self.sem_addr(k)}));")
+            else:
+                addr, others = self._rect_setup(target)
+                self.line(f"if (self_in) noc_semaphore_set({self._sem(k)}, {value});")
+                self.line(f"if ({others} > 0) noc_semaphore_set_multicast({staging}, {addr}{self.sem_addr(k)}), "
+                          f"{others});")
+            self.line("noc_async_write_barrier();  // the staging word is free again")
+        self.outstanding["write"] = False
+
+    @rule(C.SemIncOp)
+    def _sem_inc(self, op: C.SemIncOp) -> None:
+        self.comment_for(op)
+        k, value = op.sem.data, self.name(op.value)
+        target = list(op.target)
+        self.atomics = True
+        if not target:
+            nx, ny = self.noc_xy("core_r", "core_c")
+            self.line(f"noc_semaphore_inc(get_noc_addr({nx}, {ny}, {self.sem_addr(k)}), {value});")
+            return
+        with self.scope(""):
+            y, x, h, w = self._rect(target)
+            nx, ny = self.noc_xy("ry", "rx")
+            self.line(f"for (int32_t ry = {y}; ry < {y} + {h}; ++ry)")
+            self.line(f"    for (int32_t rx = {x}; rx < {x} + {w}; ++rx)")
+            self.line(f"        noc_semaphore_inc(get_noc_addr({nx}, {ny}, {self.sem_addr(k)}), {value});")
+
+    @rule(C.SemWaitOp)
+    def _sem_wait(self, op: C.SemWaitOp) -> None:
+        self.comment_for(op)
+        k, value = op.sem.data, self.name(op.value)
+        if self.poll:
+            self.line(f"while (*{self._sem(k)} != uint32_t({value})) {{ {self.poll}(); invalidate_l1_cache(); }}")
+        else:
+            self.line(f"noc_semaphore_wait({self._sem(k)}, {value});")
+        if op.reset is not None:
+            self.line(f"noc_semaphore_set({self._sem(k)}, {self.name(op.reset)});")
+
+    # ---- control flow joins: transfers may be in flight ------------------------------------------
+
+    def loop_body(self, op) -> None:
+        self.outstanding = {"read": True, "write": True}
+        super().loop_body(op)
+        self.outstanding = {"read": True, "write": True}
+
+    def _if(self, op) -> None:
+        super()._if(op)
+        self.outstanding = {"read": True, "write": True}
+
+
+@dataclass
+class Service:
+    """An implicit reader / writer as a step function: its loop nest flattened to a counter."""
+
+    thread: C.ThreadOp
+    levels: list[tuple[list[Operation], scf.ForOp]]
+    inner: list[Operation]
+    trips: list[int]
+
+    @property
+    def total(self) -> int:
+        n = 1
+        for t in self.trips:
+            n *= t
+        return n
+
+
+def _const(v: SSAValue) -> int | None:
+    o = v.owner
+    if isinstance(o, arith.ConstantOp) and isinstance(o.value, IntegerAttr):
+        return o.value.value.data
+    return None
+
+
+def service(thread: C.ThreadOp) -> Service:
+    """Read an implicit thread's loop nest (constant bounds, straight-line innermost body)."""
+    ops = [o for o in thread.body.block.ops]
+    levels: list[tuple[list[Operation], scf.ForOp]] = []
+    trips: list[int] = []
+    while True:
+        loops = [o for o in ops if isinstance(o, scf.ForOp)]
+        if len(loops) != 1:
+            break
+        loop = loops[0]
+        pre = [o for o in ops if o is not loop and not isinstance(o, scf.YieldOp)]
+        if ops.index(loop) != len(pre) or any(not isinstance(o, (arith.ConstantOp, arith.AddiOp, arith.MuliOp,
+                                                                   C.CoreIndexOp)) for o in pre):
+            break
+        lb, ub, step = _const(loop.lb), _const(loop.ub), _const(loop.step)
+        if None in (lb, ub, step) or step <= 0 or loop.iter_args:
+            raise CompileError("internal: an implicit data-movement loop without constant bounds", loc_of(loop))
+        levels.append((pre, loop))
+        trips.append(max(0, -(-(ub - lb) // step)))
+        ops = list(loop.body.block.ops)
+    return Service(thread, levels, [o for o in ops if not isinstance(o, scf.YieldOp)], trips)
+
+
+def emit_service(w: DataflowWriter, s: Service, k: int) -> str:
+    """Declare service k's counter and step lambda; returns the counter's name."""
+    counter = f"s{k}_done"
+    first = next((o for o in s.inner if isinstance(o, C.CBReserveOp | C.CBWaitOp)), None)
+    if first is None:
+        raise CompileError("internal: an implicit data-movement thread without a CB operation")
+    cb, n = w.cb(first.cb.data), w.block_tiles(first.cb.data)
+    ready = (f"cb_pages_reservable_at_back({cb}, {n})" if isinstance(first, C.CBReserveOp)
+             else f"cb_pages_available_at_front({cb}, {n})")
+    w.line(f"// {s.thread.thread_name.data}: one block per step, when its CB is ready")
+    w.line(f"uint32_t {counter} = 0;")
+    w.line(f"auto s{k}_step = [&]() {{")
+    w.indent += 1
+    w.line(f"if ({counter} >= {s.total} || !{ready}) return;")
+    below = s.total
+    for (pre, loop), trips in zip(s.levels, s.trips):
+        below //= max(trips, 1)
+        w.body(pre)
+        lb, step = _const(loop.lb), _const(loop.step)
+        w.define(loop.body.block.args[0], f"int32_t({lb} + ({counter} / {below}) % {max(trips, 1)} * {step})")
+    w.body(s.inner)
+    w.line(f"++{counter};")
+    w.indent -= 1
+    w.line("};")
+    return counter
+
+
+def dataflow_kernel(w: DataflowWriter, kernel_name: str, user: C.ThreadOp | None, services: list[C.ThreadOp],
+                    processor: int, scaler: bool) -> str:
+    """The C++ of one data-movement kernel: a user thread, implicit services, or both."""
+    names = ([user.thread_name.data] if user else []) + [t.thread_name.data for t in services]
+    if scaler and w.layout.scaler:
+        w.lines.append(SCALER.format(cb=w.layout.scaler))
+    if user is None and len(services) == 1:
+        w.body(services[0].body.block.ops)  # a single implicit thread: its loop as written
+    elif not services:
+        w.body(user.body.block.ops)
+    else:
+        flat = [service(t) for t in services]
+        counters = [emit_service(w, s, k) for k, s in enumerate(flat)]
+        w.line("auto service = [&]() { " + " ".join(f"s{k}_step();" for k in range(len(flat))) + " };")
+        if user is not None:
+            w.poll = "service"
+            w.body(user.body.block.ops)
+            w.poll = None
+        done = " || ".join(f"{c} < {s.total}" for c, s in zip(counters, flat))
+        w.line(f"while ({done}) service();")
+    if w.writes:
+        w.line("noc_async_write_barrier();")
+    if w.atomics:
+        w.line("noc_async_atomic_barrier();")
+    head = [f"// tilegrid kernel '{kernel_name}': data-movement kernel on RISC-V {processor} (NoC {processor}): "
+            + ", ".join(f"thread '{n}'" for n in names), NO_JUMP_TABLES, "#include <cstdint>", '#include "api/dataflow/dataflow_api.h"', ""]
+    for cb in w.layout.cbs:
+        for idx, _fmt, _page in cb.formats[:1]:
+            name = next(n for n, i in w.layout.constants.items() if i == idx)
+            head.append(f"constexpr uint32_t {name} = {idx};  // {cb.purpose}")
+    ntensors = len(w.args.tensors)
+    gr, gc = w.grid
+    if w.args.noc_tables:
+        head.append(f"constexpr uint32_t NOC_X = {ntensors};  // common runtime args: NoC x of each grid column")
+        head.append(f"constexpr uint32_t NOC_Y = {ntensors + gc};  // ... then NoC y of each grid row")
+        head.append("inline uint32_t tg_noc_x(int32_t c) { return get_common_arg_val<uint32_t>(NOC_X + c); }")
+        head.append("inline uint32_t tg_noc_y(int32_t r) { return get_common_arg_val<uint32_t>(NOC_Y + r); }")
+    head.append("")
+    head += w.helpers
+    if w.helpers:
+        head.append("")
+    head.append("void kernel_main() {")
+    pre = ["    const int32_t core_r = get_arg_val<uint32_t>(0);",
+           f"    const int32_t core_c = get_arg_val<uint32_t>({CORE_ARGS - 1});"]
+    prev = None
+    for pos, arg in enumerate(w.args.tensors):
+        name = w.tensor_names.get(arg) or w.tensor(arg)
+        offset = "0" if prev is None else f"{prev}_args.next_compile_time_args_offset()"
+        pre.append(f"    constexpr auto {name}_args = TensorAccessorArgs<{offset}>();")
+        pre.append(f"    const auto {name} = TensorAccessor({name}_args, get_common_arg_val<uint32_t>({pos}), "
+                   f"{TILE_BYTES[w.infos[arg]['dtype']]});  // '{w.infos[arg]['name']}' in DRAM, a page a tile")
+        prev = name
+    body = "\n".join(w.lines)
+    pre = [p for p in pre if not p.strip().startswith("const int32_t core_") or p.split()[2] in body]
+    return "\n".join(head + pre + w.lines + ["}", ""])
