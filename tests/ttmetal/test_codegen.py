@@ -15,13 +15,16 @@ Every figure goes to the logs directory (test_codegen.figures.json) and is print
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import numpy as np
 import pytest
 from helpers import poisoned, rand
 
-from tilegrid import Program, compute, pykernel_gen
+from tilegrid import Program, Stream, compute, core_index, datamovement, dma, fill, pykernel_gen
+from tilegrid.errors import CompileError
+from tilegrid.targets import compile_kernel
 from tilegrid.targets.ttmetal.setup import find_env
 
 ENV = find_env()
@@ -236,3 +239,134 @@ def test_transpose_example():
     (_, dev), run, wall = on_device(mod.transpose, x, poisoned((64, 64), "bf16"))
     record("transpose_example", run, wall, bit_exact=float(np.mean(np.asarray(dev) == np.asarray(x).T)))
     np.testing.assert_array_equal(np.asarray(dev, np.float32), np.asarray(x, np.float32).T)
+
+
+# ---- matmul ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("grid, mcast, fidelity", [
+    ((1, 1), False, "HiFi4"),
+    ((1, 2), False, "HiFi4"),
+    ((2, 2), False, "HiFi4"),
+    ((2, 2), True, "HiFi4"),
+    ((1, 2), True, "HiFi2"),
+], ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
+def test_library_matmul(grid, mcast, fidelity, rng):
+    """tilegrid.kernels.matmul (2x2-tile output blocks, a K loop of two 2-tile steps with the fp32
+    accumulator reloaded into DST, double-buffered inputs), with and without multicast + semaphores,
+    bf16, at HiFi4 and HiFi2: the simulator computes the same fidelity phases exactly; the device
+    adds the FPU datapath's error (within an ulp of sum(|a * b|))."""
+    from tilegrid.kernels.gemm import matmul
+
+    gr, gc = grid
+    a, b = rand(rng, (64 * gr, 128), "bf16"), rand(rng, (128, 64 * gc), "bf16")
+    runs = Runs()
+    t0 = time.perf_counter()
+    dev = matmul(a, b, grid=grid, mcast=mcast, bk=2, block=(2, 2), backend="tt-metal", observer=runs,
+                 math_fidelity=fidelity)
+    wall = time.perf_counter() - t0
+    sim = matmul(a, b, grid=grid, mcast=mcast, bk=2, block=(2, 2), math_fidelity=fidelity)
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = np.abs(a64) @ np.abs(b64)
+    name = f"matmul_{gr}x{gc}{'_mcast' if mcast else ''}_{fidelity}"
+    check_dot(name, dev, sim, np.asarray(sim, np.float64), scale, runs.runs[0], wall)
+    if fidelity == "HiFi4":  # and both against float64
+        check_dot(name, dev, sim, a64 @ b64, scale, runs.runs[0], wall)
+
+
+@pykernel_gen(grid=(2, 2), block_factors=[(1, 1), (1, 1), (1, 1), (1, 1)])
+def matmul_bias(A, B, bias, out):
+    """C = A @ B + bias: examples/matmul.py's reader and K loop, and an elementwise epilogue (the fp32
+    accumulator plus the core's bf16 block of `bias`, which arrives implicitly)."""
+    A_stream = Stream(A)
+    B_stream = Stream(B)
+    K_BLOCKS = A.shape[1] // 32  # noqa: N806
+
+    @compute()
+    async def comp(A_cb, B_cb, bias_cb, out_cb):
+        acc = fill(0, shape=(32, 32))
+        for _ in range(K_BLOCKS):
+            acc = acc + A_cb.pop() @ B_cb.pop()
+        out_cb.reserve().store(acc + bias_cb.pop())
+
+    @datamovement()
+    async def reader(A_cb, B_cb, bias_cb, out_cb):
+        r = core_index(0)
+        c = core_index(1)
+        for k in range(K_BLOCKS):
+            dma(A_stream[r, k], A_cb.reserve()).wait()
+            dma(B_stream[k, c], B_cb.reserve()).wait()
+
+    return Program(comp, reader)(A, B, bias, out)
+
+
+def test_matmul_epilogue(rng):
+    """A matmul followed by an elementwise epilogue: the fp32 accumulator (an f32 buffer) + a bf16 block."""
+    a, b, bias = rand(rng, (64, 96), "bf16"), rand(rng, (96, 64), "bf16"), rand(rng, (64, 64), "bf16")
+    (_, _, _, dev), run, wall = on_device(matmul_bias, a, b, bias, poisoned((64, 64), "bf16"))
+    (_, _, _, sim) = on_sim(matmul_bias, a, b, bias, poisoned((64, 64), "bf16"))
+    a64, b64, c64 = (np.asarray(x, np.float64) for x in (a, b, bias))
+    check_dot("matmul_bias", dev, sim, a64 @ b64 + c64, np.abs(a64) @ np.abs(b64) + np.abs(c64), run, wall)
+
+
+# ---- examples ---------------------------------------------------------------------------------------
+
+
+def test_matmul_example(rng):
+    """examples/matmul.py: a reader thread, a K loop with the accumulator carried, an implicit writer."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("tg_example_matmul",
+                                                  Path(__file__).resolve().parents[2] / "examples" / "matmul.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    a, b = rand(rng, (64, 96), "bf16"), rand(rng, (96, 64), "bf16")
+    (_, _, dev), run, wall = on_device(mod.matmul, a, b, poisoned((64, 64), "bf16"))
+    (_, _, sim) = on_sim(mod.matmul, a, b, poisoned((64, 64), "bf16"))
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    check_dot("matmul_example", dev, sim, a64 @ b64, np.abs(a64) @ np.abs(b64), run, wall)
+
+
+# ---- errors from the device ---------------------------------------------------------------------------
+
+
+def test_cpp_compile_failure_names_the_generated_file(tmp_path, rng):
+    """Generated C++ that does not compile (here: made so on purpose) ends in tilegrid's message naming
+    the kernel and the generated file, not in a compiler dump."""
+    import dataclasses
+
+    from tilegrid.targets.ttmetal.device import shared_session
+    from tilegrid.targets.ttmetal.target import COST_MODEL, run_program
+
+    a, b = rand(rng, (32, 64), "bf16"), rand(rng, (32, 64), "bf16")
+    program = compile_kernel(KERNELS["add"], a, b, poisoned((32, 64), "bf16"), backend="tt-metal")
+    broken = [dataclasses.replace(k, source=k.source.replace("add_tiles(", "tilegrid_no_such_call("))
+              if k.kind == "compute" else k for k in program.kernels]
+    program = dataclasses.replace(program, kernels=broken)
+    with pytest.raises(CompileError) as info:
+        run_program(program, [a, b, poisoned((32, 64), "bf16")], shared_session(sim_env=COST_MODEL), root=tmp_path)
+    text = info.value.render()
+    comp = broken[0]
+    path = tmp_path / "generated" / f"{program.name}-{program.digest}" / f"{comp.name}.cpp"
+    assert str(path) in text and "tilegrid_no_such_call" in text and path.read_text() == comp.source
+    assert re.search(rf"{comp.name}\.cpp:\d+:\d+: error", text)
+
+
+@pykernel_gen(grid=(1, 1), block_factors=[(8, 8, 2), (8, 8, 2), (4, 4, 2), (8, 8, 1)])
+def large_blocks(a, b, c, out):
+    @compute()
+    async def comp(a_cb, b_cb, c_cb, out_cb):
+        c_cb.pop()
+        out_cb.reserve().store(a_cb.pop() + b_cb.pop())
+
+    return Program(comp)(a, b, c, out)
+
+
+def test_l1_overflow_as_tt_metal_reports_it(rng):
+    """1.38 MiB of CBs fit tilegrid's L1 budget (1432 KiB) but not what tt-metal leaves for CBs: our error."""
+    a, b, c = rand(rng, (256, 256)), rand(rng, (256, 256)), rand(rng, (128, 128))
+    with pytest.raises(CompileError) as info:
+        large_blocks(a, b, c, poisoned((256, 256)), backend="tt-metal")
+    text = info.value.render()
+    assert "1441792 bytes per core" in text and "beyond its 1499136 bytes" in text

@@ -59,9 +59,19 @@ def user_line(loc: str | None) -> str | None:
     return f"{name}:{where.line}: {text}" if text else f"{name}:{where.line}"
 
 
+def user_loc(op: Operation) -> str | None:
+    """The user's line of an op, or of the nearest op around it that has one (a compute body's ops)."""
+    while op is not None:
+        where = loc_of(op)
+        if where:
+            return where
+        op = op.parent_op()
+    return None
+
+
 def unsupported(op: Operation, what: str, note: str | None = None) -> CompileError:
     """The error for an op or construct this target cannot emit: names the op and the user's line."""
-    return CompileError(f"the tt-metal target cannot emit {what} ({op.name})", loc_of(op), note=note)
+    return CompileError(f"the tt-metal target cannot emit {what} ({op.name})", user_loc(op), note=note)
 
 
 class KernelWriter:

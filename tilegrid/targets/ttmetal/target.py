@@ -112,15 +112,20 @@ def device_error(program: TtMetalProgram, e: Any, where: Path | None) -> Tilegri
         return DeadlockError(f"the simulated device hangs: {e.message}\n{detail.get('watchdog', '')}",
                              kernel=program.name, note=f"the generated kernels are in {where}" if where else None)
     text = e.message
-    if "L1" in text and ("circular buffer" in text.lower() or "beyond max" in text or "cb" in text.lower()):
+    l1 = _L1_OVERFLOW.search(text)
+    if l1:
         need = sum(cb.total_size for cb in program.layout.cbs)
-        return CompileError(f"the kernel's circular buffers ({need} bytes per core) do not fit the device's L1, "
-                            f"as tt-metal reports it: {text.splitlines()[0][:400]}", kernel=program.name,
-                            note="use smaller block_factors or a shallower CB depth")
+        end, size = int(l1.group(1)), int(l1.group(2))
+        return CompileError(
+            f"the kernel's circular buffers take {need} bytes per core, and on this device they would end at byte "
+            f"{end} of L1, beyond its {size} bytes (tt-metal keeps the first {end - need} bytes for itself: "
+            f"{size - (end - need)} bytes are left for circular buffers)", kernel=program.name,
+            note="use smaller block_factors or a shallower CB depth, or spread the work over more cores")
     return TilegridError(f"the tt-metal device failed ({e.kind}): {text[:1500]}", kernel=program.name,
                          note=f"the generated kernels are in {where}" if where else None)
 
 
+_L1_OVERFLOW = re.compile(r"circular buffers .* grow to (\d+) B which is beyond max L1 size of (\d+) B")
 _SOURCE_FILE = re.compile(r"\.\./(chlkc_(unpack|math|pack)|kernel[^:]*)\.cpp:")
 _BUILDER = {"trisc": "compute", "brisc": 0, "ncrisc": 1}  # tt-metal's build names -> our kernels
 
