@@ -17,6 +17,10 @@ math and pack; each kernel-API call does its own thread's part).
   (spelling.py), recorded so that a simulated run can refuse it by name and line.
 - Inits and data-format reconfigurations are emitted only where the op before (in straight-line
   code) left another configuration.
+- A matmul that accumulates into a buffer through a loop (`acc = acc + a @ b`, one DST subblock)
+  keeps the accumulator in DST for the whole loop, as a hand-written tt-metal matmul does: one
+  acquire before the loop (zero when the buffer was just filled with zeros, else the buffer copied
+  in), one pack after it, into the buffer, or straight into the CB slot the next op stores it to.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from xdsl.dialects import arith, scf
 from xdsl.ir import Operation, SSAValue
 
 from tilegrid.errors import CompileError
@@ -66,6 +71,8 @@ class Buf:
 
 
 def mul(a: int | str, k: int) -> int | str:
+    if isinstance(a, str) and a.lstrip("-").isdigit():
+        a = int(a)
     if isinstance(a, int):
         return a * k
     return a if k == 1 else f"{a} * {k}"
@@ -126,6 +133,9 @@ class ComputeWriter(ScalarWriter):
         self.fpu_reads: set[str] = set()  # CBs the matrix unit reads through SrcA / SrcB
         self.toggles: list[str] = []
         self.dirty = False  # a buffer may have been written since the unpacker last synchronised
+        self.in_dst: T.MatmulOp | None = None  # the matmul whose loop accumulates in DST (being emitted)
+        self.resident: Buf | None = None  # a buffer whose value is in DST, committed, not yet packed
+        self.resident_op: T.MatmulOp | None = None
         formats = {f for _, f, _ in (x for cb in layout.cbs for x in cb.formats)}
         self.mixed_formats = len(formats) > 1
         self.cb_format = {name: fmt for cb in layout.cbs for (i, fmt, _) in cb.formats
@@ -289,6 +299,89 @@ class ComputeWriter(ScalarWriter):
         self.dirty = dirty or self.dirty or self.layout.sync is not None
         self.forget()
 
+    # ---- a matmul accumulating in DST through its loop ---------------------------------------------
+
+    PASSIVE = (arith.ConstantOp, C.CBWaitOp, C.CBReserveOp, C.CBPushOp, C.CBPopOp, C.AllocOp, C.PrintOp)
+
+    def body(self, ops) -> None:
+        ops = list(ops)
+        loops = {k: mm for k, o in enumerate(ops) if isinstance(o, scf.ForOp) and (mm := dst_matmul(o)) is not None}
+        zeros = {k: zero_fill_before(ops, k, mm.acc) for k, mm in loops.items()}
+        skip = {z for z in zeros.values() if z is not None}
+        for k, o in enumerate(ops):
+            if k in skip:
+                continue
+            if k in loops:
+                self.flush()
+                self.accumulate_in_dst(o, loops[k], zeros[k] is not None)
+                continue
+            self.op(o)
+        self.flush()
+
+    def op(self, op: Operation) -> None:
+        if self.resident is not None and not isinstance(op, self.PASSIVE):
+            if isinstance(op, T.ComputeOp) and self.drain_into(op):
+                return
+            self.flush()
+        super().op(op)
+
+    def accumulate_in_dst(self, loop: scf.ForOp, mm: T.MatmulOp, zero: bool) -> None:
+        a_cb, b_cb = (self.layout.arg_cb[v.owner.cb.data] for v in (mm.a, mm.b))
+        acc = self.buf(mm.acc)
+        self.comment_for(mm)
+        self.line("// the accumulator stays in DST through the loop")
+        self.line("tile_regs_acquire();")
+        if not zero:
+            self.reads(mm, [mm.acc])
+            self.copy_into_dst(acc, *mm.out.type.tiles, 0, 0)
+        self.include("api/compute/matmul.h")
+        self.fpu_reads.update({a_cb, b_cb})
+        self.configure(b_cb, a_cb, acc.cb, f"matmul_init({a_cb}, {b_cb}, {1 if mm.b_transposed else 0})")
+        self.in_dst = mm
+        self.op(loop)
+        self.in_dst = None
+        self.line("tile_regs_commit();")
+        self.resident, self.resident_op = acc, mm
+
+    def flush(self) -> None:
+        """Pack the DST-resident accumulator into its buffer."""
+        if self.resident is None:
+            return
+        acc, (h, w) = self.resident, self.resident_op.out.type.tiles
+        self.resident = None
+        self.line("tile_regs_wait();")
+        self.configure_pack(acc.cb)
+        for i in range(h):
+            for j in range(w):
+                self.pack(acc, i * w + j, i, j)
+        self.line("tile_regs_release();")
+        self.wrote([acc])
+
+    def drain_into(self, op: T.ComputeOp) -> bool:
+        """`out.store(acc)` right after the loop: pack DST into the CB slot (the buffer is then dead)."""
+        mm = self.resident_op
+        body = list(op.body.block.ops)
+        if not (len(op.ins) == 1 and op.ins[0] is mm.out and len(op.outs) == 1 and len(body) == 2
+                and isinstance(body[0], T.LoadOp) and body[0].bcast.data == "none"
+                and isinstance(body[1], T.PackOp) and op.outs[0].type.tiles == mm.out.type.tiles):
+            return False
+        users = {u.operation for u in mm.out.uses}
+        if any(u is not mm and u is not op and not is_zero_fill(u) for u in users):
+            return False
+        out = self.buf(op.outs[0])
+        if out.kind != "out":
+            return False
+        self.comment_for(op)
+        self.resident = None
+        (h, w) = mm.out.type.tiles
+        self.line("tile_regs_wait();")
+        self.configure_pack(out.cb)
+        for i in range(h):
+            for j in range(w):
+                self.pack(out, i * w + j, i, j)
+        self.line("tile_regs_release();")
+        return True
+
     # ---- tile ops --------------------------------------------------------------------------------
 
     def subblocks(self, tiles: tuple[int, int], sub: tuple[int, int], emit, reconfigures: bool) -> None:
@@ -339,9 +432,12 @@ class ComputeWriter(ScalarWriter):
     @rule(T.MatmulOp)
     def _matmul(self, op: T.MatmulOp) -> None:
         self.comment_for(op)
+        if op is self.in_dst:  # inside its DST-accumulating loop: the products only
+            a, b = self.buf(op.a), self.buf(op.b)
+            self.matmul_tiles(op, a, b, 0, 0)
+            return
         a, b, *acc = self.reads(op, [op.a, op.b, *([op.acc] if op.acc is not None else [])])
         out = self.buf(op.out)
-        k = op.a.type.tiles[1]
         h, w = op.subblock_shape
         tb = 1 if op.b_transposed else 0
         self.include("api/compute/matmul.h")
@@ -355,19 +451,7 @@ class ComputeWriter(ScalarWriter):
                 if acc:
                     self.copy_into_dst(acc[0], h, w, sr, sc)
                     self.configure(b.cb, a.cb, out.cb, mm_init)
-                loop = k > 1
-                kk: int | str = "kt" if loop else 0
-                if loop:
-                    self.line(f"for (uint32_t kt = 0; kt < {k}; ++kt) {{")
-                    self.indent += 1
-                for i in range(h):
-                    for j in range(w):
-                        ai = a.page(lin(sr, i), kk)
-                        bi = b.page(lin(sc, j), kk) if tb else b.page(kk, lin(sc, j))
-                        self.line(f"matmul_tiles({a.cb}, {b.cb}, {ai}, {bi}, {i * w + j});")
-                if loop:
-                    self.indent -= 1
-                    self.line("}")
+                self.matmul_tiles(op, a, b, sr, sc)
 
             def packs() -> None:
                 for i in range(h):
@@ -378,6 +462,24 @@ class ComputeWriter(ScalarWriter):
 
         self.subblocks(op.out.type.tiles, (h, w), body, bool(acc))
         self.wrote([out])
+
+    def matmul_tiles(self, op: T.MatmulOp, a: Buf, b: Buf, sr, sc) -> None:
+        """DST[i, j] += sum over k of a[sr + i, k] @ b[k, sc + j] for the op's subblock."""
+        k = op.a.type.tiles[1]
+        h, w = op.subblock_shape
+        loop = k > 1
+        kk: int | str = "kt" if loop else 0
+        if loop:
+            self.line(f"for (uint32_t kt = 0; kt < {k}; ++kt) {{")
+            self.indent += 1
+        for i in range(h):
+            for j in range(w):
+                ai = a.page(lin(sr, i), kk)
+                bi = b.page(lin(sc, j), kk) if op.b_transposed else b.page(kk, lin(sc, j))
+                self.line(f"matmul_tiles({a.cb}, {b.cb}, {ai}, {bi}, {i * w + j});")
+        if loop:
+            self.indent -= 1
+            self.line("}")
 
     @rule(T.ReduceOp)
     def _reduce(self, op: T.ReduceOp) -> None:
@@ -757,4 +859,44 @@ def fpu_binary(d: OpDef, args: list[SSAValue], state: dict):
         return "reuse", (vb[1],), "none", "DEST_TO_SRCA"
     if vb[0] == "computed" and va[0] == "load" and va[2] == "none" and a is not b:
         return "reuse", (va[1],), "none", "DEST_TO_SRCB"
+    return None
+
+
+def is_zero_fill(op: Operation) -> bool:
+    """A `tile.compute` that fills its one output with zeros."""
+    if not isinstance(op, T.ComputeOp) or len(op.outs) != 1 or op.ins:
+        return False
+    body = list(op.body.block.ops)
+    return (len(body) == 2 and isinstance(body[0], T.FillOp) and body[0].value.value.data == 0.0
+            and isinstance(body[1], T.PackOp))
+
+
+def dst_matmul(loop: scf.ForOp) -> T.MatmulOp | None:
+    """The matmul of a loop that only accumulates `acc = acc + a @ b` (acc a buffer from outside the loop,
+    updated in place, one DST subblock; a and b popped in the loop), else None."""
+    if loop.iter_args:
+        return None
+    body = list(loop.body.block.ops)
+    mms = [o for o in body if isinstance(o, T.MatmulOp)]
+    if len(mms) != 1 or any(not isinstance(o, (*ComputeWriter.PASSIVE, T.MatmulOp, scf.YieldOp))
+                            or isinstance(o, C.AllocOp) for o in body):
+        return None
+    mm = mms[0]
+    if mm.acc is None or mm.acc is not mm.out or mm.subblock_shape != mm.out.type.tiles:
+        return None
+    if not isinstance(mm.acc.owner, C.AllocOp) or mm.acc.owner.parent_block() is loop.body.block:
+        return None
+    if any(u.operation.parent_block() is loop.body.block and u.operation is not mm for u in mm.acc.uses):
+        return None
+    return mm if all(isinstance(v.owner, C.CBWaitOp) and v.owner.parent_block() is loop.body.block
+                     for v in (mm.a, mm.b)) else None
+
+
+def zero_fill_before(ops: list[Operation], k: int, acc: SSAValue) -> int | None:
+    """The index of a zero fill of `acc` right before ops[k] (constants between), or None."""
+    j = k - 1
+    while j >= 0 and isinstance(ops[j], arith.ConstantOp):
+        j -= 1
+    if j >= 0 and is_zero_fill(ops[j]) and ops[j].outs[0] is acc:
+        return j
     return None
