@@ -41,9 +41,9 @@ SLOT = """inline uint32_t tg_slot(uint32_t cb, uint32_t ptr, uint32_t offset) {
 SCALER = """    // reduce_tile's scaler: 1.0 (bf16) in the first row of each 16x16 face, zero elsewhere
     cb_reserve_back({cb}, 1);
     {{
-        volatile tt_l1_ptr uint16_t* s = reinterpret_cast<volatile tt_l1_ptr uint16_t*>(get_write_ptr({cb}));
-        for (uint32_t k = 0; k < 1024; ++k) s[k] = 0;
-        for (uint32_t f = 0; f < 4; ++f) for (uint32_t k = 0; k < 16; ++k) s[f * 256 + k] = 0x3F80;
+        volatile tt_l1_ptr uint32_t* s = reinterpret_cast<volatile tt_l1_ptr uint32_t*>(get_write_ptr({cb}));
+        for (uint32_t k = 0; k < 512; ++k) s[k] = 0;
+        for (uint32_t f = 0; f < 4; ++f) for (uint32_t k = 0; k < 8; ++k) s[f * 128 + k] = 0x3F803F80u;
     }}
     cb_push_back({cb}, 1);"""
 
@@ -80,6 +80,7 @@ class DataflowWriter(ScalarWriter):
         self.handles: dict[SSAValue, str] = {}
         self.outstanding = {"read": True, "write": True}
         self.poll: str | None = None  # the service to call while blocked (None: block)
+        self.implicit = False  # emitting an implicit writer: its writes only need to have left L1
         self.atomics = False
         self.writes = False
         self.tensor_names: dict[int, str] = {}
@@ -98,7 +99,7 @@ class DataflowWriter(ScalarWriter):
 
     def tensor(self, arg: int) -> str:
         self.args.tensor(arg)
-        name = "t_" + "".join(ch if ch.isalnum() else "_" for ch in self.infos[arg]["name"])
+        name = f"t{arg}_" + "".join(ch if ch.isalnum() else "_" for ch in self.infos[arg]["name"])
         self.tensor_names[arg] = name
         return name
 
@@ -220,6 +221,9 @@ class DataflowWriter(ScalarWriter):
         kind = self.handles.get(op.handle, "write")
         if not self.outstanding[kind]:
             return  # an earlier barrier already covered it
+        if kind == "write" and self.implicit:  # the CB slot may be reused once the data left L1; the
+            self.line("noc_async_writes_flushed();")  # kernel's last barrier waits for the DRAM writes
+            return
         self.line(f"noc_async_{kind}_barrier();")
         self.outstanding[kind] = False
 
@@ -379,30 +383,57 @@ def service(thread: C.ThreadOp) -> Service:
 
 
 def emit_service(w: DataflowWriter, s: Service, k: int) -> str:
-    """Declare service k's counter and step lambda; returns the counter's name."""
+    """Declare service k: its counter, `s{k}_issue` (when its CB is ready: take the block, issue its
+    transfer; returns whether it did) and `s{k}_complete` (after the barrier: hand the block on).
+    Returns the transfer kind ("read" / "write") its barrier waits for."""
     counter = f"s{k}_done"
     first = next((o for o in s.inner if isinstance(o, C.CBReserveOp | C.CBWaitOp)), None)
-    if first is None:
-        raise CompileError("internal: an implicit data-movement thread without a CB operation")
+    waits = [n for n, o in enumerate(s.inner) if isinstance(o, C.DMAWaitOp)]
+    if first is None or len(waits) != 1:
+        raise CompileError("internal: an implicit data-movement thread is not one CB transfer per iteration")
+    issue, complete = s.inner[:waits[0]], s.inner[waits[0] + 1:]
+    kind = "read" if isinstance(first, C.CBReserveOp) else "write"
     cb, n = w.cb(first.cb.data), w.block_tiles(first.cb.data)
-    ready = (f"cb_pages_reservable_at_back({cb}, {n})" if isinstance(first, C.CBReserveOp)
-             else f"cb_pages_available_at_front({cb}, {n})")
-    w.line(f"// {s.thread.thread_name.data}: one block per step, when its CB is ready")
+    ready = (f"cb_pages_reservable_at_back({cb}, {n})" if kind == "read" else f"cb_pages_available_at_front({cb}, {n})")
+    w.line(f"// {s.thread.thread_name.data}: one block per call, when its CB is ready")
     w.line(f"uint32_t {counter} = 0;")
-    w.line(f"auto s{k}_step = [&]() {{")
+    w.line(f"auto s{k}_issue = [&]() -> bool {{")
     w.indent += 1
-    w.line(f"if ({counter} >= {s.total} || !{ready}) return;")
+    w.line(f"if ({counter} >= {s.total} || !{ready}) return false;")
     below = s.total
     for (pre, loop), trips in zip(s.levels, s.trips):
         below //= max(trips, 1)
         w.body(pre)
         lb, step = _const(loop.lb), _const(loop.step)
-        w.define(loop.body.block.args[0], f"int32_t({lb} + ({counter} / {below}) % {max(trips, 1)} * {step})")
-    w.body(s.inner)
+        index = str(lb) if trips <= 1 else f"int32_t({lb} + ({counter} / {below}) % {trips} * {step})"
+        w.define(loop.body.block.args[0], index.replace(" / 1)", ")").replace("(" + counter + ")", counter))
+    w.body(issue)
+    w.line("return true;")
+    w.indent -= 1
+    w.line("};")
+    w.line(f"auto s{k}_complete = [&]() {{")
+    w.indent += 1
+    w.body(complete)
     w.line(f"++{counter};")
     w.indent -= 1
     w.line("};")
-    return counter
+    return kind
+
+
+def emit_round(w: DataflowWriter, kinds: list[str]) -> None:
+    """`service()`: every ready implicit transfer issued, one barrier, every block handed on."""
+    w.line("auto service = [&]() {")
+    w.indent += 1
+    for k in range(len(kinds)):
+        w.line(f"const bool go{k} = s{k}_issue();")
+    for kind in sorted(set(kinds)):
+        any_go = " || ".join(f"go{k}" for k, x in enumerate(kinds) if x == kind)
+        wait = "noc_async_read_barrier()" if kind == "read" else "noc_async_writes_flushed()"
+        w.line(f"if ({any_go}) {wait};")
+    for k in range(len(kinds)):
+        w.line(f"if (go{k}) s{k}_complete();")
+    w.indent -= 1
+    w.line("};")
 
 
 def dataflow_kernel(w: DataflowWriter, kernel_name: str, user: C.ThreadOp | None, services: list[C.ThreadOp],
@@ -412,20 +443,21 @@ def dataflow_kernel(w: DataflowWriter, kernel_name: str, user: C.ThreadOp | None
     if scaler and w.layout.scaler:
         w.lines.append(SCALER.format(cb=w.layout.scaler))
     if user is None and len(services) == 1:
+        w.implicit = True
         w.body(services[0].body.block.ops)  # a single implicit thread: its loop as written
+        w.implicit = False
     elif not services:
         w.body(user.body.block.ops)
     else:
         flat = [service(t) for t in services]
-        counters = [emit_service(w, s, k) for k, s in enumerate(flat)]
-        w.line("auto service = [&]() { " + " ".join(f"s{k}_step();" for k in range(len(flat))) + " };")
+        emit_round(w, [emit_service(w, s, k) for k, s in enumerate(flat)])
         if user is not None:
             w.poll = "service"
             w.body(user.body.block.ops)
             w.poll = None
-        done = " || ".join(f"{c} < {s.total}" for c, s in zip(counters, flat))
+        done = " || ".join(f"s{k}_done < {s.total}" for k, s in enumerate(flat))
         w.line(f"while ({done}) service();")
-    if w.writes:
+    if w.writes or services:
         w.line("noc_async_write_barrier();")
     if w.atomics:
         w.line("noc_async_atomic_barrier();")
