@@ -821,10 +821,8 @@ def select(op: T.ComputeOp, scalars: list[str], fp32_dest: bool
         params = o.params()
         if d.arity == 1 or (d.scalable and len(args) == 2):
             s = owned(args[0])
-            code = op_spelling(d, {"x": at(s)}, params, len(args) == 2, loc)
-            if len(args) == 2:
-                code = SfpuCode(code.header, code.definitions, code.init,
-                                code.call.replace("{scale}", state[args[1]][1]))
+            scale = {"scale": state[args[1]][1]} if len(args) == 2 else {}
+            code = op_spelling(d, {"x": at(s)}, params | scale, len(args) == 2, loc)
             steps.append(Instr("sfpu", s, code=code, loc=loc, name=d.name))
             release(args[1:])
             slot_of[result] = s

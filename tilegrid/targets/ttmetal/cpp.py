@@ -59,6 +59,18 @@ def user_line(loc: str | None) -> str | None:
     return f"{name}:{where.line}: {text}" if text else f"{name}:{where.line}"
 
 
+def _int(text: str) -> int | None:
+    """The value of an integer literal (as `bind` wrote it), or None."""
+    t = text[1:-1] if text.startswith("(") and text.endswith(")") else text
+    return int(t) if t.lstrip("-").isdigit() else None
+
+
+def _lit(v: int | bool) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v) if v >= 0 else f"({v})"
+
+
 def user_loc(op: Operation) -> str | None:
     """The user's line of an op, or of the nearest op around it that has one (a compute body's ops)."""
     while op is not None:
@@ -100,7 +112,7 @@ class KernelWriter:
 
     @contextlib.contextmanager
     def scope(self, head: str) -> Iterator[None]:
-        self.line(head + " {")
+        self.line((head + " {").strip())
         self.indent += 1
         try:
             yield
@@ -208,6 +220,15 @@ class ScalarWriter(KernelWriter):
             self.define(op.results[0], f"{a} {FLOAT_SYM[op.name]} {b}")
             return
         spec = INDEX_OPS[op.name]
+        ca, cb = _int(a), _int(b)
+        if ca is not None and cb is not None and not (spec.divides and cb == 0):  # folded
+            self.bind(op.results[0], _lit(spec.fold(ca, cb)))
+            return
+        if op.name in ("arith.muli", "arith.addi") and (ca, cb) != (None, None):  # x * 1, x + 0
+            unit = 1 if op.name == "arith.muli" else 0
+            if cb == unit or ca == unit:
+                self.bind(op.results[0], a if cb == unit else b)
+                return
         if "floordiv(" in spec.cpp:
             self.helper(FLOORDIV)
         self.define(op.results[0], spec.cpp.format(a=a, b=b))
@@ -259,14 +280,19 @@ class ScalarWriter(KernelWriter):
         self.comment_for(op)
         body = op.body.block
         self._carried(list(op.results), list(op.iter_args), list(body.args[1:]))
-        iv = self.name(body.args[0])
         lb, ub, step = (self.name(v) for v in (op.lb, op.ub, op.step))
+        if not op.iter_args and _int(lb) is not None and _int(ub) is not None and _int(step) is not None \
+                and _int(lb) < _int(ub) <= _int(lb) + _int(step):  # one trip: a block with its index bound
+            self.bind(body.args[0], lb)  # (every generated name is unique: no scope needed)
+            self.loop_body(op)
+            return
+        iv = self.name(body.args[0])
         with self.scope(f"for (int32_t {iv} = {lb}; {iv} < {ub}; {iv} += {step})"):
             self.loop_body(op)
 
     def loop_body(self, op: scf.ForOp) -> None:
-        self.last_comment = None
         self.body(op.body.block.ops)
+        self.last_comment = None
 
     @rule(scf.IfOp)
     def _if(self, op: scf.IfOp) -> None:
