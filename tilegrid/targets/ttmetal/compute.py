@@ -131,6 +131,7 @@ class ComputeWriter(ScalarWriter):
         self.headers: list[str] = list(HEADERS)
         self.sfpu: list[tuple[str, str | None]] = []  # (op, user's line) of every SFPU op
         self.fpu_reads: set[str] = set()  # CBs the matrix unit reads through SrcA / SrcB
+        self.copy_reads: set[str] = set()  # CBs copied into DST
         self.toggles: list[str] = []
         self.dirty = False  # a buffer may have been written since the unpacker last synchronised
         self.in_dst: T.MatmulOp | None = None  # the matmul whose loop accumulates in DST (being emitted)
@@ -427,6 +428,7 @@ class ComputeWriter(ScalarWriter):
         """The CB index a copy into DST reads: an fp32 buffer through its unpack-to-DST view."""
         if src.kind == "area" and src.dtype == "f32" and self.layout.area_dest:
             return self.layout.area_dest
+        self.copy_reads.add(src.cb)
         return src.cb
 
     @rule(T.MatmulOp)

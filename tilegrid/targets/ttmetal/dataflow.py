@@ -48,6 +48,20 @@ SCALER = """    // reduce_tile's scaler: 1.0 (bf16) in the first row of each 16x
     cb_push_back({cb}, 1);"""
 
 
+def scaled_sum(terms: list[tuple[str, int]]) -> str:
+    """sum(value * k) as C++, folding literal values and factors of one."""
+    const, parts = 0, []
+    for value, k in terms:
+        v = value[1:-1] if value.startswith("(") and value.endswith(")") else value
+        if v.lstrip("-").isdigit():
+            const += int(v) * k
+        else:
+            parts.append(value if k == 1 else f"{value} * {k}")
+    if const or not parts:
+        parts.append(str(const))
+    return " + ".join(parts)
+
+
 @dataclass
 class Args:
     """A data-movement kernel's arguments: tensors it addresses (compile-time accessor args and an
@@ -83,6 +97,7 @@ class DataflowWriter(ScalarWriter):
         self.implicit = False  # emitting an implicit writer: its writes only need to have left L1
         self.atomics = False
         self.writes = False
+        self.staged = False  # the staging semaphore is used
         self.tensor_names: dict[int, str] = {}
 
     # ---- helpers ---------------------------------------------------------------------------------
@@ -178,12 +193,12 @@ class DataflowWriter(ScalarWriter):
             raise unsupported(op, f"a stream index with {len(indices)} indices for a {len(info['shape'])}-d tensor")
         stride, terms = ht * wt, []
         for idx, dim in zip(reversed(lead), reversed(lead_dims)):
-            terms.append(f"{idx} * {stride}")
+            terms.append((idx, stride))
             stride *= dim
-        terms += [f"{i} * {bh * wt}", f"{j} * {bw}"]
+        terms += [(i, bh * wt), (j, bw)]
         acc = self.tensor(arg)
         tile = TILE_BYTES[info["dtype"]]
-        page = " + ".join(terms)
+        page = scaled_sum(terms)
         if bh * bw == 1:
             self.line(f"{fn}({page}, {acc}, {l1});")
             return
@@ -278,7 +293,7 @@ class DataflowWriter(ScalarWriter):
         if not target:
             self.line(f"noc_semaphore_set({self._sem(k)}, {value});")
             return
-        self.writes = True
+        self.writes = self.staged = True
         with self.scope(""):
             staging = self.sem_addr(self.staging)
             self.line(f"*{self._sem(self.staging)} = {value};  // staging word of this kernel")
@@ -322,6 +337,52 @@ class DataflowWriter(ScalarWriter):
             self.line(f"noc_semaphore_wait({self._sem(k)}, {value});")
         if op.reset is not None:
             self.line(f"noc_semaphore_set({self._sem(k)}, {self.name(op.reset)});")
+
+    # ---- consecutive reads share one barrier ---------------------------------------------------------
+
+    def body(self, ops) -> None:
+        ops = list(ops)
+        k = 0
+        while k < len(ops):
+            groups, end = read_groups(ops, k)
+            if len(groups) >= 2 and self.poll is None:
+                self.batched_reads(ops[k:end], groups)
+                k = end
+                continue
+            self.op(ops[k])
+            k += 1
+
+    def batched_reads(self, ops: list[Operation], groups: list[list[Operation]]) -> None:
+        """`reserve, read, wait, push` of several CBs in a row: the first block is taken as written; the
+        others too if their CBs have room right now, and then one barrier serves every read. Otherwise
+        (never blocking while holding a block the consumer may be waiting for) the code as written."""
+        first, rest = groups[0], groups[1:]
+        members = {o for g in groups for o in g}
+        for o in ops:  # the index arithmetic between the groups
+            if o not in members:
+                self.op(o)
+        self.body(first[:-2])  # reserve and read the first block
+        ready = " && ".join(f"cb_pages_reservable_at_back({self.cb(g[0].cb.data)}, {self.block_tiles(g[0].cb.data)})"
+                            for g in rest)
+        held = dict(self.held)
+        self.line(f"if ({ready}) {{  // every block has room: one barrier for all the reads")
+        self.indent += 1
+        for g in rest:
+            self.body(g[:-2])
+        self.line("noc_async_read_barrier();")
+        for g in [first, *rest]:
+            self.op(g[-1])
+        self.indent -= 1
+        self.line("} else {")
+        self.indent += 1
+        self.held = dict(held)
+        self.outstanding["read"] = True
+        self.body(first[-2:])
+        for g in rest:
+            self.body(g)
+        self.indent -= 1
+        self.line("}")
+        self.outstanding["read"] = False
 
     # ---- control flow joins: transfers may be in flight ------------------------------------------
 
@@ -457,7 +518,7 @@ def dataflow_kernel(w: DataflowWriter, kernel_name: str, user: C.ThreadOp | None
             w.poll = None
         done = " || ".join(f"s{k}_done < {s.total}" for k, s in enumerate(flat))
         w.line(f"while ({done}) service();")
-    if w.writes or services:
+    if w.writes:
         w.line("noc_async_write_barrier();")
     if w.atomics:
         w.line("noc_async_atomic_barrier();")
@@ -492,3 +553,29 @@ def dataflow_kernel(w: DataflowWriter, kernel_name: str, user: C.ThreadOp | None
     body = "\n".join(w.lines)
     pre = [p for p in pre if not p.strip().startswith("const int32_t core_") or p.split()[2] in body]
     return "\n".join(head + pre + w.lines + ["}", ""])
+
+
+PURE = (arith.ConstantOp, arith.AddiOp, arith.SubiOp, arith.MuliOp, arith.FloorDivSIOp, arith.DivSIOp,
+        arith.RemSIOp, arith.MinSIOp, arith.MaxSIOp, arith.CmpiOp, arith.SelectOp, arith.IndexCastOp, C.CoreIndexOp)
+
+
+def read_groups(ops: list[Operation], k: int) -> tuple[list[list[Operation]], int]:
+    """From ops[k]: runs of `cb_reserve, dma_read into it, dma_wait, cb_push` of distinct CBs (pure index
+    arithmetic between them), and the index after the last run."""
+    groups: list[list[Operation]] = []
+    cbs: set[int] = set()
+    j, end = k, k
+    while True:
+        while j < len(ops) and isinstance(ops[j], PURE):
+            j += 1
+        g = ops[j:j + 4]
+        if not (len(g) == 4 and isinstance(g[0], C.CBReserveOp) and isinstance(g[1], C.DMAReadOp)
+                and g[1].dst is g[0].result and isinstance(g[2], C.DMAWaitOp) and g[2].handle is g[1].result
+                and isinstance(g[3], C.CBPushOp) and g[3].cb.data == g[0].cb.data and g[0].cb.data not in cbs
+                and len(list(g[0].result.uses)) == 1):
+            return groups, end
+        if any(not isinstance(ops[x], PURE) for x in range(end, j)):
+            return groups, end
+        groups.append(g)
+        cbs.add(g[0].cb.data)
+        j = end = j + 4

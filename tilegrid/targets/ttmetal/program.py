@@ -51,6 +51,7 @@ class Kernel:
     tensors: list[int] = field(default_factory=list)  # tensor arguments it addresses (accessor order)
     noc_tables: bool = False
     unpack_to_dest: list[int] = field(default_factory=list)
+    staging: bool = False  # it sets remote semaphores through a staging semaphore of its own
 
 
 @dataclass
@@ -169,18 +170,19 @@ def lower(compiled: Compiled, options: Options = Options()) -> TtMetalProgram:
         names = [t.thread_name.data for t in ([thread] if thread else []) + services]
         src = dataflow_kernel(w, compiled.name, thread, services, p, scaler=p == 0)
         kernels.append(Kernel(_file(compiled.name, names), "dataflow", src, names, p, list(args.tensors),
-                              args.noc_tables))
+                              args.noc_tables, staging=w.staged))
     capacity = prog.dst_capacity.data
     cw = ComputeWriter(layout, capacity, options.fp32_dest_acc)
     src = cw.kernel(compute[0], compiled.name, tiles)
     dest = [layout.constants[layout.area_dest]] if layout.area_dest else []
     if options.fp32_dest_acc:  # an fp32 CB that only copies read goes straight to DST
         for i, name in layout.arg_cb.items():
-            if infos[i]["dtype"] == "f32" and name not in cw.fpu_reads:
+            if infos[i]["dtype"] == "f32" and name in cw.copy_reads and name not in cw.fpu_reads:
                 dest.append(i)
     name = compute[0].thread_name.data
     kernels.insert(0, Kernel(_file(compiled.name, [name]), "compute", src, [name], unpack_to_dest=sorted(dest)))
-    sems = list(prog.semaphore_inits) + [0] * len(plan_dm)
+    staging = max((p + 1 for p, k in enumerate(k for k in kernels if k.kind == "dataflow") if k.staging), default=0)
+    sems = list(prog.semaphore_inits) + [0] * staging  # a staging word for each kernel that sets remote ones
     return TtMetalProgram(compiled, kernels, layout, options, sems, cw.sfpu)
 
 
