@@ -680,8 +680,9 @@ class ComputeWriter(ScalarWriter):
         for cb in self.layout.cbs:
             for idx, fmt, page in cb.formats:
                 name = next(n for n, i in self.layout.constants.items() if i == idx)
-                head.append(f"constexpr uint32_t {name} = {idx};  // {cb.purpose}"
-                            + (f" [{fmt} view]" if len(cb.formats) > 1 else ""))
+                view = ("  [the same memory, copies unpack it straight into DST]" if name == self.layout.area_dest
+                        else f"  [{fmt} view]" if len(cb.formats) > 1 else "")
+                head.append(f"constexpr uint32_t {name} = {idx};  // {cb.purpose}{view}")
         head.append("")
         head += self.helpers
         if self.helpers:
