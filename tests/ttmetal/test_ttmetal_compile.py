@@ -1,5 +1,5 @@
 """The tt-metal target without a device: what it generates (C++ kernels, the host program) and the
-errors it gives. Runs everywhere (no tt-metal environment needed); tests/ttmetal/test_codegen.py runs
+errors it gives. Runs everywhere (no tt-metal environment needed); tests/ttmetal/test_ttmetal_codegen.py runs
 the generated programs on wolfpine."""
 
 from __future__ import annotations

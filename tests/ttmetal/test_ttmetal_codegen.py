@@ -9,7 +9,7 @@ on). Numerics, as measured and explained in docs/ttmetal.md:
 - a matmul or a sum runs through the FPU's fixed-point datapath (wolfpine ports Tenstorrent's ttsim:
   products truncated to ~12 bits and aligned in groups of eight lanes, rounded into DST each step),
   so it is within one bf16 ulp of sum(|a * b|) of the float64 result, where the simulator is exact.
-Every figure goes to the logs directory (test_codegen.figures.json) and is printed.
+Every figure goes to the logs directory (test_ttmetal_codegen.figures.json) and is printed.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class Runs:
 def figures():
     yield
     if ENV is not None and FIGURES:
-        out = ENV.logs_dir / "test_codegen.figures.json"
+        out = ENV.logs_dir / "test_ttmetal_codegen.figures.json"
         out.write_text(json.dumps(FIGURES, indent=1) + "\n")
         print(f"\ntt-metal codegen figures ({out}):\n{json.dumps(FIGURES, indent=1)}")
 
