@@ -37,8 +37,6 @@ from tilegrid.ir import tile as T
 from tilegrid.ops import OpDef
 from tilegrid.passes.common import loc_of
 from tilegrid.targets.ttmetal.cpp import (
-    CORE_ARGS,
-    NO_JUMP_TABLES,
     ScalarWriter,
     collect_rules,
     cpp_float,
@@ -226,22 +224,6 @@ class ComputeWriter(ScalarWriter):
         self.held[(cb, side)] = 0
         self.line(f"{'cb_pop_front' if side == 'in' else 'cb_push_back'}({cb}, {self.arg_tiles[op.cb.data]});")
 
-    @rule(C.CBWaitOp)
-    def _cb_wait(self, op: C.CBWaitOp) -> None:
-        self._take(op, "in")
-
-    @rule(C.CBReserveOp)
-    def _cb_reserve(self, op: C.CBReserveOp) -> None:
-        self._take(op, "out")
-
-    @rule(C.CBPopOp)
-    def _cb_pop(self, op: C.CBPopOp) -> None:
-        self._give(op, "in")
-
-    @rule(C.CBPushOp)
-    def _cb_push(self, op: C.CBPushOp) -> None:
-        self._give(op, "out")
-
     @rule(C.AllocOp)
     def _alloc(self, op: C.AllocOp) -> None:
         t = op.result.type
@@ -352,9 +334,7 @@ class ComputeWriter(ScalarWriter):
         self.resident = None
         self.line("tile_regs_wait();")
         self.configure_pack(acc.cb)
-        for i in range(h):
-            for j in range(w):
-                self.pack(acc, i * w + j, i, j)
+        self.pack_subblock(acc, h, w)
         self.line("tile_regs_release();")
         self.wrote([acc])
 
@@ -377,9 +357,7 @@ class ComputeWriter(ScalarWriter):
         (h, w) = mm.out.type.tiles
         self.line("tile_regs_wait();")
         self.configure_pack(out.cb)
-        for i in range(h):
-            for j in range(w):
-                self.pack(out, i * w + j, i, j)
+        self.pack_subblock(out, h, w)
         self.line("tile_regs_release();")
         return True
 
@@ -415,6 +393,12 @@ class ComputeWriter(ScalarWriter):
 
     def pack(self, out: Buf, dst: int | str, r: int | str, c: int | str) -> None:
         self.line(f"pack_tile<true>({dst}, {out.cb}, {out.page(r, c)});")
+
+    def pack_subblock(self, out: Buf, h: int, w: int, sr: int | str = 0, sc: int | str = 0) -> None:
+        """Pack DST tiles 0 .. h*w - 1 into the subblock of `out` at (sr, sc)."""
+        for i in range(h):
+            for j in range(w):
+                self.pack(out, i * w + j, lin(sr, i), lin(sc, j))
 
     def copy_into_dst(self, src: Buf, h: int, w: int, sr, sc, slot_base: int = 0) -> None:
         """Unpack tiles of `src` for a subblock into DST (an fp32 buffer straight into DST)."""
@@ -455,12 +439,7 @@ class ComputeWriter(ScalarWriter):
                     self.configure(b.cb, a.cb, out.cb, mm_init)
                 self.matmul_tiles(op, a, b, sr, sc)
 
-            def packs() -> None:
-                for i in range(h):
-                    for j in range(w):
-                        self.pack(out, i * w + j, lin(sr, i), lin(sc, j))
-
-            self.dst_section(math, packs)
+            self.dst_section(math, lambda: self.pack_subblock(out, h, w, sr, sc))
 
         self.subblocks(op.out.type.tiles, (h, w), body, bool(acc))
         self.wrote([out])
@@ -521,12 +500,7 @@ class ComputeWriter(ScalarWriter):
                             self.indent -= 1
                             self.line("}")
 
-            def packs() -> None:
-                for i in range(h):
-                    for j in range(w):
-                        self.pack(out, i * w + j, lin(sr, i), lin(sc, j))
-
-            self.dst_section(math, packs)
+            self.dst_section(math, lambda: self.pack_subblock(out, h, w, sr, sc))
 
         self.subblocks(op.out.type.tiles, (h, w), body, bool(acc))
         self.line(f"reduce_uninit({x.cb});  // the packer's edge mask back to its default")
@@ -549,12 +523,7 @@ class ComputeWriter(ScalarWriter):
                     for j in range(w):
                         self.line(f"transpose_tile({x.cb}, {x.page(lin(sc, j), lin(sr, i))}, {i * w + j});")
 
-            def packs() -> None:
-                for i in range(h):
-                    for j in range(w):
-                        self.pack(out, i * w + j, lin(sr, i), lin(sc, j))
-
-            self.dst_section(math, packs)
+            self.dst_section(math, lambda: self.pack_subblock(out, h, w, sr, sc))
 
         self.subblocks(op.out.type.tiles, (h, w), body, False)
         self.wrote([out])
@@ -669,36 +638,24 @@ class ComputeWriter(ScalarWriter):
     def kernel(self, thread: C.ThreadOp, kernel_name: str, arg_tiles: dict[int, int]) -> str:
         self.arg_tiles = arg_tiles
         self.body(thread.body.block.ops)
-        body = self.lines
-        self.lines = []
-        self.indent = 1
         startup = self.first_config or (next(iter(self.layout.arg_cb.values())),) * 3
         head = [f"// tilegrid kernel '{kernel_name}', thread '{thread.thread_name.data}': the compute kernel "
-                "(unpack, math and pack TRISCs run this same code)", NO_JUMP_TABLES, "#include <cstdint>"]
+                "(unpack, math and pack TRISCs run this same code)", "#include <cstdint>"]
         head += [f'#include "{h}"' for h in self.headers]
-        head.append("")
+        cbs = []
         for cb in self.layout.cbs:
-            for idx, fmt, page in cb.formats:
+            for idx, fmt, _page in cb.formats:
                 name = next(n for n, i in self.layout.constants.items() if i == idx)
                 view = ("  [the same memory, copies unpack it straight into DST]" if name == self.layout.area_dest
                         else f"  [{fmt} view]" if len(cb.formats) > 1 else "")
-                head.append(f"constexpr uint32_t {name} = {idx};  // {cb.purpose}{view}")
-        head.append("")
-        head += self.helpers
-        if self.helpers:
-            head.append("")
-        head.append("void kernel_main() {")
-        pre = ["    const int32_t core_r = get_arg_val<uint32_t>(0);",
-               f"    const int32_t core_c = get_arg_val<uint32_t>({CORE_ARGS - 1});"]
-        pre.append(f"    compute_kernel_hw_startup({startup[0]}, {startup[1]}, {startup[2]});")
+                cbs.append(f"constexpr uint32_t {name} = {idx};  // {cb.purpose}{view}")
+        pre = [f"    compute_kernel_hw_startup({startup[0]}, {startup[1]}, {startup[2]});"]
         if self.layout.scaler:
             pre.append(f"    cb_wait_front({self.layout.scaler}, 1);  // the reduce scaler (a data-movement kernel wrote it)")
         if self.layout.sync:
             pre.append("    uint32_t pending = 0;  // buffer writes the unpacker has not waited for yet")
         pre += [f"    bool {t} = false;" for t in self.toggles]
-        used = "\n".join(body)
-        pre = [p for p in pre if not p.strip().startswith("const int32_t core_") or p.split()[2] in used]
-        return "\n".join(head + pre + body + ["}", ""])
+        return self.source(head, cbs, pre)
 
 
 SLOT = re.compile(r"@(\d+)")

@@ -27,7 +27,6 @@ from tilegrid.passes.common import loc_of
 
 CMPI = {k: sym for k, (_, sym) in CMPI_OPS.items()} | {6: "<", 7: "<=", 8: ">", 9: ">="}
 FLOAT_SYM = {name: sym for name, (_, sym) in FLOAT_OPS.items()}
-CORE_ARGS = 2  # every kernel's first two runtime arguments: its core's grid row and column
 
 # Python's floor division (arith.floordivsi), for a C++ kernel.
 FLOORDIV = """inline int32_t floordiv(int32_t a, int32_t b) {
@@ -119,6 +118,17 @@ class KernelWriter:
         finally:
             self.indent -= 1
             self.line("}")
+
+    def source(self, head: list[str], cbs: list[str], prologue: list[str]) -> str:
+        """The kernel's C++: `head` (comment, includes), the CB constants, the helpers, then kernel_main:
+        the core's row and column (if the body uses them), `prologue`, the body."""
+        body = "\n".join(self.lines)
+        # every kernel's first two runtime arguments: its core's grid row and column
+        core = [f"    const int32_t core_{rc} = get_arg_val<uint32_t>({k});" for k, rc in enumerate("rc")]
+        core = [c for c in core if c.split()[2] in body or any(c.split()[2] in p for p in prologue)]
+        return "\n".join([head[0], NO_JUMP_TABLES, *head[1:], "", *cbs, "", *self.helpers,
+                          *([""] if self.helpers else []),
+                          "void kernel_main() {", *core, *prologue, *self.lines, "}", ""])
 
     def helper(self, text: str) -> None:
         if text not in self.helpers:
@@ -326,6 +336,22 @@ class ScalarWriter(KernelWriter):
             temps.append((self.name(t), tmp))
         for var, tmp in temps:
             self.line(f"{var} = {tmp};")
+
+    # ---- the CB protocol: each kind of kernel takes ("in": waited, "out": reserved) and gives blocks
+
+    def _take(self, op: Operation, side: str) -> None:
+        raise unsupported(op, f"a CB operation in a {self.kind} thread")
+
+    def _give(self, op: Operation, side: str) -> None:
+        raise unsupported(op, f"a CB operation in a {self.kind} thread")
+
+    @rule(C.CBWaitOp, C.CBReserveOp)
+    def _cb_take(self, op: Operation) -> None:
+        self._take(op, "in" if isinstance(op, C.CBWaitOp) else "out")
+
+    @rule(C.CBPopOp, C.CBPushOp)
+    def _cb_give(self, op: Operation) -> None:
+        self._give(op, "in" if isinstance(op, C.CBPopOp) else "out")
 
     @rule(C.PrintOp)
     def _print(self, op: C.PrintOp) -> None:

@@ -26,7 +26,7 @@ from tilegrid.errors import CompileError
 from tilegrid.ir import core as C
 from tilegrid.passes.allocate_l1 import TILE_BYTES
 from tilegrid.passes.common import loc_of
-from tilegrid.targets.ttmetal.cpp import CORE_ARGS, NO_JUMP_TABLES, ScalarWriter, collect_rules, rule, unsupported
+from tilegrid.targets.ttmetal.cpp import ScalarWriter, collect_rules, rule, unsupported
 from tilegrid.targets.ttmetal.layout import Layout
 
 MCAST = """inline uint64_t tg_mcast_addr(uint32_t x0, uint32_t y0, uint32_t x1, uint32_t y1, uint32_t addr) {
@@ -159,22 +159,6 @@ class DataflowWriter(ScalarWriter):
         self.held[(arg, side)] = self.held.get((arg, side), 0) - 1
         fn = "cb_push_back" if side == "out" else "cb_pop_front"
         self.line(f"{fn}({self.cb(arg)}, {self.block_tiles(arg)});")
-
-    @rule(C.CBReserveOp)
-    def _reserve(self, op: C.CBReserveOp) -> None:
-        self._take(op, "out")
-
-    @rule(C.CBWaitOp)
-    def _wait(self, op: C.CBWaitOp) -> None:
-        self._take(op, "in")
-
-    @rule(C.CBPushOp)
-    def _push(self, op: C.CBPushOp) -> None:
-        self._give(op, "out")
-
-    @rule(C.CBPopOp)
-    def _pop(self, op: C.CBPopOp) -> None:
-        self._give(op, "in")
 
     def block(self, v: SSAValue, op: Operation) -> str:
         if v not in self.blocks:
@@ -523,26 +507,20 @@ def dataflow_kernel(w: DataflowWriter, kernel_name: str, user: C.ThreadOp | None
     if w.atomics:
         w.line("noc_async_atomic_barrier();")
     head = [f"// tilegrid kernel '{kernel_name}': data-movement kernel on RISC-V {processor} (NoC {processor}): "
-            + ", ".join(f"thread '{n}'" for n in names), NO_JUMP_TABLES, "#include <cstdint>", '#include "api/dataflow/dataflow_api.h"', ""]
+            + ", ".join(f"thread '{n}'" for n in names), "#include <cstdint>", '#include "api/dataflow/dataflow_api.h"']
+    cbs = []
     for cb in w.layout.cbs:
-        for idx, _fmt, _page in cb.formats[:1]:
-            name = next(n for n, i in w.layout.constants.items() if i == idx)
-            head.append(f"constexpr uint32_t {name} = {idx};  // {cb.purpose}")
+        idx = cb.formats[0][0]
+        name = next(n for n, i in w.layout.constants.items() if i == idx)
+        cbs.append(f"constexpr uint32_t {name} = {idx};  // {cb.purpose}")
     ntensors = len(w.args.tensors)
-    gr, gc = w.grid
+    gc = w.grid[1]
     if w.args.noc_tables:
-        head.append(f"constexpr uint32_t NOC_X = {ntensors};  // common runtime args: NoC x of each grid column")
-        head.append(f"constexpr uint32_t NOC_Y = {ntensors + gc};  // ... then NoC y of each grid row")
-        head.append("inline uint32_t tg_noc_x(int32_t c) { return get_common_arg_val<uint32_t>(NOC_X + c); }")
-        head.append("inline uint32_t tg_noc_y(int32_t r) { return get_common_arg_val<uint32_t>(NOC_Y + r); }")
-    head.append("")
-    head += w.helpers
-    if w.helpers:
-        head.append("")
-    head.append("void kernel_main() {")
-    pre = ["    const int32_t core_r = get_arg_val<uint32_t>(0);",
-           f"    const int32_t core_c = get_arg_val<uint32_t>({CORE_ARGS - 1});"]
-    prev = None
+        cbs += [f"constexpr uint32_t NOC_X = {ntensors};  // common runtime args: NoC x of each grid column",
+                f"constexpr uint32_t NOC_Y = {ntensors + gc};  // ... then NoC y of each grid row",
+                "inline uint32_t tg_noc_x(int32_t c) { return get_common_arg_val<uint32_t>(NOC_X + c); }",
+                "inline uint32_t tg_noc_y(int32_t r) { return get_common_arg_val<uint32_t>(NOC_Y + r); }"]
+    pre, prev = [], None
     for pos, arg in enumerate(w.args.tensors):
         name = w.tensor_names.get(arg) or w.tensor(arg)
         offset = "0" if prev is None else f"{prev}_args.next_compile_time_args_offset()"
@@ -550,9 +528,7 @@ def dataflow_kernel(w: DataflowWriter, kernel_name: str, user: C.ThreadOp | None
         pre.append(f"    const auto {name} = TensorAccessor({name}_args, get_common_arg_val<uint32_t>({pos}), "
                    f"{TILE_BYTES[w.infos[arg]['dtype']]});  // '{w.infos[arg]['name']}' in DRAM, a page a tile")
         prev = name
-    body = "\n".join(w.lines)
-    pre = [p for p in pre if not p.strip().startswith("const int32_t core_") or p.split()[2] in body]
-    return "\n".join(head + pre + w.lines + ["}", ""])
+    return w.source(head, cbs, pre)
 
 
 PURE = (arith.ConstantOp, arith.AddiOp, arith.SubiOp, arith.MuliOp, arith.FloorDivSIOp, arith.DivSIOp,

@@ -85,6 +85,8 @@ def run_program(program: TtMetalProgram, tensors: Sequence[Any], session: Any, *
     try:
         res = session.run(program.host(data))
     except DeviceError as e:
+        if e.kind == "runtime" and not _L1_OVERFLOW.search(e.message):
+            session.close()  # a program that failed to launch can leave the device wedged: the next run starts afresh
         raise device_error(program, e, where) from None
     arrays: list[np.ndarray | None] = []
     for i, info in enumerate(args):
