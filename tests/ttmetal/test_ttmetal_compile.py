@@ -169,3 +169,14 @@ def test_device_hang_and_l1_overflow_are_tilegrid_errors(tmp_path):
             "[0-0 - 0-0] grow to 1547616 B which is beyond max L1 size of 1499136 B")
     e = device_error(p, DeviceError("runtime", text), tmp_path)
     assert isinstance(e, CompileError) and "1499136 bytes" in e.render() and "block_factors" in e.render()
+
+
+def test_cli_emits_cpp(capsys):
+    """`tilegrid compile FILE --backend tt-metal --emit cpp` prints the kernels of FILE's kernel calls."""
+    from tilegrid.cli import main
+
+    assert main(["compile", str(EXAMPLES / "matmul.py"), "--backend", "tt-metal", "--emit", "cpp"]) == 0
+    out = capsys.readouterr().out
+    assert "// ===== matmul_comp.cpp" in out and "matmul_tiles(cb_A, cb_B" in out
+    assert "// ===== matmul_reader.cpp" in out and "noc_async_read_page(" in out
+    assert "compiled kernel 'matmul' to tt-metal" in out and "SFPU" not in out
