@@ -22,7 +22,18 @@ import numpy as np
 import pytest
 from helpers import poisoned, rand
 
-from tilegrid import Program, Stream, compute, core_index, datamovement, dma, fill, pykernel_gen
+from tilegrid import (
+    Program,
+    Stream,
+    col_index,
+    compute,
+    core_index,
+    datamovement,
+    dma,
+    fill,
+    pykernel_gen,
+    row_index,
+)
 from tilegrid.errors import CompileError
 from tilegrid.targets import compile_kernel
 from tilegrid.targets.ttmetal.setup import find_env
@@ -239,6 +250,49 @@ def test_transpose_example():
     (_, dev), run, wall = on_device(mod.transpose, x, poisoned((64, 64), "bf16"))
     record("transpose_example", run, wall, bit_exact=float(np.mean(np.asarray(dev) == np.asarray(x).T)))
     np.testing.assert_array_equal(np.asarray(dev, np.float32), np.asarray(x, np.float32).T)
+
+
+@pykernel_gen(grid=(1, 2), block_factors=[(1, 1, 2), (1, 1, 2), (1, 1)])
+def batched_sub(a, b, out):
+    """A batch dimension (the implicit readers loop over it, element indices of the leading dimension)
+    and double-buffered input CBs."""
+    BATCH = a.shape[0]  # noqa: N806
+
+    @compute()
+    async def comp(a_cb, b_cb, out_cb):
+        for _ in range(BATCH):
+            out_cb.reserve().store(a_cb.pop() - b_cb.pop())
+
+    return Program(comp)(a, b, out)
+
+
+def test_batched_double_buffered(rng):
+    a, b = rand(rng, (3, 32, 64), "bf16"), rand(rng, (3, 32, 64), "bf16")
+    (_, _, dev), run, wall = on_device(batched_sub, a, b, poisoned((3, 32, 64), "bf16"))
+    (_, _, sim) = on_sim(batched_sub, a, b, poisoned((3, 32, 64), "bf16"))
+    check_elementwise("batched_sub", dev, sim, run, wall)
+
+
+@pykernel_gen(grid=(1, 2), block_factors=[(1, 1), (1, 1), (1, 1)], num_outs=2)
+def plus_indices(x, by_row, by_col):
+    """row_index / col_index: index tiles a data-movement kernel writes, copied into DST."""
+
+    @compute()
+    async def comp(x_cb, by_row_cb, by_col_cb):
+        blk = x_cb.pop()
+        by_row_cb.reserve().store(blk + row_index((32, 32)))
+        by_col_cb.reserve().store(col_index((32, 32)) + blk)
+
+    return Program(comp)(x, by_row, by_col)
+
+
+def test_row_and_column_indices(rng):
+    x = rand(rng, (32, 64), "bf16")
+    outs = poisoned((32, 64), "bf16"), poisoned((32, 64), "bf16")
+    (_, dev_r, dev_c), run, wall = on_device(plus_indices, x, *outs)
+    (_, sim_r, sim_c) = on_sim(plus_indices, x, *outs)
+    check_elementwise("plus_row_index", dev_r, sim_r, run, wall)
+    check_elementwise("plus_col_index", dev_c, sim_c, run, wall)
 
 
 # ---- matmul ---------------------------------------------------------------------------------------

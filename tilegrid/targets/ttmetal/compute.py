@@ -102,7 +102,7 @@ class Engine:
 class Instr:
     """One step of a compute body, applied to every tile of a subblock."""
 
-    kind: str  # copy, bcast, fpu, reuse, sfpu
+    kind: str  # copy, bcast, iota (bcast: its dim), fpu, reuse, sfpu
     slot: int  # the DST slot of its result
     inputs: tuple[int, ...] = ()  # the compute's inputs it unpacks
     bcast: str = "none"
@@ -573,8 +573,10 @@ class ComputeWriter(ScalarWriter):
 
     def prepare(self, s: Instr, ins: list[Buf]) -> None:
         """Configure the engines for an instruction of a compute body (its init, its data formats)."""
-        if s.kind == "copy":
-            cb = self.copy_source(ins[s.inputs[0]])
+        if s.kind in ("copy", "iota"):
+            cb = self.copy_source(ins[s.inputs[0]]) if s.kind == "copy" else self.layout.index
+            if s.kind == "iota":
+                self.copy_reads.add(cb)
             self.configure(cb, cb, None, f"copy_init({cb})")
         elif s.kind == "bcast":
             cb = ins[s.inputs[0]].cb
@@ -614,6 +616,9 @@ class ComputeWriter(ScalarWriter):
             if s.kind == "copy":
                 src = ins[s.inputs[0]]
                 self.line(f"copy_tile({self.copy_source(src)}, {src.page(r, c)}, {dst});")
+            elif s.kind == "iota":  # the index tile of this tile row (or column)
+                page = r if s.bcast == "0" else lin(c, self.layout.index_rows)
+                self.line(f"copy_tile({self.layout.index}, {page}, {dst});  // {'row' if s.bcast == '0' else 'col'}_index")
             elif s.kind == "bcast":
                 src = ins[s.inputs[0]]
                 self.line(f"unary_bcast<{BCAST[s.bcast]}>({src.cb}, {src.page(r, c)}, {dst});")
@@ -652,6 +657,9 @@ class ComputeWriter(ScalarWriter):
         pre = [f"    compute_kernel_hw_startup({startup[0]}, {startup[1]}, {startup[2]});"]
         if self.layout.scaler:
             pre.append(f"    cb_wait_front({self.layout.scaler}, 1);  // the reduce scaler (a data-movement kernel wrote it)")
+        if self.layout.index:
+            pre.append(f"    cb_wait_front({self.layout.index}, {self.layout.index_rows + self.layout.index_cols});  "
+                       "// row / column index tiles (a data-movement kernel wrote them)")
         if self.layout.sync:
             pre.append("    uint32_t pending = 0;  // buffer writes the unpacker has not waited for yet")
         pre += [f"    bool {t} = false;" for t in self.toggles]
@@ -718,6 +726,9 @@ def select(op: T.ComputeOp, scalars: list[str], fp32_dest: bool
         elif kind == "load":
             s = alloc()
             steps.append(load_step(v, s))
+        elif kind == "iota":
+            s = alloc()
+            steps.append(Instr("iota", s, bcast=str(state[v][1])))
         else:  # a scalar: filled in by the SFPU
             s = alloc()
             steps.append(sfpu(FILL, "fill", {"out": at(s)}, {"value": state[v][1]}, s))
@@ -731,9 +742,9 @@ def select(op: T.ComputeOp, scalars: list[str], fp32_dest: bool
             del slot_of[v]  # handed over: not freed when v dies
             return s
         kind = state[v][0]
-        if kind == "load":
+        if kind in ("load", "iota"):
             s = alloc()
-            steps.append(load_step(v, s))
+            steps.append(load_step(v, s) if kind == "load" else Instr("iota", s, bcast=str(state[v][1])))
             return s
         if kind == "zero":
             return alloc(fresh=True)
@@ -756,8 +767,8 @@ def select(op: T.ComputeOp, scalars: list[str], fp32_dest: bool
             state[o.result] = ("zero",) if v == 0.0 else ("scalar", cpp_float(v))
             continue
         if isinstance(o, T.IotaOp):
-            raise unsupported(o, "iota (a block of row or column indices)",
-                              note="tt-metal's kernel API has no index tile; pass the indices as an input tensor")
+            state[o.result] = ("iota", o.dim.data)
+            continue
         if isinstance(o, T.PackOp):
             packs.append((in_dst(o.x), o.output.data))
             continue
@@ -813,9 +824,10 @@ def fpu_binary(d: OpDef, args: list[SSAValue], state: dict):
         # `row - b`: the FPU broadcasts only its second operand, and a broadcast into DST followed by
         # the dest-reuse subtraction came out wrong on wolfpine (docs/ttmetal.md): the SFPU does it
         return None
-    if va[0] == "computed" and vb[0] == "load" and vb[2] == "none" and a is not b:
+    in_dst = ("computed", "iota")  # values in DST (an index tile is copied there first)
+    if va[0] in in_dst and vb[0] == "load" and vb[2] == "none" and a is not b:
         return "reuse", (vb[1],), "none", "DEST_TO_SRCA"
-    if vb[0] == "computed" and va[0] == "load" and va[2] == "none" and a is not b:
+    if vb[0] in in_dst and va[0] == "load" and va[2] == "none" and a is not b:
         return "reuse", (va[1],), "none", "DEST_TO_SRCB"
     return None
 

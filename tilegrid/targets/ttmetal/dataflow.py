@@ -38,6 +38,25 @@ SLOT = """inline uint32_t tg_slot(uint32_t cb, uint32_t ptr, uint32_t offset) {
     const uint32_t a = ptr + offset;
     return a >= get_local_cb_interface(cb).fifo_limit ? a - get_local_cb_interface(cb).fifo_size : a;
 }"""
+INDEX = """    // row_index / col_index: {rows} fp32 tiles of each element's row index, then {cols} of its column index
+    cb_reserve_back({cb}, {pages});
+    {{
+        volatile tt_l1_ptr uint32_t* t = reinterpret_cast<volatile tt_l1_ptr uint32_t*>(get_write_ptr({cb}));
+        for (uint32_t k = 0; k < {pages}; ++k)
+            for (uint32_t r = 0; r < 32; ++r)
+                for (uint32_t c = 0; c < 32; ++c) {{  // the tile's 16x16 faces, each row-major
+                    const uint32_t n = k < {rows} ? 32 * k + r : 32 * (k - {rows}) + c;
+                    t[k * 1024 + (r / 16) * 512 + (c / 16) * 256 + (r % 16) * 16 + c % 16] = tg_float_bits(n);
+                }}
+    }}
+    cb_push_back({cb}, {pages});"""
+FLOAT_BITS = """inline uint32_t tg_float_bits(uint32_t n) {
+    // the fp32 bits of a small integer (no floating point on the data-movement RISC-Vs)
+    if (n == 0) return 0;
+    uint32_t e = 0;
+    while ((n >> e) > 1) ++e;
+    return ((127 + e) << 23) | ((n << (23 - e)) & 0x7FFFFF);
+}"""
 SCALER = """    // reduce_tile's scaler: 1.0 (bf16) in the first row of each 16x16 face, zero elsewhere
     cb_reserve_back({cb}, 1);
     {{
@@ -487,6 +506,11 @@ def dataflow_kernel(w: DataflowWriter, kernel_name: str, user: C.ThreadOp | None
     names = ([user.thread_name.data] if user else []) + [t.thread_name.data for t in services]
     if scaler and w.layout.scaler:
         w.lines.append(SCALER.format(cb=w.layout.scaler))
+    if scaler and w.layout.index:
+        w.helper(FLOAT_BITS)
+        lay = w.layout
+        w.lines.append(INDEX.format(cb=lay.index, rows=lay.index_rows, cols=lay.index_cols,
+                                    pages=lay.index_rows + lay.index_cols))
     if user is None and len(services) == 1:
         w.implicit = True
         w.body(services[0].body.block.ops)  # a single implicit thread: its loop as written

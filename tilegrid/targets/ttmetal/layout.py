@@ -14,6 +14,9 @@ two small CBs the generated kernels add.
   reads one: the packer and the unpacker are different RISC-Vs, and CBs are how they synchronise.
 - `scaler`: the tile `reduce_tile` scales by (1.0 in the first row of each face), written once by a
   data-movement kernel.
+- `index`: for `row_index` / `col_index` (tile.iota), fp32 tiles of each element's row index (one tile
+  per tile row: 32 t + r), then of its column index, written once by a data-movement kernel; a copy
+  into DST is the iota.
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ class Layout:
     sync: str | None
     scaler: str | None
     constants: dict[str, int] = field(default_factory=dict)  # C++ name -> CB index
+    index: str | None = None
+    index_rows: int = 0  # row-index tiles first, then `index_cols` column-index tiles
+    index_cols: int = 0
 
     def buffer_page(self, alloc: C.AllocOp, offset: int) -> int:
         """The page (tile of the buffer's format) of the area at which a buffer placed at `offset` starts."""
@@ -151,5 +157,15 @@ def plan(prog: C.ProgramOp, module, fp32_dest: bool) -> Layout:
         constants[scaler] = index()
         cbs.append(CBSpec(scaler, TILE_BYTES["bf16"], [(constants[scaler], "bf16", TILE_BYTES["bf16"])],
                           "reduce_tile's scaler: 1.0 in the first row of each face"))
-    return Layout(cbs, arg_cb, area, area_dest, area_start, sync, scaler, constants)
+    iotas = [o for th in compute for o in th.walk() if isinstance(o, T.IotaOp)]
+    rows = max((o.parent_op().outs[0].type.tiles[0] for o in iotas if o.dim.data == 0), default=0)
+    cols = max((o.parent_op().outs[0].type.tiles[1] for o in iotas if o.dim.data == 1), default=0)
+    index = None
+    if iotas:
+        index = cname("index_tiles")
+        constants[index] = index_id = next_index
+        next_index += 1
+        cbs.append(CBSpec(index, (rows + cols) * TILE_BYTES["f32"], [(index_id, "f32", TILE_BYTES["f32"])],
+                          f"row_index / col_index: {rows} tiles of row indices, then {cols} of column indices"))
+    return Layout(cbs, arg_cb, area, area_dest, area_start, sync, scaler, constants, index, rows, cols)
 

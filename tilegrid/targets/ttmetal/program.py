@@ -179,6 +179,8 @@ def lower(compiled: Compiled, options: Options = Options()) -> TtMetalProgram:
         for i, name in layout.arg_cb.items():
             if infos[i]["dtype"] == "f32" and name in cw.copy_reads and name not in cw.fpu_reads:
                 dest.append(i)
+        if layout.index:
+            dest.append(layout.constants[layout.index])
     name = compute[0].thread_name.data
     kernels.insert(0, Kernel(_file(compiled.name, [name]), "compute", src, [name], unpack_to_dest=sorted(dest)))
     staging = max((p + 1 for p, k in enumerate(k for k in kernels if k.kind == "dataflow") if k.staging), default=0)
