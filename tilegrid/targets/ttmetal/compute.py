@@ -20,7 +20,10 @@ math and pack; each kernel-API call does its own thread's part).
 - A matmul that accumulates into a buffer through a loop (`acc = acc + a @ b`, one DST subblock)
   keeps the accumulator in DST for the whole loop, as a hand-written tt-metal matmul does: one
   acquire before the loop (zero when the buffer was just filled with zeros, else the buffer copied
-  in), one pack after it, into the buffer, or straight into the CB slot the next op stores it to.
+  in); the op after the loop that reads it last (the store, or an elementwise epilogue) runs in the
+  same DST section on it where it is; otherwise it is packed into its buffer.
+- A DST operand of a dest-reuse op moves to a source register configured fp32 (19 bits, TF32, as an
+  fp32 CB describes it), not in the other operand's bf16: chains keep the simulator's precision.
 """
 
 from __future__ import annotations
@@ -136,6 +139,7 @@ class ComputeWriter(ScalarWriter):
         self.resident: Buf | None = None  # a buffer whose value is in DST, committed, not yet packed
         self.resident_op: T.MatmulOp | None = None
         formats = {f for _, f, _ in (x for cb in layout.cbs for x in cb.formats)}
+
         self.mixed_formats = len(formats) > 1
         self.cb_format = {name: fmt for cb in layout.cbs for (i, fmt, _) in cb.formats
                           for name, idx in layout.constants.items() if idx == i}
@@ -165,6 +169,13 @@ class ComputeWriter(ScalarWriter):
             self.line(f"{init};")
             self.engine.init = init
 
+    def fp32_view(self) -> str:
+        name = self.layout.format_view()
+        if name not in self.cb_format:
+            self.cb_format[name] = "f32"
+            self.mixed_formats = True
+        return name
+
     def forget(self) -> None:
         """Control flow joins here: the configuration is whatever the other path left."""
         self.engine = Engine(None if self.mixed_formats else self.engine.srca,
@@ -180,8 +191,13 @@ class ComputeWriter(ScalarWriter):
             raise unsupported(owner, "a block this compute kernel has no place for")
         return b
 
-    def reads(self, op: Operation, values) -> list[Buf]:
-        """The blocks an op reads; the unpacker first waits for the buffer writes before it."""
+    def reads(self, op: Operation, values, keep=None, resident: SSAValue | None = None) -> list[Buf]:
+        """The blocks an op reads; the unpacker first waits for the buffer writes before it. With
+        `keep`, the result follows `keep`'s order (the `resident` one, in DST already, as a placeholder)."""
+        if keep is not None:
+            bufs = self.reads(op, values)
+            found = dict(zip(values, bufs))
+            return [found[v] if v is not resident else Buf("", "0", v.type.tiles, v.type.dtype, "dst") for v in keep]
         bufs = [self.buf(v) for v in values]
         for b in bufs:
             if b.kind == "out":
@@ -323,8 +339,7 @@ class ComputeWriter(ScalarWriter):
         self.in_dst = mm
         self.op(loop)
         self.in_dst = None
-        self.line("tile_regs_commit();")
-        self.resident, self.resident_op = acc, mm
+        self.resident, self.resident_op = acc, mm  # DST acquired, the math section still open
 
     def flush(self) -> None:
         """Pack the DST-resident accumulator into its buffer."""
@@ -332,6 +347,7 @@ class ComputeWriter(ScalarWriter):
             return
         acc, (h, w) = self.resident, self.resident_op.out.type.tiles
         self.resident = None
+        self.line("tile_regs_commit();")
         self.line("tile_regs_wait();")
         self.configure_pack(acc.cb)
         self.pack_subblock(acc, h, w)
@@ -339,26 +355,28 @@ class ComputeWriter(ScalarWriter):
         self.wrote([acc])
 
     def drain_into(self, op: T.ComputeOp) -> bool:
-        """`out.store(acc)` right after the loop: pack DST into the CB slot (the buffer is then dead)."""
+        """The op right after the loop reads the accumulator for the last time (`out.store(acc)`, or an
+        epilogue `out.store(acc * c + d)`) in one DST subblock: it runs in the same DST section, on the
+        accumulator where it is, and the buffer is never written."""
         mm = self.resident_op
-        body = list(op.body.block.ops)
-        if not (len(op.ins) == 1 and op.ins[0] is mm.out and len(op.outs) == 1 and len(body) == 2
-                and isinstance(body[0], T.LoadOp) and body[0].bcast.data == "none"
-                and isinstance(body[1], T.PackOp) and op.outs[0].type.tiles == mm.out.type.tiles):
+        acc = mm.out
+        users = {u.operation for u in acc.uses}
+        if (acc not in op.ins or op.subblock_shape != acc.type.tiles or op.outs[0].type.tiles != acc.type.tiles
+                or any(u is not mm and u is not op and not is_zero_fill(u) for u in users)
+                or any(isinstance(o, T.LoadOp) and op.ins[o.input.data] is acc and o.bcast.data != "none"
+                       for o in op.body.block.ops)):
             return False
-        users = {u.operation for u in mm.out.uses}
-        if any(u is not mm and u is not op and not is_zero_fill(u) for u in users):
-            return False
-        out = self.buf(op.outs[0])
-        if out.kind != "out":
+        h, w = acc.type.tiles
+        steps, packs, nslots = select(op, [self.name(v) for v in op.scalars], self.fp32_dest,
+                                      in_dst={op.ins.index(acc): 0})
+        if nslots * h * w > self.capacity:
             return False
         self.comment_for(op)
         self.resident = None
-        (h, w) = mm.out.type.tiles
-        self.line("tile_regs_wait();")
-        self.configure_pack(out.cb)
-        self.pack_subblock(out, h, w)
-        self.line("tile_regs_release();")
+        ins = self.reads(op, [v for v in op.ins if v is not acc], keep=op.ins, resident=acc)
+        outs = [self.buf(v) for v in op.outs]
+        self.compute_section(steps, packs, ins, outs, h, w, 0, 0, acquire=False)
+        self.wrote(outs)
         return True
 
     # ---- tile ops --------------------------------------------------------------------------------
@@ -543,19 +561,7 @@ class ComputeWriter(ScalarWriter):
         out_rows = op.outs[0].type.tiles
 
         def body(sr, sc) -> None:
-            tiles = [(lin(sr, i), lin(sc, j), i * w + j) for i in range(h) for j in range(w)]
-
-            def math() -> None:
-                for s in steps:
-                    self.step(s, ins, tiles, hw)
-
-            def pack_all() -> None:
-                for slot, k in packs:
-                    self.configure_pack(outs[k].cb)
-                    for r, c, t in tiles:
-                        self.pack(outs[k], slot * hw + t, r, c)
-
-            self.dst_section(math, pack_all)
+            self.compute_section(steps, packs, ins, outs, h, w, sr, sc)
 
         if len(steps) == 1 and steps[0].kind != "bcast":  # one instruction: configured before the loops
             self.prepare(steps[0], ins)
@@ -563,6 +569,24 @@ class ComputeWriter(ScalarWriter):
             self.configure_pack(outs[packs[0][1]].cb)
         self.subblocks(out_rows, (h, w), body, len(steps) > 1 or len(packs) > 1 and self.mixed_formats)
         self.wrote(outs)
+
+    def compute_section(self, steps: list[Instr], packs: list[tuple[int, int]], ins: list[Buf], outs: list[Buf],
+                        h: int, w: int, sr: int | str, sc: int | str, acquire: bool = True) -> None:
+        """One DST section of a compute body: its steps over the subblock at (sr, sc), then its packs
+        (`acquire=False`: DST is already acquired, holding the inputs the steps find there)."""
+        hw = h * w
+        tiles = [(lin(sr, i), lin(sc, j), i * w + j) for i in range(h) for j in range(w)]
+        if acquire:
+            self.line("tile_regs_acquire();")
+        for s in steps:
+            self.step(s, ins, tiles, hw)
+        self.line("tile_regs_commit();")
+        self.line("tile_regs_wait();")
+        for slot, k in packs:
+            self.configure_pack(outs[k].cb)
+            for r, c, t in tiles:
+                self.pack(outs[k], slot * hw + t, r, c)
+        self.line("tile_regs_release();")
 
     def configure_pack(self, cb: str) -> None:
         if self.first_config is None:
@@ -595,7 +619,11 @@ class ComputeWriter(ScalarWriter):
             cb = ins[s.inputs[0]].cb
             self.include("api/compute/eltwise_binary.h")
             self.fpu_reads.add(cb)
-            self.configure(cb, cb, None, f"{s.op.name}_reuse_dest_init<EltwiseBinaryReuseDestType::{s.reuse}>({cb})")
+            # the operand that moves from DST to a source register keeps 19 bits (TF32) where an fp32 CB
+            # can describe that register's format, not the 16 of the other operand's bf16
+            dst = self.fp32_view() if self.fp32_dest else cb
+            srca, srcb = (dst, cb) if s.reuse == "DEST_TO_SRCA" else (cb, dst)
+            self.configure(srca, srcb, None, f"{s.op.name}_reuse_dest_init<EltwiseBinaryReuseDestType::{s.reuse}>({cb})")
         else:  # sfpu
             self.include(s.code.header)
             if s.code.definitions:
@@ -678,14 +706,15 @@ def per_tile(text: str, hw: int, t: int) -> str:
     return SLOT.sub(lambda m: str(int(m.group(1)) * hw + t), text)
 
 
-def select(op: T.ComputeOp, scalars: list[str], fp32_dest: bool
+def select(op: T.ComputeOp, scalars: list[str], fp32_dest: bool, in_dst: dict[int, int] | None = None
            ) -> tuple[list[Instr], list[tuple[int, int]], int]:
     """Instruction selection for a compute body: (steps, packs (slot, output), DST slots per tile).
 
     A value is a load of an input (`("load", input, bcast)`, read from L1 by whichever instruction
     uses it), a scalar, a zero, or computed into a DST slot. Slots are allocated by linear scan; an
     instruction that works in place (the SFPU's unary ops, the dest-reuse binaries) takes over the
-    slot of an operand that dies there, or a copy of one that lives on."""
+    slot of an operand that dies there, or a copy of one that lives on. `in_dst`: inputs already in
+    DST (input -> slot)."""
     body = list(op.body.block.ops)
     loc = loc_of(op)
     remaining: dict[SSAValue, int] = {}
@@ -697,7 +726,8 @@ def select(op: T.ComputeOp, scalars: list[str], fp32_dest: bool
     steps: list[Instr] = []
     packs: list[tuple[int, int]] = []
     free: list[int] = []
-    count = 0
+    preloaded = in_dst or {}
+    count = 1 + max(preloaded.values(), default=-1)
     dst_format = "Float32" if fp32_dest else "Float16_b"
 
     def alloc(fresh: bool = False) -> int:
@@ -760,7 +790,11 @@ def select(op: T.ComputeOp, scalars: list[str], fp32_dest: bool
 
     for o in body:
         if isinstance(o, T.LoadOp):
-            state[o.result] = ("load", o.input.data, o.bcast.data)
+            if o.input.data in preloaded:
+                state[o.result] = ("computed",)
+                slot_of[o.result] = preloaded[o.input.data]
+            else:
+                state[o.result] = ("load", o.input.data, o.bcast.data)
             continue
         if isinstance(o, T.FillOp):
             v = o.value.value.data

@@ -68,6 +68,22 @@ class Layout:
     index_rows: int = 0  # row-index tiles first, then `index_cols` column-index tiles
     index_cols: int = 0
 
+    def format_view(self) -> str:
+        """An fp32 CB to configure a source register's format with (a bf16 kernel's DST operand of a
+        dest-reuse op keeps 19 bits): an existing one, else a one-tile CB added for that."""
+        for cb in self.cbs:
+            for idx, fmt, _ in cb.formats:
+                name = next(n for n, i in self.constants.items() if i == idx)
+                if fmt == "f32" and name not in (self.area_dest, self.index):
+                    return name
+        name = "cb_fp32_format"
+        self.constants[name] = index = max(self.constants.values(), default=-1) + 1
+        if index >= MAX_CBS:
+            raise CompileError(f"the kernel needs more than {MAX_CBS} circular buffers per core (tt-metal's limit)")
+        self.cbs.append(CBSpec(name, TILE_BYTES["f32"], [(index, "f32", TILE_BYTES["f32"])],
+                               "fp32 format of the source register a DST operand moves to (no data)"))
+        return name
+
     def buffer_page(self, alloc: C.AllocOp, offset: int) -> int:
         """The page (tile of the buffer's format) of the area at which a buffer placed at `offset` starts."""
         dtype = alloc.result.type.dtype
