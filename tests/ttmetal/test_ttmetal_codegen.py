@@ -230,8 +230,10 @@ def test_row_reductions(rng):
               np.abs(x64) * np.abs(x64).sum(axis=1, keepdims=True), run, wall)
 
 
-def test_transpose_example():
-    """examples/transpose.py (2x2 grid, an explicit writer to the swapped block): bit-exact."""
+@pytest.mark.parametrize("dtype", ["bf16", "f32"])
+def test_transpose_example(dtype):
+    """examples/transpose.py (2x2 grid, an explicit writer to the swapped block): bit-exact (fp32 tiles
+    unpack straight into DST and transpose there)."""
     import importlib.util
     from pathlib import Path
 
@@ -239,10 +241,20 @@ def test_transpose_example():
                                                   Path(__file__).resolve().parents[2] / "examples" / "transpose.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    x = rand(np.random.default_rng(5), (64, 64), "bf16")
-    (_, dev), run, wall = on_device(mod.transpose, x, poisoned((64, 64), "bf16"))
-    record("transpose_example", run, wall, bit_exact=float(np.mean(np.asarray(dev) == np.asarray(x).T)))
+    x = rand(np.random.default_rng(5), (64, 64), dtype)
+    (_, dev), run, wall = on_device(mod.transpose, x, poisoned((64, 64), dtype))
+    record(f"transpose_example_{dtype}", run, wall, bit_exact=float(np.mean(np.asarray(dev) == np.asarray(x).T)))
     np.testing.assert_array_equal(np.asarray(dev, np.float32), np.asarray(x, np.float32).T)
+
+
+def test_fp32_add_is_tf32_on_the_matrix_unit(rng):
+    """fp32 operands reach the matrix unit as TF32 (19 bits): within one bf16 ulp of |a| + |b|, not the
+    simulator's exact fp32 sum (an SFPU add would be exact; docs/ttmetal.md)."""
+    a, b = rand(rng, (32, 64)), rand(rng, (32, 64))
+    (_, _, dev), run, wall = on_device(KERNELS["add"], a, b, poisoned((32, 64)))
+    (_, _, sim) = on_sim(KERNELS["add"], a, b, poisoned((32, 64)))
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    check_dot("elementwise_add_f32", dev, sim, a64 + b64, np.abs(a64) + np.abs(b64), run, wall)
 
 
 @pykernel_gen(grid=(1, 2), block_factors=[(1, 1, 2), (1, 1, 2), (1, 1)])

@@ -531,15 +531,15 @@ class ComputeWriter(ScalarWriter):
         (x,) = self.reads(op, [op.x])
         out = self.buf(op.out)
         self.include("api/compute/transpose.h")
-        self.configure(x.cb, x.cb, out.cb, f"transpose_init({x.cb})")
-        self.fpu_reads.add(x.cb)
+        cb = self.copy_source(x)  # fp32 unpacks straight into DST and transposes there: exact
+        self.configure(cb, cb, out.cb, f"transpose_init({cb})")
         h, w = op.subblock_shape
 
         def body(sr, sc) -> None:
             def math() -> None:
                 for i in range(h):
                     for j in range(w):
-                        self.line(f"transpose_tile({x.cb}, {x.page(lin(sc, j), lin(sr, i))}, {i * w + j});")
+                        self.line(f"transpose_tile({cb}, {x.page(lin(sc, j), lin(sr, i))}, {i * w + j});")
 
             self.dst_section(math, lambda: self.pack_subblock(out, h, w, sr, sc))
 
