@@ -663,7 +663,7 @@ class ComputeWriter(ScalarWriter):
         if s.kind == "bcast":
             self.line(f"unary_bcast_uninit<{BCAST[s.bcast]}>({ins[s.inputs[0]].cb});  // no broadcast again")
             self.engine.init = None
-        if s.kind == "sfpu":
+        if s.kind == "sfpu" and s.code.needs_sfpi:
             self.sfpu.append((s.name, s.loc))
 
     # ---- the kernel ------------------------------------------------------------------------------

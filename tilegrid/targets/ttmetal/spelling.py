@@ -24,18 +24,25 @@ COPY_DST = TtMetal("api/compute/copy_dest_values.h", "copy_dest_values_init()",
 @dataclass(frozen=True)
 class SfpuCode:
     """C++ of one SFPU op: `header` to include, `definitions` to put before kernel_main (a raw
-    routine's functions), `init` to run before a run of these ops, `call` to apply it to DST tiles."""
+    routine's functions), `init` to run before a run of these ops, `call` to apply it to DST tiles.
+    `needs_sfpi`: built only by Tenstorrent's sfpi compiler (the kernel API's SFPU calls), so the
+    simulated device refuses it; a raw routine (tt-llk's instruction macros) does not."""
 
     header: str | None
     definitions: str
     init: str
     call: str
+    needs_sfpi: bool = True
 
 
 def sfpu_spelling(name: str, spell: TtMetal | None, operands: dict[str, str], params: dict[str, str],
                   scaled: bool = False, loc: str | None = None) -> SfpuCode:
     """The SFPU code of op `name` on DST tiles (`operands`: {x} or {a}, {b}[, {c}] and {out} as C++
-    index expressions; `params`: parameters and {scale} as C++ literals / expressions)."""
+    index expressions; `params`: parameters and {scale} as C++ literals / expressions).
+
+    To plug in raw routines, return `SfpuCode(None, definitions, init, call, needs_sfpi=False)` here
+    for the ops they cover (e.g. from `tilegrid.targets.ttmetal.sfpu.routine(name)`); nothing else in
+    the target changes, and the simulated device then runs those ops."""
     if spell is None:
         raise CompileError(f"the tt-metal target has no spelling of the op '{name}'", loc,
                            note="tt-metal's kernel API has no such SFPU call; compute it from other ops")
