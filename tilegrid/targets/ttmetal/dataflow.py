@@ -43,11 +43,14 @@ INDEX = """    // row_index / col_index: {rows} fp32 tiles of each element's row
     {{
         volatile tt_l1_ptr uint32_t* t = reinterpret_cast<volatile tt_l1_ptr uint32_t*>(get_write_ptr({cb}));
         for (uint32_t k = 0; k < {pages}; ++k)
-            for (uint32_t r = 0; r < 32; ++r)
-                for (uint32_t c = 0; c < 32; ++c) {{  // the tile's 16x16 faces, each row-major
-                    const uint32_t n = k < {rows} ? 32 * k + r : 32 * (k - {rows}) + c;
-                    t[k * 1024 + (r / 16) * 512 + (c / 16) * 256 + (r % 16) * 16 + c % 16] = tg_float_bits(n);
+            for (uint32_t i = 0; i < 32; ++i) {{  // row (or column) i of tile k holds one value
+                const bool by_row = k < {rows};
+                const uint32_t bits = tg_float_bits(32 * (by_row ? k : k - {rows}) + i);
+                for (uint32_t j = 0; j < 32; ++j) {{  // the tile's 16x16 faces, each row-major
+                    const uint32_t r = by_row ? i : j, c = by_row ? j : i;
+                    t[k * 1024 + (r >> 4) * 512 + (c >> 4) * 256 + (r & 15) * 16 + (c & 15)] = bits;
                 }}
+            }}
     }}
     cb_push_back({cb}, {pages});"""
 FLOAT_BITS = """inline uint32_t tg_float_bits(uint32_t n) {
