@@ -17,6 +17,10 @@ from tilegrid.targets.ttmetal.cpp import cpp_float
 
 # SFPU helpers that are not op-table entries
 FILL = TtMetal("api/compute/eltwise_unary/fill.h", "fill_tile_init()", "fill_tile({out}, {value})")
+# a binary op with one of the compute's f32 scalars, in place on the other operand's DST tile
+SCALAR = {name: TtMetal("api/compute/eltwise_unary/binop_with_scalar.h", "binop_with_scalar_tile_init()",
+                        f"{name}_unary_tile({{x}}, __builtin_bit_cast(uint32_t, {{scale}}))")
+          for name in ("add", "sub", "rsub", "mul", "div")}
 COPY_DST = TtMetal("api/compute/copy_dest_values.h", "copy_dest_values_init()",
                    "copy_dest_values<DataFormat::{dst_format}>({x}, {out})")
 
