@@ -66,9 +66,31 @@ def cmd_compile_gpu(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compile_ttmetal(args: argparse.Namespace) -> int:
+    """`--backend tt-metal`: compile FILE's kernels to tt-metal C++; `--emit cpp` prints the kernels."""
+    log: list = []
+    if not _compile_file(args.file, log, target="tt-metal"):
+        return 1
+    seen = set()
+    for p in log:
+        if p.digest in seen:
+            continue
+        seen.add(p.digest)
+        if args.emit == "cpp":
+            for name, src in p.sources.items():
+                print(f"// ===== {name}\n{src}")
+        sfpu = sorted({name for name, _ in p.sfpu})
+        print(f"// compiled kernel '{p.name}' to tt-metal in {p.compiled.compile_seconds * 1e3:.1f} ms: "
+              f"{len(p.kernels)} kernels, {len(p.layout.cbs)} CBs"
+              + (f"; SFPU ops {', '.join(sfpu)} (refused on the simulated device)" if sfpu else ""))
+    return 0
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     if getattr(args, "backend", "sim") == "gpu":
         return cmd_compile_gpu(args)
+    if getattr(args, "backend", "sim") == "tt-metal":
+        return cmd_compile_ttmetal(args)
     log: list = []
     dumps: list[tuple[str, str]] = []
     dump = (lambda stage, text: dumps.append((stage, text))) if args.dump_ir else None
@@ -327,8 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("file")
     c.add_argument("--dump-ir", action="store_true", help="print the IR after the frontend and after every pass")
     c.add_argument("--report", action="store_true", help="print per-core L1 use")
-    c.add_argument("--backend", default="sim", choices=["sim", "gpu"], help="gpu: compile to Triton (no GPU needed)")
-    c.add_argument("--emit", default=None, choices=["triton"], help="with --backend gpu: print the generated source")
+    c.add_argument("--backend", default="sim", choices=["sim", "gpu", "tt-metal"],
+                   help="gpu: compile to Triton (no GPU needed); tt-metal: to tt-metal C++ (no device needed)")
+    c.add_argument("--emit", default=None, choices=["triton", "cpp"],
+                   help="print the generated source (triton with --backend gpu, cpp with --backend tt-metal)")
     c.set_defaults(fn=cmd_compile)
     r = sub.add_parser("run", help="run FILE (its kernels run on the simulator): tilegrid run FILE [-- ARGS...]",
                        usage="tilegrid run [options] FILE [-- ARGS...]")

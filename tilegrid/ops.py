@@ -10,9 +10,10 @@ An entry says what an op means and how every part of tilegrid treats it:
   within a few ulp (exp and log: NumPy's float32, up to about 2.4 and 2.8 ulp over the float
   range; in float64 FlashAttention's hottest op would be 16x slower);
 - `cost`: its cost class for the performance model (tilegrid/perf/costs.py prices each class);
-- its spelling on each code-emitting target: `triton` (the GPU backend) and `ttmetal` (the
-  tt-metal compute kernel API), a format string over the operand names ({x}, {a}, {b}, {c}) and
-  parameters, or a function of them;
+- its spelling on each code-emitting target: `triton` (the GPU backend), a format string over the
+  operand names ({x}, {a}, {b}, {c}) and parameters, or a function of them; and `ttmetal` (a
+  `TtMetal`: the tt-metal compute kernel API's header, init and call on DST tiles, checked against
+  the headers of ttnn 0.81.1, and the matrix unit's eltwise op where there is one);
 - `api`: the user-facing names (`x.exp()` and `exp(x)`), and `variants`: keyword spellings that
   select another entry (`exp(x, approx=True)` is `exp_approx`).
 
@@ -60,6 +61,30 @@ class Cost:
 
 
 @dataclass(frozen=True)
+class TtMetal:
+    """An op in a tt-metal compute kernel (ttnn 0.81.1's kernel API). `call` and `init` are format
+    strings over the DST tile indices of the operands ({x}; {a}, {b}; {c}, {a}, {b}), of the result
+    ({out}; a unary op works in place: {x} is also the result) and the parameters as C++ literals; a
+    scalable op's `scaled` call also has {scale} (an f32 C++ expression). `fpu`: the matrix unit's
+    EltwiseBinaryType (add_tiles, ...) when both operands are unpacked from L1; the SFPU `call` serves
+    operands already in DST."""
+
+    header: str
+    init: str
+    call: str
+    scaled: str | None = None
+    fpu: str | None = None
+
+
+def _sfpu(header: str, name: str, call: str | None = None, init: str | None = None, **kw: Any) -> TtMetal:
+    """The usual shape: `<name>_init()` and `<name>(...)` declared in `api/compute/<header>`."""
+    return TtMetal(f"api/compute/{header}", init or f"{name}_init()", call or f"{name}({{x}})", **kw)
+
+
+BITS = "__builtin_bit_cast(uint32_t, {})"  # a float parameter as the uint32 the SFPU kernel API takes
+
+
+@dataclass(frozen=True)
 class OpDef:
     """One elementwise op (see the module docstring)."""
 
@@ -69,7 +94,7 @@ class OpDef:
     cost: Cost
     triton: str | Callable[..., str]
     doc: str
-    ttmetal: str | Callable[..., str] | None = None
+    ttmetal: TtMetal | None = None
     params: tuple[Param, ...] = ()
     api: tuple[str, ...] = ()
     method: bool = True  # also a block method (`x.exp()`), not only a function (`exp(x)`)
@@ -78,7 +103,7 @@ class OpDef:
     compare: bool = False  # gives 1.0 / 0.0 (a boolean on the GPU)
 
     def spell(self, target: str, **operands: Any) -> str:
-        """This op on `target` ("triton" or "ttmetal"), given its operands' and parameters' text."""
+        """This op on `target` ("triton"), given its operands' and parameters' text."""
         s = getattr(self, target)
         if s is None:
             raise KeyError(f"op {self.name} has no {target} spelling")
@@ -141,46 +166,54 @@ SFPU_SIMPLE = Cost("sfpu", 3)  # load, op, store per vector
 UNARY = [
     _unary("exp", np.exp, Cost("exp"), "tl.exp({x})", "e**x, elementwise (`exp(x, approx=True)`: the SFPU's fast "
            "approximation, within 3.1%)", variants={"approx": "exp_approx"}, scalable=True,
-           ttmetal="exp_tile({dst})"),
+           ttmetal=_sfpu("eltwise_unary/exp.h", "exp_tile", "exp_tile<false>({x})", "exp_tile_init<false>()",
+                        scaled="exp_tile<false, true>({x}, VectorMode::RC, uint16_t(" + BITS.format("{scale}") + " >> 16))")),
     _unary("exp_approx", exp_approx, Cost("exp_approx"), "tl.exp({x})",
            "the SFPU's fast approximate e**x (Schraudolph's bit trick; the GPU's exp2 unit serves both exps)",
-           api=(), scalable=True, ttmetal="exp_tile<true, true>({dst})"),
+           api=(), scalable=True, ttmetal=_sfpu("eltwise_unary/exp.h", "exp_tile", "exp_tile<true>({x})", "exp_tile_init<true>()",
+                        scaled="exp_tile<true, true>({x}, VectorMode::RC, uint16_t(" + BITS.format("{scale}") + " >> 16))")),
     _unary("recip", lambda x: F32(1.0) / x, Cost("recip"), "1.0 / {x}", "1/x, elementwise",
-           ttmetal="recip_tile({dst})"),
-    _unary("neg", np.negative, SFPU_SIMPLE, "-{x}", "-x, elementwise (also `-x`)", ttmetal="negative_tile({dst})"),
-    _unary("sqrt", np.sqrt, Cost("recip"), "tl.sqrt({x})", "square root, elementwise", ttmetal="sqrt_tile({dst})"),
+           ttmetal=_sfpu("eltwise_unary/recip.h", "recip_tile")),
+    _unary("neg", np.negative, SFPU_SIMPLE, "-{x}", "-x, elementwise (also `-x`)", ttmetal=_sfpu("eltwise_unary/negative.h", "negative_tile")),
+    _unary("sqrt", np.sqrt, Cost("recip"), "tl.sqrt({x})", "square root, elementwise", ttmetal=_sfpu("eltwise_unary/sqrt.h", "sqrt_tile")),
     _unary("rsqrt", _f64(lambda x: 1.0 / np.sqrt(x)), Cost("recip"), "tl.rsqrt({x})", "1/sqrt(x), elementwise",
-           ttmetal="rsqrt_tile({dst})"),
-    _unary("abs", np.abs, SFPU_SIMPLE, "tl.abs({x})", "|x|, elementwise (also `abs(x)`)", ttmetal="abs_tile({dst})"),
-    _unary("log", np.log, Cost("poly"), "tl.log({x})", "natural logarithm, elementwise", ttmetal="log_tile({dst})"),
-    _unary("log1p", np.log1p, Cost("poly"), _log1p_triton, "log(1 + x), accurate for small x",
-           ttmetal="log1p_tile({dst})"),
+           ttmetal=_sfpu("eltwise_unary/rsqrt.h", "rsqrt_tile")),
+    _unary("abs", np.abs, SFPU_SIMPLE, "tl.abs({x})", "|x|, elementwise (also `abs(x)`)", ttmetal=_sfpu("compute_kernel_api.h", "abs_tile")),
+    _unary("log", np.log, Cost("poly"), "tl.log({x})", "natural logarithm, elementwise", ttmetal=_sfpu("compute_kernel_api.h", "log_tile")),
+    _unary("log1p", np.log1p, Cost("poly"),
+           _log1p_triton, "log(1 + x), accurate for small x", ttmetal=_sfpu("eltwise_unary/log1p.h", "log1p_tile")),
     _unary("relu", lambda x: np.maximum(x, F32(0.0)), SFPU_SIMPLE, "tl.maximum({x}, 0.0)", "max(x, 0), elementwise",
-           ttmetal="relu_tile({dst})"),
+           ttmetal=_sfpu("eltwise_unary/relu.h", "relu_tile")),
     _unary("sigmoid", _f64(lambda x: 1.0 / (1.0 + np.exp(-x))), Cost("poly"), "tl.sigmoid({x})",
-           "1/(1 + e**-x), elementwise", ttmetal="sigmoid_tile({dst})"),
-    _unary("tanh", np.tanh, Cost("poly"), _tanh_triton, "hyperbolic tangent, elementwise", ttmetal="tanh_tile({dst})"),
+           "1/(1 + e**-x), elementwise", ttmetal=_sfpu("compute_kernel_api.h", "sigmoid_tile")),
+    _unary("tanh", np.tanh, Cost("poly"), _tanh_triton, "hyperbolic tangent, elementwise", ttmetal=_sfpu("compute_kernel_api.h", "tanh_tile")),
     _unary("erf", _f64(scipy.special.erf), Cost("poly"), "tl.erf({x})", "the error function, elementwise",
-           ttmetal="erf_tile({dst})"),
+           ttmetal=_sfpu("eltwise_unary/erf_erfc.h", "erf_tile", "erf_tile<false>({x})", "erf_tile_init<false>()")),
     _unary("gelu", _f64(lambda x: 0.5 * x * (1.0 + scipy.special.erf(x * SQRT1_2))), Cost("poly"),
            lambda x: f"(0.5 * {x} * (1.0 + tl.erf({x} * {SQRT1_2!r})))",
            "GELU, x * Phi(x) with the exact normal CDF (`gelu(x, approx=True)`: the tanh approximation)",
-           variants={"approx": "gelu_tanh"}, ttmetal="gelu_tile<false>({dst})"),
+           variants={"approx": "gelu_tanh"}, ttmetal=_sfpu("eltwise_unary/gelu.h", "gelu_tile", "gelu_tile<false>({x})", "gelu_tile_init<false>()")),
     _unary("gelu_tanh", _f64(_gelu_tanh64), Cost("poly"),
            lambda x: f"(0.5 * {x} * (1.0 + {_tanh_triton(f'({SQRT_2_OVER_PI!r} * ({x} + 0.044715 * {x} * {x} * {x}))')}))",
            "GELU with the tanh approximation 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))", api=(),
-           ttmetal="gelu_tile<true>({dst})"),
+           ttmetal=_sfpu("eltwise_unary/gelu.h", "gelu_tanh_tile")),
     _unary("silu", _f64(lambda x: x / (1.0 + np.exp(-x))), Cost("poly"), "({x} * tl.sigmoid({x}))",
-           "SiLU (swish), x * sigmoid(x)", ttmetal="silu_tile({dst})"),
+           "SiLU (swish), x * sigmoid(x)", ttmetal=_sfpu("compute_kernel_api.h", "silu_tile")),
     _unary("softplus", _f64(lambda x: np.logaddexp(0.0, x)), Cost("poly"),
            lambda x: f"(tl.maximum({x}, 0.0) + {_log1p_triton(f'tl.exp(-tl.abs({x}))')})", "log(1 + e**x), computed stably",
-           ttmetal="softplus_tile({dst})"),
+           ttmetal=_sfpu("eltwise_unary/softplus.h", "softplus_tile",  # beta 1, threshold 20
+                            "softplus_tile({x}, 0x3F800000u, 0x3F800000u, 0x41A00000u)")),
     OpDef("pow", 1, _pow_sim, Cost("sfpu", 4), _pow_triton, "x ** n for an integer n known when the kernel compiles "
-          "(also `x ** n`)", ttmetal="power_tile({dst}, {n})", params=(Param("n", int),), api=("pow",)),
+          "(also `x ** n`)", ttmetal=_sfpu("compute_kernel_api.h", "power_tile", "power_tile({x}, {n})"), params=(Param("n", int),), api=("pow",)),
     OpDef("clamp", 1, lambda x, lo, hi: np.clip(x, F32(lo), F32(hi)), Cost("sfpu", 4),
           "tl.minimum(tl.maximum({x}, {lo}), {hi})", "min(max(x, lo), hi) for lo, hi known when the kernel compiles",
-          ttmetal="clamp_tile({dst}, {lo}, {hi})", params=(Param("lo", float), Param("hi", float)), api=("clamp",)),
+          ttmetal=_sfpu("eltwise_unary/clamp.h", "clamp_tile",
+                                                       "clamp_tile({x}, " + BITS.format("{lo}") + ", " + BITS.format("{hi}") + ")"), params=(Param("lo", float), Param("hi", float)), api=("clamp",)),
 ]
+
+
+def _cmp_tt(name: str) -> TtMetal:
+    return _sfpu("eltwise_binary_sfpu.h", f"{name}_binary_tile", f"{name}_binary_tile({{a}}, {{b}}, {{out}})")
 
 
 def _binary(name: str, sim: Callable, cost: Cost, triton: str, doc: str, **kw: Any) -> OpDef:
@@ -188,26 +221,34 @@ def _binary(name: str, sim: Callable, cost: Cost, triton: str, doc: str, **kw: A
 
 
 BINARY = [
-    _binary("add", np.add, Cost("fpu", 4), "{a} + {b}", "a + b", ttmetal="add"),
-    _binary("sub", np.subtract, Cost("fpu", 4), "{a} - {b}", "a - b", ttmetal="sub"),
-    _binary("mul", np.multiply, Cost("fpu", 4), "{a} * {b}", "a * b", ttmetal="mul"),
-    _binary("div", np.divide, Cost("sfpu", 4), "{a} / {b}", "a / b", ttmetal="div_binary_tile"),
+    _binary("add", np.add, Cost("fpu", 4), "{a} + {b}", "a + b", ttmetal=_sfpu("eltwise_binary_sfpu.h", "add_binary_tile", "add_binary_tile({a}, {b}, {out})", fpu="ELWADD")),
+    _binary("sub", np.subtract, Cost("fpu", 4), "{a} - {b}", "a - b", ttmetal=_sfpu("eltwise_binary_sfpu.h", "sub_binary_tile", "sub_binary_tile({a}, {b}, {out})", fpu="ELWSUB")),
+    _binary("mul", np.multiply, Cost("fpu", 4), "{a} * {b}", "a * b", ttmetal=_sfpu("eltwise_binary_sfpu.h", "mul_binary_tile", "mul_binary_tile({a}, {b}, {out})", fpu="ELWMUL")),
+    _binary("div", np.divide, Cost("sfpu", 4), "{a} / {b}", "a / b", ttmetal=_sfpu("eltwise_binary_sfpu.h", "div_binary_tile", "div_binary_tile({a}, {b}, {out})")),
     _binary("max", np.maximum, Cost("sfpu", 4), "tl.maximum({a}, {b})", "elementwise max (also `max(a, b)`)",
-            api=("maximum",), ttmetal="binary_max_tile"),
+            api=("maximum",), ttmetal=_sfpu("binary_max_min.h", "binary_max_tile", "binary_max_tile({a}, {b}, {out})")),
     _binary("min", np.minimum, Cost("sfpu", 4), "tl.minimum({a}, {b})", "elementwise min (also `min(a, b)`)",
-            api=("minimum",), ttmetal="binary_min_tile"),
+            api=("minimum",), ttmetal=_sfpu("binary_max_min.h", "binary_min_tile", "binary_min_tile({a}, {b}, {out})")),
     _binary("mod", np.mod, Cost("sfpu", 6), "({a} - tl.floor({a} / {b}) * {b})",
-            "a % b, the remainder with the sign of b (NumPy's and Python's floored modulo)"),
-    _binary("ge", _cmp(np.greater_equal), Cost("sfpu", 5), "({a} >= {b})", "1.0 where a >= b, else 0.0", compare=True),
-    _binary("gt", _cmp(np.greater), Cost("sfpu", 5), "({a} > {b})", "1.0 where a > b, else 0.0", compare=True),
-    _binary("le", _cmp(np.less_equal), Cost("sfpu", 5), "({a} <= {b})", "1.0 where a <= b, else 0.0", compare=True),
-    _binary("lt", _cmp(np.less), Cost("sfpu", 5), "({a} < {b})", "1.0 where a < b, else 0.0", compare=True),
-    _binary("eq", _cmp(np.equal), Cost("sfpu", 5), "({a} == {b})", "1.0 where a == b, else 0.0", compare=True),
-    _binary("ne", _cmp(np.not_equal), Cost("sfpu", 5), "({a} != {b})", "1.0 where a != b, else 0.0", compare=True),
+            "a % b, the remainder with the sign of b (NumPy's and Python's floored modulo)",
+            ttmetal=_sfpu("binary_remainder.h", "remainder_binary_tile", "remainder_binary_tile({a}, {b}, {out})")),
+    _binary("ge", _cmp(np.greater_equal), Cost("sfpu", 5), "({a} >= {b})", "1.0 where a >= b, else 0.0", compare=True,
+            ttmetal=_cmp_tt("ge")),
+    _binary("gt", _cmp(np.greater), Cost("sfpu", 5), "({a} > {b})", "1.0 where a > b, else 0.0", compare=True,
+            ttmetal=_cmp_tt("gt")),
+    _binary("le", _cmp(np.less_equal), Cost("sfpu", 5), "({a} <= {b})", "1.0 where a <= b, else 0.0", compare=True,
+            ttmetal=_cmp_tt("le")),
+    _binary("lt", _cmp(np.less), Cost("sfpu", 5), "({a} < {b})", "1.0 where a < b, else 0.0", compare=True,
+            ttmetal=_cmp_tt("lt")),
+    _binary("eq", _cmp(np.equal), Cost("sfpu", 5), "({a} == {b})", "1.0 where a == b, else 0.0", compare=True,
+            ttmetal=_cmp_tt("eq")),
+    _binary("ne", _cmp(np.not_equal), Cost("sfpu", 5), "({a} != {b})", "1.0 where a != b, else 0.0", compare=True,
+            ttmetal=_cmp_tt("ne")),
 ]
 
 WHERE = OpDef("where", 3, lambda c, a, b: np.where(c != 0, a, b), Cost("sfpu", 6), "tl.where({c}, {a}, {b})",
-              "a where cond != 0, else b (a or b may be numbers)", method=False, api=("where",), ttmetal="where_tile")
+              "a where cond != 0, else b (a or b may be numbers)", method=False, api=("where",), ttmetal=_sfpu("eltwise_unary/where.h", "where_tile",
+                                                                     "where_tile<DataFormat::Float32>({c}, {a}, {b}, {out})"))
 
 OPS: dict[str, OpDef] = {d.name: d for d in [*UNARY, *BINARY, WHERE]}
 API: dict[str, OpDef] = {name: d for d in OPS.values() for name in d.api}  # user-facing name -> entry

@@ -67,13 +67,14 @@ def plan_matmul(m: int, k: int, n: int, grid: tuple[int, int], device: Device, i
 def matmul(a: Any, b: Any, *, grid: tuple[int, int] = (8, 8), mcast: bool = False, bk: int | None = None,
            block: tuple[int, int] | None = None, acc_dtype: str = "f32", device: Device = WORMHOLE,
            schedule: str = "deterministic", seed: int | None = None, out: Any = None, observer: Any = None,
-           backend: str = "sim") -> Any:
+           backend: str = "sim", math_fidelity: str = "HiFi4") -> Any:
     """C = A @ B on a grid of cores. A: [M, K], B: [K, N] (bf16 or float32, multiples of 32).
 
     Returns C in A's dtype (a new NumPy array, or `out`). `mcast` shares A / B blocks along grid
     rows / columns by multicast instead of every core reading them from DRAM. `block` (bm, bn)
     and `bk` fix the tiles of an output block and of a K step; `acc_dtype="bf16"` accumulates in
-    16-bit DST mode (8 tiles double-buffered), as tt-metal's BF16 GEMM does.
+    16-bit DST mode (8 tiles double-buffered), as tt-metal's BF16 GEMM does. `math_fidelity`: the
+    matrix unit's fidelity phases (LoFi ... HiFi4, exact bf16 products).
     """
     a_np, b_np = np.asarray(a), np.asarray(b)
     if a_np.ndim != 2 or b_np.ndim != 2 or a_np.shape[1] != b_np.shape[0]:
@@ -86,8 +87,8 @@ def matmul(a: Any, b: Any, *, grid: tuple[int, int] = (8, 8), mcast: bool = Fals
     plan = plan_matmul(m, k, n, grid, device, in_dtype, acc_dtype, bk, block)
     if out is None:
         out = np.full((m, n), np.nan, dtype=a_np.dtype)
-    _build(plan, k // 32 // plan.bk, mcast, acc_dtype, device, schedule, seed)(a_np, b_np, out, observer=observer,
-                                                                            backend=backend)
+    _build(plan, k // 32 // plan.bk, mcast, acc_dtype, device, schedule, seed)(
+        a_np, b_np, out, observer=observer, backend=backend, math_fidelity=math_fidelity)
     return out
 
 

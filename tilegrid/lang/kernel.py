@@ -42,6 +42,7 @@ def pykernel_gen(
     schedule: str = "deterministic",
     seed: int | None = None,
     backend: str = "sim",
+    math_fidelity: str = "HiFi4",
 ) -> Callable:
     """Declare a kernel over a grid of cores.
 
@@ -51,6 +52,8 @@ def pykernel_gen(
         A shorter list repeats its last entry (with a warning); None means (1, 1) for all.
     num_outs: the last `num_outs` arguments are outputs.
     fp32_acc / dst_double_buffer: the DST mode (capacity 16 tiles, halved by each).
+    math_fidelity: "LoFi", "HiFi2", "HiFi3" or "HiFi4" (exact bf16 products): how many passes the
+        matrix unit's multiplier takes; the simulator computes the same products (numerics.py).
     schedule: "deterministic" or "random" (with `seed`) thread interleaving on the simulator.
     backend: the target: "sim" (the functional simulator), "perf" (the simulator under the timing
         model), "gpu" (compiled to Triton; needs torch and triton), "tt-metal" (tt-metal C++ kernels);
@@ -86,6 +89,7 @@ def pykernel_gen(
             loc=loc,
             fn=fn,
             backend=backend,
+            math_fidelity=math_fidelity,
         )
 
         def kernel(*tensors: Any, **options: Any) -> Any:
@@ -95,7 +99,7 @@ def pykernel_gen(
                 if unknown:
                     raise TilegridError(f"kernel '{config.name}' got unknown options {', '.join(unknown)}",
                                         note="per-call options are backend=, observer=, schedule=, seed=, grid=, "
-                                        "device=, fp32_acc=, dst_double_buffer=")
+                                        "device=, fp32_acc=, dst_double_buffer=, math_fidelity=")
                 cfg = replace(config, **options)
             tensors = distinct_inputs(tensors, cfg.num_outs)
             call = KernelCall(cfg, tensors)

@@ -32,6 +32,7 @@ class KernelConfig:
     seed: int | None
     loc: SourceLoc | None
     backend: str = "sim"  # the target: "sim", "perf", "gpu" or "tt-metal" (tilegrid/targets)
+    math_fidelity: str = "HiFi4"  # the matrix unit's fidelity phases (LoFi, HiFi2, HiFi3, HiFi4)
     observer: Any = None  # watches every simulated op and transfer (sim and perf targets)
     fn: Callable | None = None
 

@@ -54,6 +54,11 @@ class Buffer:
     shared: list[C.AllocOp] = field(default_factory=list)  # coalesced allocs at the same offset
 
     @property
+    def align(self) -> int:
+        """A buffer starts on a whole tile of its format (a target addresses it in tile-sized pages)."""
+        return TILE_BYTES[self.op.results[0].type.dtype]
+
+    @property
     def label(self) -> str:
         t = self.op.results[0].type
         where = loc_of(self.op) or "?"
@@ -267,6 +272,7 @@ def _first_fit(bufs: list[Buffer]) -> int:
             if offset + b.size <= p.offset:
                 break
             offset = max(offset, p.offset + p.size)
+            offset += -offset % b.align
         b.offset = offset
         placed.append(b)
         peak = max(peak, offset + b.size)

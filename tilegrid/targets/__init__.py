@@ -25,18 +25,19 @@ from tilegrid.targets.compile import Compiled, check_program, compile_program, d
 from tilegrid.targets.gpu import GpuTarget
 from tilegrid.targets.perf import PerfTarget
 from tilegrid.targets.sim import SimTarget
+from tilegrid.targets.ttmetal.target import TtMetalTarget
 
 
 class Target(Protocol):
     name: str
     level: str  # "block" or "tile": the pipeline stage this target lowers
 
-    def lower(self, compiled: Compiled, ctx: RunContext) -> Any: ...
+    def lower(self, compiled: Compiled, ctx: RunContext, config: KernelConfig) -> Any: ...
 
     def run(self, program: Any, tensors: Sequence[Any], config: KernelConfig, ctx: RunContext) -> Any: ...
 
 
-TARGETS: dict[str, Target] = {t.name: t for t in (SimTarget(), PerfTarget(), GpuTarget())}
+TARGETS: dict[str, Target] = {t.name: t for t in (SimTarget(), PerfTarget(), GpuTarget(), TtMetalTarget())}
 
 
 def target(name: str, config: KernelConfig | None = None) -> Target:
@@ -55,7 +56,7 @@ def launch(config: KernelConfig, threads: Sequence[ThreadDef], tensors: Sequence
     check_program(config, threads)
     args = describe_args(config, tensors, kernel_tensors)
     compiled = compile_program(config, threads, tensors, args, t.level, ctx.dump)
-    program = t.lower(compiled, ctx)
+    program = t.lower(compiled, ctx, config)
     if ctx.mode == "compile":
         if ctx.log is not None:
             ctx.log.append(program)
@@ -67,7 +68,8 @@ def launch(config: KernelConfig, threads: Sequence[ThreadDef], tensors: Sequence
 def compile_kernel(kernel: Any, *tensors: Any, backend: str = "sim") -> Any:
     """Compile `kernel` for the shapes and formats of `tensors` without running it; returns the
     target's program of its (last) Program: for "sim" a SimProgram (`.compiled.module` is the tile
-    IR, `.compiled.l1` the L1 plan), for "gpu" a GpuProgram."""
+    IR, `.compiled.l1` the L1 plan), for "gpu" a GpuProgram, for "tt-metal" a TtMetalProgram
+    (`.sources`: the C++ kernels, `.host()`: the host program)."""
     log: list = []
     with context.use(target=backend, mode="compile", log=log):
         kernel(*tensors)

@@ -19,7 +19,7 @@ from tilegrid import ir
 from tilegrid.errors import CompileError, TilegridError
 from tilegrid.frontend.builder import build_module
 from tilegrid.lang.spec import KernelConfig, ThreadDef, warn_short_block_factors
-from tilegrid.numerics import NP_DTYPES, dtype_of
+from tilegrid.numerics import FIDELITY_PHASES, NP_DTYPES, dtype_of
 from tilegrid.passes.allocate_l1 import L1Plan, plan_l1
 from tilegrid.passes.common import program_of
 from tilegrid.passes.pipeline import run_pipeline
@@ -153,6 +153,9 @@ def check_program(config: KernelConfig, threads: Sequence[ThreadDef]) -> None:
             config.loc,
             note="grids are (rows, cols); choose a smaller grid or another device",
         )
+    if config.math_fidelity not in FIDELITY_PHASES:
+        raise CompileError(f"math_fidelity must be one of {', '.join(FIDELITY_PHASES)}, got {config.math_fidelity!r}",
+                           config.loc)
     if not threads:
         raise CompileError("Program() needs at least one thread", config.loc)
     if not any(t.kind == "compute" for t in threads):

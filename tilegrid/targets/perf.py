@@ -32,7 +32,7 @@ class PerfTarget:
     name = "perf"
     level = "tile"
 
-    def lower(self, compiled: Compiled, ctx: RunContext) -> sim.SimProgram:
+    def lower(self, compiled: Compiled, ctx: RunContext, config: KernelConfig) -> sim.SimProgram:
         s = _session(ctx)
         fidelity = None if s.options.fidelity == "HiFi4" else s.options.fidelity  # HiFi4 on bf16: exact
         return sim.lower(compiled, sim.SimOptions(fidelity, s.options.exp, arithmetic=not s.timing_only))

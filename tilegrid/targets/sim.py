@@ -101,8 +101,9 @@ class SimTarget:
     name = "sim"
     level = "tile"
 
-    def lower(self, compiled: Compiled, ctx: RunContext) -> SimProgram:
-        return lower(compiled)
+    def lower(self, compiled: Compiled, ctx: RunContext, config: KernelConfig) -> SimProgram:
+        fidelity = None if config.math_fidelity == "HiFi4" else config.math_fidelity  # HiFi4 on bf16: exact
+        return lower(compiled, SimOptions(fidelity))
 
     def run(self, program: SimProgram, tensors: Sequence[Any], config: KernelConfig, ctx: RunContext) -> Any:
         return write_outputs(tensors, run(program, tensors, config, observer=config.observer), program.compiled.args)

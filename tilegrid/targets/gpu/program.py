@@ -141,7 +141,7 @@ class GpuTarget:
     name = "gpu"
     level = "block"
 
-    def lower(self, compiled: Compiled, ctx: RunContext) -> GpuProgram:
+    def lower(self, compiled: Compiled, ctx: RunContext, config: Any) -> GpuProgram:
         return lower(compiled)
 
     def run(self, gp: GpuProgram, tensors: Sequence[Any], config: Any, ctx: RunContext) -> Any:

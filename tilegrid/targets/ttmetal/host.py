@@ -309,13 +309,15 @@ class Server:
     def run(self, req: dict) -> dict:
         """Build the ProgramDescriptor a request describes, run it with ttnn.generic_op, save outputs as float32 .npy.
 
-        Request fields: tensors {name: {shape, dtype: bf16|f32, input: path.npy | output: path.npy, poison: bool (an
-        output starts as NaN)}}, cbs [{index, total_size, page_size, format, cores}], semaphores [{initial_value,
-        cores, id?}], kernels [{kind: reader|writer|compute|dataflow, source, cores, compile_args, runtime_args:
-        [{core, args}], common_runtime_args, defines {name: value}, and for compute: math_fidelity, fp32_dest_acc_en,
-        dst_full_sync_en, math_approx_mode, unpack_to_dest [cb indices]; for dataflow: processor 0|1, noc 0|1}],
-        engines (bool), timeout_s.  Core sets: see _rects; argument values: see _values.  docs/ttmetal_setup.md has
-        the whole schema and the reply."""
+        Request fields: tensors {name: {shape, dtype: bf16|f32, input: path.npy | output: path.npy, poison: bool (an output
+        starts as NaN)}}, cbs [{index,
+        total_size, page_size, format, cores}], semaphores [{initial_value, cores, id?}], kernels [{kind: reader|
+        writer|compute|dataflow, source, cores, compile_args, runtime_args: [{core, args}], common_runtime_args,
+        defines {name: value}, and for compute: math_fidelity, fp32_dest_acc_en, dst_full_sync_en,
+        math_approx_mode, unpack_to_dest_fp32 [CB index]; for dataflow: processor 0|1, noc 0|1}], engines (bool),
+        timeout_s.  A cb may give "formats": [{index, format, page_size}] instead of one index / format / page_size:
+        CB indices sharing one allocation.  Core sets: see
+        _rects; argument values: see _values.  docs/ttmetal_setup.md has the whole schema and the reply."""
         np, ttnn = self.np, self.ttnn
         t_start = time.perf_counter()
         timing: dict[str, float] = {}
@@ -357,14 +359,18 @@ class Server:
         # ---- circular buffers and semaphores ----
         cbs = []
         for i, cb in enumerate(req.get("cbs") or []):
-            fmt = cb.get("format", "bf16")
-            if fmt not in self.dtypes:
-                raise RequestError("invalid_request", f"cb {i}: format {fmt!r} is not one of bf16, f32")
-            cbs.append(ttnn.CBDescriptor(
-                total_size=int(cb["total_size"]), core_ranges=self._core_range_set(cb["cores"]),
-                format_descriptors=[ttnn.CBFormatDescriptor(buffer_index=int(cb["index"]),
-                                                            data_format=self.dtypes[fmt],
-                                                            page_size=int(cb["page_size"]))]))
+            # one allocation; "formats" lists several CB indices that share its memory (one per data format)
+            views = cb.get("formats") or [{"index": cb.get("index"), "format": cb.get("format", "bf16"),
+                                           "page_size": cb.get("page_size")}]
+            fmts = []
+            for v in views:
+                fmt = v.get("format", "bf16")
+                if fmt not in self.dtypes:
+                    raise RequestError("invalid_request", f"cb {i}: format {fmt!r} is not one of bf16, f32")
+                fmts.append(ttnn.CBFormatDescriptor(buffer_index=int(v["index"]), data_format=self.dtypes[fmt],
+                                                    page_size=int(v["page_size"])))
+            cbs.append(ttnn.CBDescriptor(total_size=int(cb["total_size"]),
+                                         core_ranges=self._core_range_set(cb["cores"]), format_descriptors=fmts))
         sems = []
         for i, s in enumerate(req.get("semaphores") or []):
             sems.append(ttnn.SemaphoreDescriptor(id=int(s.get("id", i)), core_ranges=self._core_range_set(s["cores"]),
@@ -394,10 +400,11 @@ class Server:
                     math_fidelity=self.fidelity[fid], math_approx_mode=bool(k.get("math_approx_mode", False)),
                     fp32_dest_acc_en=bool(k.get("fp32_dest_acc_en", False)),
                     dst_full_sync_en=bool(k.get("dst_full_sync_en", False)))
-                if k.get("unpack_to_dest"):  # CBs unpacked straight into an fp32 DST (no TF32 SrcA on the way)
-                    modes = [ttnn.UnpackToDestMode.Default] * 32
-                    for cb in k["unpack_to_dest"]:
-                        modes[int(cb)] = ttnn.UnpackToDestMode.UnpackToDestFp32
+                to_dest = [int(c) for c in k.get("unpack_to_dest_fp32") or []]
+                if to_dest:  # these CB indices unpack straight into DST (fp32 kept whole, not TF32 in SrcA/SrcB)
+                    modes = [ttnn.UnpackToDestMode.Default] * 64
+                    for c in to_dest:
+                        modes[c] = ttnn.UnpackToDestMode.UnpackToDestFp32
                     config.unpack_to_dest_mode = modes
             elif kind == "reader":
                 config = ttnn.ReaderConfigDescriptor()
