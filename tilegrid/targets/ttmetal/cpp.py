@@ -35,9 +35,6 @@ FLOORDIV = """inline int32_t floordiv(int32_t a, int32_t b) {
 }"""
 
 
-# GCC 12 (the stand-in for sfpi) places a switch's jump table in .data, whose text addresses tt-metal's
-# position-independent kernel loader rejects ("unexpected dynamic relocations"): no jump tables.
-NO_JUMP_TABLES = '#pragma GCC optimize("no-jump-tables")  // see docs/ttmetal.md: the stand-in compiler'
 
 
 def cpp_float(v: float) -> str:
@@ -126,7 +123,7 @@ class KernelWriter:
         # every kernel's first two runtime arguments: its core's grid row and column
         core = [f"    const int32_t core_{rc} = get_arg_val<uint32_t>({k});" for k, rc in enumerate("rc")]
         core = [c for c in core if c.split()[2] in body or any(c.split()[2] in p for p in prologue)]
-        return "\n".join([head[0], NO_JUMP_TABLES, *head[1:], "", *cbs, "", *self.helpers,
+        return "\n".join([*head, "", *cbs, "", *self.helpers,
                           *([""] if self.helpers else []),
                           "void kernel_main() {", *core, *prologue, *self.lines, "}", ""])
 
