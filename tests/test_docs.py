@@ -15,6 +15,7 @@ Pseudocode is fenced as `text`, not `python`.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import inspect
 import re
 import runpy
@@ -79,8 +80,10 @@ def inline_calls() -> list[tuple[str, str]]:
 def test_inline_api_call(where, call):
     """The calls prose names fit the functions: tilegrid.kernels.flash_attention is a function whose
     keywords include those written."""
-    check_sketch(where, "import tilegrid\nimport tilegrid.kernels\nfrom tilegrid.kernels import flash_attention, matmul\n"
-                 + call)
+    head = call.split("(")[0].split(".")
+    modules = [".".join(head[:n]) for n in range(1, len(head)) if importlib.util.find_spec(".".join(head[:n]))]
+    check_sketch(where, "".join(f"import {m}\n" for m in modules)
+                 + "from tilegrid.kernels import flash_attention, flash_attention_backward, matmul\n" + call)
 
 
 def check_sketch(where: str, code: str) -> None:

@@ -120,8 +120,8 @@ def test_routine_interface_for_the_code_generator():
     assert "TT_SFPLOADI(4, 8, ((p0) >> 16));" in rt.definitions and "uint32_t p0)" in rt.definitions
     assert sfpu.routine("exp", "raw", scale=0.5).call(0) != r.call(0)  # one function per compile-time scale
     api = sfpu.routine("exp")
-    assert (api.mode, api.init, api.call(2)) == ("api", "exp_tile_init();", "exp_tile(2);")
-    assert sfpu.routine("where").call(0, 1, 2, 3) == "where_tile(0, 1, 2, 3);"
+    assert (api.mode, api.init, api.call(2)) == ("api", "exp_tile_init<false>();", "exp_tile<false>(2);")
+    assert sfpu.routine("where").call(0, 1, 2, 3) == "where_tile<DataFormat::Float32>(0, 1, 2, 3);"
     with pytest.raises(KeyError):
         sfpu.routine("erf", mode="raw")
     with pytest.raises(ValueError):

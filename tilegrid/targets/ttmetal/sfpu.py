@@ -519,28 +519,17 @@ def definitions(p: Program, fname: str, fp32_dest: bool) -> str:
 
 # ---- the kernel-API spellings (real sfpi) --------------------------------------------------------------------------
 
-# op: (header, init); the call is the op table's `ttmetal` spelling (tilegrid/ops.py)
-API: dict[str, tuple[str, str]] = {
-    "exp": ("api/compute/eltwise_unary/exp.h", "exp_tile_init();"),
-    "exp_approx": ("api/compute/eltwise_unary/exp.h", "exp_tile_init<true>();"),
-    "recip": ("api/compute/eltwise_unary/recip.h", "recip_tile_init();"),
-    "log": ("api/compute/compute_kernel_api.h", "log_tile_init();"),
-    "sqrt": ("api/compute/eltwise_unary/sqrt.h", "sqrt_tile_init();"),
-    "rsqrt": ("api/compute/eltwise_unary/rsqrt.h", "rsqrt_tile_init();"),
-    "max": ("api/compute/binary_max_min.h", "binary_max_tile_init();"),
-    "min": ("api/compute/binary_max_min.h", "binary_min_tile_init();"),
-    "where": ("api/compute/eltwise_unary/where.h", "where_tile_init();"),
-    "neg": ("api/compute/eltwise_unary/negative.h", "negative_tile_init();"),
-    "abs": ("api/compute/compute_kernel_api.h", "abs_tile_init();"),
-    "relu": ("api/compute/eltwise_unary/relu.h", "relu_tile_init();"),
-}
-
-
 def _api_call(op: str) -> Callable[..., str]:
-    d = OPS[op]
-    if d.arity == 1:
-        return lambda i: d.spell("ttmetal", dst=i) + ";"
-    return lambda *dst: f"{d.ttmetal}({', '.join(str(x) for x in dst)});"  # binary / where: the function's name
+    """The op table's `ttmetal` call (tilegrid/ops.py) on DST tile indices: unary in place, else the operands then out."""
+    tt = OPS[op].ttmetal
+    names = {1: ("x",), 2: ("a", "b", "out"), 3: ("c", "a", "b", "out")}[OPS[op].arity]
+
+    def call(*dst: object) -> str:
+        if len(dst) != len(names):
+            raise TypeError(f"{op} takes {len(names)} DST tile indices, got {len(dst)}")
+        return tt.call.format(**dict(zip(names, (str(d) for d in dst), strict=True))) + ";"
+
+    return call
 
 
 def _api_mad(a: float | str, b: float | str) -> SfpuRoutine:
@@ -560,12 +549,12 @@ def routine(op: str, mode: str = "api", fp32_dest: bool = False, **params: float
     if mode == "api":
         if op == "mad":
             return _api_mad(params.get("a", 1.0), params.get("b", 0.0))  # type: ignore[arg-type]
-        if op not in API:
+        tt = OPS[op].ttmetal if op in OPS else None
+        if tt is None:
             raise KeyError(f"no kernel-API spelling for SFPU op {op!r}")
-        header, init = API[op]
         if params.get("scale") is not None:
             raise ValueError("the kernel-API exp takes its scale as a bf16 template argument; use mode='raw'")
-        return SfpuRoutine(op, "api", f'#include "{header}"\n', init, _api_call(op))
+        return SfpuRoutine(op, "api", f'#include "{tt.header}"\n', tt.init + ";", _api_call(op))
     if mode != "raw":
         raise ValueError(f"mode must be 'api' or 'raw', not {mode!r}")
     if op not in RAW:
