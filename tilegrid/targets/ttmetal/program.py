@@ -105,11 +105,11 @@ class TtMetalProgram:
         cores = [[0, 0], [gc - 1, gr - 1]]
         tensors = {}
         for i, info in enumerate(self.compiled.args):
-            spec: dict[str, Any] = {"shape": list(info["shape"]), "dtype": info["dtype"]}
+            spec: dict[str, Any] = {"shape": tile_padded(info["shape"]), "dtype": info["dtype"]}
             if info["output"]:
                 spec["output"] = True
             elif data is not None:
-                spec["data"] = np.asarray(data[i], dtype=np.float32)
+                spec["data"] = pad_to_tiles(np.asarray(data[i], dtype=np.float32))
             else:
                 spec["input"] = f"{self.tensor_name(i)}.npy"
             tensors[self.tensor_name(i)] = spec
@@ -133,6 +133,19 @@ class TtMetalProgram:
         cbs = [{**cb.host(), "cores": cores} for cb in self.layout.cbs]
         sems = [{"id": i, "initial_value": v, "cores": cores} for i, v in enumerate(self.semaphores)]
         return {"tensors": tensors, "cbs": cbs, "semaphores": sems, "kernels": kernels}
+
+
+def tile_padded(shape: Any) -> list[int]:
+    """A tensor's shape in DRAM: a row vector [..., 1, N] or column vector [..., M, 1] is padded to whole
+    tiles (32 rows / columns), as the readers address it (a page a tile) and as L1 holds it."""
+    dims = [int(d) for d in shape]
+    return [*dims[:-2], *(-(-d // 32) * 32 for d in dims[-2:])] if len(dims) >= 2 else dims
+
+
+def pad_to_tiles(a: np.ndarray) -> np.ndarray:
+    """`a` zero-padded to `tile_padded(a.shape)` (unchanged when it is whole tiles already)."""
+    pad = [(0, t - d) for d, t in zip(a.shape, tile_padded(a.shape))]
+    return np.pad(a, pad) if any(p for _, p in pad) else a
 
 
 def lower(compiled: Compiled, options: Options = Options()) -> TtMetalProgram:
