@@ -368,6 +368,38 @@ def test_matmul_epilogue(rng):
     check_dot("matmul_bias", dev, sim, a64 @ b64 + c64, np.abs(a64) @ np.abs(b64) + np.abs(c64), run, wall)
 
 
+def test_matmul_epilogue_over_several_blocks(rng):
+    """Two output blocks of 2x2 tiles, each a K loop of two steps in DST and a bias epilogue: the second
+    block's matmul runs after the first one's epilogue reconfigured the unpacker (an fp32 buffer + bf16)."""
+    from test_ttmetal_compile import matmul_bias_blocks
+
+    a, b, bias = rand(rng, (64, 128), "bf16"), rand(rng, (128, 128), "bf16"), rand(rng, (64, 128), "bf16")
+    (_, _, _, dev), run, wall = on_device(matmul_bias_blocks, a, b, bias, poisoned((64, 128), "bf16"))
+    (_, _, _, sim) = on_sim(matmul_bias_blocks, a, b, bias, poisoned((64, 128), "bf16"))
+    a64, b64, c64 = (np.asarray(x, np.float64) for x in (a, b, bias))
+    check_dot("matmul_bias_blocks", dev, sim, a64 @ b64 + c64, np.abs(a64) @ np.abs(b64) + np.abs(c64), run, wall)
+
+
+@pykernel_gen(grid=(1, 2), block_factors=[(2, 2, 2), (1, 2), (2, 2, 2)])
+def add_row_vector(x, bias, out):
+    """x + bias with bias a [1, N] row vector (padded to whole tiles in DRAM), held over two x blocks."""
+
+    @compute()
+    async def comp(x_cb, b_cb, out_cb):
+        b = b_cb.pop()
+        for _ in range(2):
+            out_cb.reserve().store(x_cb.pop() + b)
+
+    return Program(comp)(x, bias, out)
+
+
+def test_row_vector_argument(rng):
+    x, bias = rand(rng, (128, 128), "bf16"), rand(rng, (1, 128), "bf16")
+    (_, _, dev), run, wall = on_device(add_row_vector, x, bias, poisoned((128, 128), "bf16"))
+    (_, _, sim) = on_sim(add_row_vector, x, bias, poisoned((128, 128), "bf16"))
+    check_elementwise("add_row_vector", dev, sim, run, wall)
+
+
 # ---- examples ---------------------------------------------------------------------------------------
 
 

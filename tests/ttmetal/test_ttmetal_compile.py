@@ -16,7 +16,7 @@ from helpers import poisoned, rand
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from tilegrid import Program, Stream, compute, core_index, datamovement, dma, pykernel_gen, row_index, where
+from tilegrid import Program, Stream, compute, core_index, datamovement, dma, fill, pykernel_gen, row_index, where
 from tilegrid.errors import CompileError, DeadlockError
 from tilegrid.targets import compile_kernel
 from tilegrid.targets.ttmetal.device import DeviceError
@@ -79,6 +79,57 @@ def test_host_program_follows_the_compiled_layout():
     assert comp["math_fidelity"] == "HiFi4" and comp["fp32_dest_acc_en"] and not comp["dst_full_sync_en"]
     area = [cb for cb in host["cbs"] if "formats" in cb]  # the compute thread's buffers: one area, two views
     assert area and area[0]["total_size"] >= p.compiled.l1.areas[0][1]
+
+
+@pykernel_gen(grid=(1, 1), block_factors=[(2, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2)])
+def matmul_bias_blocks(a, b, c, y):
+    """Several output blocks, each a K loop accumulating in DST and a bias epilogue."""
+    a_stream, b_stream = Stream(a), Stream(b)
+    mb, nb, kb = a.shape[0] // 64, b.shape[1] // 64, a.shape[1] // 64
+
+    @compute()
+    async def comp(a_cb, b_cb, c_cb, y_cb):
+        for _ in range(mb * nb):
+            acc = fill(0, shape=(64, 64))
+            for _ in range(kb):
+                acc = acc + a_cb.pop() @ b_cb.pop()
+            y_cb.reserve().store(acc + c_cb.pop())
+
+    @datamovement()
+    async def reader(a_cb, b_cb, c_cb, y_cb):
+        for m in range(mb):
+            for n in range(nb):
+                for k in range(kb):
+                    dma(a_stream[m, k], a_cb.reserve()).wait()
+                    dma(b_stream[k, n], b_cb.reserve()).wait()
+
+    return Program(comp, reader)(a, b, c, y)
+
+
+def matmul_bias_blocks_program() -> TtMetalProgram:
+    rng = np.random.default_rng(0)
+    a, b, c = rand(rng, (64, 128), "bf16"), rand(rng, (128, 128), "bf16"), rand(rng, (64, 128), "bf16")
+    return compile_kernel(matmul_bias_blocks, a, b, c, poisoned((64, 128), "bf16"), backend="tt-metal")
+
+
+def test_a_loop_reconfigures_what_its_previous_trip_changed():
+    """The first op of the compute kernel sits in a loop: compute_kernel_hw_startup configures the engines
+    for it, but its later trips start from what the epilogue (an fp32 buffer + bf16 bias) left, so the
+    matmul reconfigures SrcA / SrcB inside the loop (before: it unpacked bf16 tiles as fp32, wrong results)."""
+    comp = matmul_bias_blocks_program().kernels[0].source
+    body = comp[comp.index("for (int32_t"):]
+    init = body.index("matmul_init(")
+    assert "reconfig_data_format_srca(cb_b);" in body[:init] and "reconfig_data_format_srcb(cb_a);" in body[:init]
+
+
+def test_implicit_only_kernels_read_on_noc0_and_write_on_noc1():
+    """Only the compiler's readers and writers: the readers' kernel (NCRISC) on NoC 0, the writers' (BRISC)
+    on NoC 1, tt-metal's preferred NoCs for DRAM reads and writes on Wormhole; a user thread keeps its own."""
+    host = softmax_program().host()
+    nocs = {k["processor"]: k["noc"] for k in host["kernels"] if k["kind"] == "dataflow"}
+    assert nocs == {0: 1, 1: 0}
+    user = matmul_bias_blocks_program().host()
+    assert {k["processor"]: k["noc"] for k in user["kernels"] if k["kind"] == "dataflow"} == {0: 0, 1: 1}
 
 
 def test_sfpu_kernel_is_refused_on_the_simulator_naming_op_and_line():

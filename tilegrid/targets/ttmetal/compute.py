@@ -38,6 +38,7 @@ from tilegrid.ir import core as C
 from tilegrid.ir import tile as T
 from tilegrid.ops import OPS as OPS_BY_NAME
 from tilegrid.ops import OpDef
+from tilegrid.passes.allocate_dst import best_subblock
 from tilegrid.passes.common import loc_of
 from tilegrid.targets.ttmetal.cpp import (
     ScalarWriter,
@@ -152,9 +153,10 @@ class ComputeWriter(ScalarWriter):
 
     def configure(self, srca: str, srcb: str, pack: str | None, init: str | None) -> None:
         """Reconfigure data formats and run `init` unless the engine is already so configured."""
-        if self.first_config is None:
+        if self.first_config is None:  # compute_kernel_hw_startup configures the engines for it
             self.first_config = (srca, srcb, pack or srca)
-            self.engine = Engine(self.cb_format[srca], self.cb_format[srcb], self.cb_format[pack or srca])
+            if not self.loops:  # in a C++ loop, only its first trip starts so: later trips reconfigure
+                self.engine = Engine(self.cb_format[srca], self.cb_format[srcb], self.cb_format[pack or srca])
         if self.mixed_formats:
             if self.engine.srca != self.cb_format[srca]:
                 self.line(f"reconfig_data_format_srca({srca});")
@@ -559,6 +561,10 @@ class ComputeWriter(ScalarWriter):
             h, w, hw = 1, 1, 1  # count: the body runs a tile at a time (docs/ttmetal.md)
             self.line("// a tile at a time: this body needs more DST slots than allocate-dst counted")
         out_rows = op.outs[0].type.tiles
+        wider = best_subblock(out_rows, nslots, self.capacity)
+        if wider is not None and wider[0] * wider[1] > hw:  # allocate-dst counted a DST slot for each load, which
+            h, w = wider  # the matrix unit reads from SrcA / SrcB instead: fewer, larger DST sections
+            hw = h * w
 
         def body(sr, sc) -> None:
             self.compute_section(steps, packs, ins, outs, h, w, sr, sc)

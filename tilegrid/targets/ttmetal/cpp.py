@@ -93,6 +93,7 @@ class KernelWriter:
         self.names: dict[SSAValue, str] = {}
         self.last_comment: str | None = None
         self.helpers: list[str] = []  # C++ definitions the body needs (emitted before kernel_main)
+        self.loops = 0  # C++ loops around the line being written
 
     # ---- text ------------------------------------------------------------------------------------
 
@@ -295,7 +296,9 @@ class ScalarWriter(KernelWriter):
             return
         iv = self.name(body.args[0])
         with self.scope(f"for (int32_t {iv} = {lb}; {iv} < {ub}; {iv} += {step})"):
+            self.loops += 1
             self.loop_body(op)
+            self.loops -= 1
 
     def loop_body(self, op: scf.ForOp) -> None:
         self.body(op.body.block.ops)
