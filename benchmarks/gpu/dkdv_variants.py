@@ -6,7 +6,12 @@ against the default kernel's dK, dV and timed with do_bench (median); regs and s
 
     python benchmarks/gpu/dkdv_variants.py --d 128 --n 16384 --causal 1 VARIANT...
 """
-import argparse, importlib.util, json, math, os, sys, time
+import argparse
+import importlib.util
+import json
+import math
+import os
+import time
 
 import numpy as np
 import torch
@@ -89,7 +94,7 @@ def main():
             ck = fn[grid](*args, num_warps=w, num_stages=s)
             torch.cuda.synchronize()
             err = max(rel(dk, dk0), rel(dv, dv0)) if a.kernel == "dkdv" else rel(dq, dq0)
-            ms = bench(lambda: fn[grid](*args, num_warps=w, num_stages=s))
+            ms = bench(lambda fn=fn, grid=grid, args=args, w=w, s=s: fn[grid](*args, num_warps=w, num_stages=s))
             r = {"variant": spec, "ms": round(ms, 4), "share_tflops": round(fwd_flops * share / ms / 1e9, 1),
                  "err_vs_default": err, "regs": getattr(ck, "n_regs", None), "spills": getattr(ck, "n_spills", None),
                  "smem": ck.metadata.shared, "s": round(time.time() - t0, 1)}
