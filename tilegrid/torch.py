@@ -47,12 +47,13 @@ GPU_DTYPES = (torch.bfloat16, torch.float32)
 
 # Launch settings on the GPU, the fastest of benchmarks/gpu on an H100, by (head_dim <= 64, causal):
 # forward (q_chunk, kv_chunk, warps, stages), and backward chunks ((dK/dV K/V, Q), (dQ Q, K/V) tiles)
-# with (warps, stages) of prep, dK/dV and dQ (bench_backward.py --sweep).
+# with (warps, stages) of prep, dK/dV and dQ (bench_backward.py --sweep; d128 non-causal dK/dV re-checked
+# on an H200 after issue 14 item 3, dkdv_variants.py).
 FORWARD_LAUNCH = {(True, False): (4, 2, 8, 3), (True, True): (4, 2, 4, 3),
                   (False, False): (4, 2, 4, 2), (False, True): (4, 4, 8, 3)}
 BACKWARD_LAUNCH = {(True, False): (((4, 1), (4, 2)), (4, 3), (4, 3), (4, 3)),
                    (True, True): (((4, 1), (4, 2)), (4, 3), (4, 3), (4, 3)),
-                   (False, False): (((2, 2), (4, 2)), (4, 3), (4, 3), (8, 3)),
+                   (False, False): (((4, 2), (4, 2)), (4, 3), (8, 3), (8, 3)),
                    (False, True): (((4, 2), (4, 2)), (4, 3), (8, 3), (8, 3))}
 
 

@@ -189,3 +189,55 @@ def test_correction_factor_subtracts_before_scaling():
     assert len(fma) == 1  # P = exp((S - m_new) * s): a block and a column, one FMA per element
     factor = next(e for e in exps if e not in fma)
     assert re.fullmatch(r"\w+ \* [\d.e+-]+", factor)  # (m - m_new), subtracted first, then scaled
+
+
+def line_pick_kernel():
+    """colmax / rowsum of a block masked to one row / column (loaded alone on the GPU), and a column
+    max over two rows (a real reduction), of a 32x64 block."""
+    from math import inf
+
+    from tilegrid import col_index, row_index, where
+
+    @pykernel_gen(grid=(1, 1), block_factors=[(1, 2), (1, 2)])
+    def line_pick(x, out):
+        @compute()
+        async def comp(x_cb, out_cb):
+            blk = x_cb.pop()
+            row3 = where(row_index((32, 64)) == 3, blk, -inf).colmax()
+            col5 = where(col_index((32, 64)) == 5, blk, 0.0).rowsum()
+            top2 = where(row_index((32, 64)) < 2, blk, -inf).colmax()
+            out_cb.reserve().store(row3 + col5 * 2.0 + top2 * 4.0)
+
+        return Program(comp)(x, out)
+
+    return line_pick
+
+
+def test_one_line_of_a_loaded_block_is_loaded_alone():
+    x = np.zeros((32, 64), np.float32)
+    src = capture(line_pick_kernel(), x, np.zeros_like(x)).source
+    structure(src)
+    assert src.count("tl.max(") == 1 and "tl.sum(" not in src  # only top2 reduces
+    assert "+ 192 + tl.arange(0, 1)[:, None] * 64" in src  # row 3 (3 * 64 elements in)
+    assert "+ 5 + tl.arange(0, 1)[None, :]" in src  # column 5
+
+
+def test_backward_dkdv_interior_loop_has_no_mask_or_reduction():
+    from ml_dtypes import bfloat16
+
+    from tilegrid.device import WORMHOLE
+    from tilegrid.kernels.attention import make_problem
+    from tilegrid.kernels.attention.backward import KERNELS, argument_shapes, choose_backward_plan
+
+    z = np.zeros((), bfloat16)
+    q = np.broadcast_to(z, (1, 2, 512, 128))
+    plan = choose_backward_plan(make_problem(q, q, q, True, None, None, None), (2, 2), WORMHOLE, "bf16", "gpu",
+                                ((4, 2), (4, 2)))
+    src = capture(KERNELS["dkdv"](plan, WORMHOLE),
+                  *(np.broadcast_to(np.zeros((), dt), s) for s, dt in argument_shapes(plan, "dkdv"))).source
+    structure(src)
+    loops = re.split(r"\n\s*for i\d+ in range\(", src)
+    edge, interior = loops[-2], loops[-1].split("tl.store(")[0]
+    assert re.search(r"\n\s*if v\d+:", edge)  # the causal boundary, masked
+    assert not re.search(r"\n\s*if ", interior) and "tl.max(" not in interior  # no branch, no reduction
+    assert interior.count("tl.arange(0, 1)[:, None]") == 2  # lse and delta: one row each

@@ -6,6 +6,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,3 +132,24 @@ def test_missing_torch_is_a_clear_error(rng):
     q = rng.standard_normal((1, 1, 64, 32)).astype(np.float32)
     with pytest.raises(TilegridError, match="needs torch"):
         flash_attention(q, q, q, config=AttentionConfig(grid=(1, 1)), backend="gpu")
+
+
+@pytest.mark.skipif(not (HAVE_TORCH and HAVE_TRITON), reason="needs torch and triton (the gpu extra)")
+def test_interpreter_runs_one_line_loads():
+    """TRITON_INTERPRET=1: one row / column of a loaded block picked by a masked reduction (loaded alone)
+    gives what the simulator gives."""
+    code = f"""
+import sys
+from pathlib import Path
+import numpy as np
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_codegen import line_pick_kernel
+x = np.random.default_rng(0).standard_normal((32, 64)).astype(np.float32)
+sim, gpu = np.zeros_like(x), np.zeros_like(x)
+line_pick_kernel()(x, sim)
+line_pick_kernel()(x, gpu, backend="gpu")
+ref = x[3][None, :] + 2.0 * x[:, 5][:, None] + 4.0 * x[:2].max(axis=0)[None, :]
+assert np.abs(sim - ref).max() < 1e-5 and np.abs(gpu - ref).max() < 1e-5, (np.abs(sim - ref).max(), np.abs(gpu - ref).max())
+"""
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=600)

@@ -63,14 +63,14 @@ def make_plan(p: Problem, grid: tuple[int, int], chunks: Any, **kw: Any) -> Back
 
 def gpu_backward_chunks(p: Problem, dtype: str) -> tuple[tuple[int, int], tuple[int, int]]:
     """Chunks on the GPU, ((dK/dV K/V, Q), (dQ Q, K/V)) tiles, the fastest of benchmarks/gpu/
-    bench_backward.py --sweep on an H100 in bf16: dQ keeps 128 Q rows and streams 64 K/V rows; dK/dV
-    keeps 128 K/V rows and streams 32 Q rows at head_dim 64; at 128, 128 x 64 causal, 64 x 64 not (two
+    bench_backward.py --sweep and dkdv_variants.py in bf16: dQ keeps 128 Q rows and streams 64 K/V
+    rows; dK/dV keeps 128 K/V rows and streams 32 Q rows at head_dim 64, 64 Q rows at 128 (two
     [K/V rows, head_dim] fp32 accumulators live in registers); f32 blocks take twice the bytes, so
     half the rows."""
     if dtype == "bf16":
         if p.head_dim_pad <= 64:
             return (4, 1), (4, 2)
-        return ((4, 2) if p.causal else (2, 2)), (4, 2)
+        return (4, 2), (4, 2)
     return ((2, 1), (2, 1)) if p.head_dim_pad <= 128 else ((1, 1), (1, 1))
 
 

@@ -85,18 +85,19 @@ def band(p: Problem) -> tuple[int, bool, int, bool, int]:
 
 
 def chunk_masker(p: Problem, q_rows: int, kv_rows: int, keys_on_rows: bool) -> Callable:
-    """`masked(S, q0, k0, mask_cb)`: the scores of the chunk pair at query q0, key k0 with the
-    user's mask added and -inf where causal / window / padding hide a key, paid only by the
-    chunks that cross a boundary. `keys_on_rows`: S is transposed (keys down, queries across)."""
+    """`masked(S, q0, k0, mask_cb, edge=True)`: the scores of the chunk pair at query q0, key k0 with
+    the user's mask added and -inf where causal / window / padding hide a key, paid only by the
+    chunks that cross a boundary (`edge=False`: a chunk known to cross no causal / window boundary,
+    only padding is checked). `keys_on_rows`: S is transposed (keys down, queries across)."""
     off, has_left, left, has_right, right = band(p)
     skv, has_pad, has_mask = p.seq_kv, p.seq_kv_pad != p.seq_kv, p.has_mask
     shape = (kv_rows, q_rows) if keys_on_rows else (q_rows, kv_rows)
 
-    def masked(S, q0, k0, mask_cb):
+    def masked(S, q0, k0, mask_cb, edge=True):
         if has_mask:
             S = S + mask_cb.pop()
-        if (has_right and k0 + kv_rows - 1 > q0 + off + right) or (
-                has_left and k0 < q0 + q_rows - 1 + off - left) or (has_pad and k0 + kv_rows > skv):
+        if (edge and has_right and k0 + kv_rows - 1 > q0 + off + right) or (
+                edge and has_left and k0 < q0 + q_rows - 1 + off - left) or (has_pad and k0 + kv_rows > skv):
             if keys_on_rows:
                 key = row_index(shape)
                 rel = key - col_index(shape)
@@ -178,6 +179,40 @@ def build_dkdv(plan: Any, device: Device, schedule: str = "deterministic", seed:
     def q_chunks(k0):
         return q_chunk_range(k0, KR, QR, q_all, off, has_left, left, has_right, right)
 
+    def q_bounds(k0):
+        """(lo, a, b, hi): the Q chunks [lo, hi) of the K/V chunk at k0 in three runs: [lo, a) cross the
+        causal boundary (a query sees fewer keys than the chunk holds), [b, hi) the window's left
+        boundary, [a, b) neither. Only the edge runs check the boundaries, so the interior loop, most
+        of the work at long sequences, has no branch (on a GPU: no spills, no barriers)."""
+        lo, hi = q_chunks(k0)
+        a = min(hi, max(lo, (k0 + KR - 1 - off - right + QR - 1) // QR)) if has_right else lo
+        b = max(a, min(hi, (k0 - QR + 1 - off + left) // QR + 1)) if has_left else hi
+        return lo, a, b, hi
+
+    def step(K, V, dK, dV, q_cb, do_cb, st_cb, mask_cb, k0, qc, edge):
+        """dK, dV plus the Q chunk qc's share."""
+        Q = q_cb.pop()
+        dO = do_cb.pop()
+        st = st_cb.pop()
+        # [1, QR]: lse / scale (rows 0..15 of st) and delta (rows 16..31), each one row of st (the GPU
+        # backend loads that row alone: no reduction across rows)
+        L = where(row_index((32, QR)) == 0, st, -inf).colmax()
+        delta = where(row_index((32, QR)) == 16, st, -inf).colmax()
+        ST = masked(K @ Q.transpose(), qc * QR, k0, mask_cb, edge)
+        PT = ((ST - L) * scale).exp()  # P^T, recomputed
+        dV = dV + PT.astype(Q.dtype) @ dO
+        dST = PT * (V @ dO.transpose() - delta)  # dS^T = P^T * (dP^T - delta)
+        dK = dK + dST.astype(Q.dtype) @ Q
+        return dK, dV
+
+    def read(q_s, do_s, st_s, mask_s, q_cb, do_cb, st_cb, mask_cb, b, h, kc, qc):
+        """The blocks of `step` for the Q chunk qc of head h."""
+        dma(q_s[b, h, qc, 0], q_cb.reserve()).wait()
+        dma(do_s[b, h, qc, 0], do_cb.reserve()).wait()
+        dma(st_s[b, h, 0, qc], st_cb.reserve()).wait()
+        if has_mask:
+            dma(mask_s[kc, qc], mask_cb.reserve()).wait()
+
     bf = [(cq, dt, stream), (ck, dt, item), (ck, dt, item), (cq, dt, stream), (1, cq, stream),
           (ck, cq, stream) if has_mask else (1, 1, 1), (ck, dt, item), (ck, dt, item)]
 
@@ -194,24 +229,20 @@ def build_dkdv(plan: Any, device: Device, schedule: str = "deterministic", seed:
                     valid, bhk, kc = work_item(t, half)
                     if valid:
                         k0 = kc * KR
-                        lo, hi = q_chunks(k0)
                         K = k_cb.pop()
                         V = v_cb.pop()
                         dK = fill(0, shape=(KR, D), dtype="f32")
                         dV = fill(0, shape=(KR, D), dtype="f32")
+                        lo, a, b, hi = q_bounds(k0)
                         for g in range(group):  # the Q heads sharing this K/V head: their gradients add up
-                            for qc in range(lo, hi):
-                                Q = q_cb.pop()
-                                dO = do_cb.pop()
-                                st = st_cb.pop()
-                                top = row_index((32, QR)) < 16
-                                L = where(top, st, -inf).colmax()  # [1, QR]: lse / scale
-                                delta = where(top, -inf, st).colmax()
-                                ST = masked(K @ Q.transpose(), qc * QR, k0, mask_cb)
-                                PT = ((ST - L) * scale).exp()  # P^T, recomputed
-                                dV = dV + PT.astype(Q.dtype) @ dO
-                                dST = PT * (V @ dO.transpose() - delta)  # dS^T = P^T * (dP^T - delta)
-                                dK = dK + dST.astype(Q.dtype) @ Q
+                            if has_right:
+                                for qc in range(lo, a):
+                                    dK, dV = step(K, V, dK, dV, q_cb, do_cb, st_cb, mask_cb, k0, qc, True)
+                            for qc in range(a, b):
+                                dK, dV = step(K, V, dK, dV, q_cb, do_cb, st_cb, mask_cb, k0, qc, False)
+                            if has_left:
+                                for qc in range(b, hi):
+                                    dK, dV = step(K, V, dK, dV, q_cb, do_cb, st_cb, mask_cb, k0, qc, True)
                         dk_cb.reserve().store(dK * scale)
                         dv_cb.reserve().store(dV)
 
@@ -223,17 +254,19 @@ def build_dkdv(plan: Any, device: Device, schedule: str = "deterministic", seed:
                     if valid:
                         b = bhk // HK
                         hk = bhk % HK
-                        lo, hi = q_chunks(kc * KR)
                         dma(k_s[b, hk, kc, 0], k_cb.reserve()).wait()
                         dma(v_s[b, hk, kc, 0], v_cb.reserve()).wait()
+                        lo, a, b_, hi = q_bounds(kc * KR)
                         for g in range(group):
-                            for qc in range(lo, hi):
-                                h = hk * group + g
-                                dma(q_s[b, h, qc, 0], q_cb.reserve()).wait()
-                                dma(do_s[b, h, qc, 0], do_cb.reserve()).wait()
-                                dma(st_s[b, h, 0, qc], st_cb.reserve()).wait()
-                                if has_mask:
-                                    dma(mask_s[kc, qc], mask_cb.reserve()).wait()
+                            h = hk * group + g
+                            if has_right:
+                                for qc in range(lo, a):
+                                    read(q_s, do_s, st_s, mask_s, q_cb, do_cb, st_cb, mask_cb, b, h, kc, qc)
+                            for qc in range(a, b_):
+                                read(q_s, do_s, st_s, mask_s, q_cb, do_cb, st_cb, mask_cb, b, h, kc, qc)
+                            if has_left:
+                                for qc in range(b_, hi):
+                                    read(q_s, do_s, st_s, mask_s, q_cb, do_cb, st_cb, mask_cb, b, h, kc, qc)
 
         @datamovement()
         async def writer(q_cb, k_cb, v_cb, do_cb, st_cb, mask_cb, dk_cb, dv_cb):

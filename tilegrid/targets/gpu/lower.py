@@ -121,6 +121,12 @@ class Lowering:
         self.grid1 = 1
         self.max_dot = 0
         self.stages = 1
+        # what some generated names hold, for the one-line / one-row reduction below (`reduce_line`)
+        self.loaded: dict[str, tuple] = {}  # a loaded block: (arg, base offset, row length, rows, cols)
+        self.iota: dict[str, int] = {}  # a row (0) or column (1) index block
+        self.line_mask: dict[str, tuple[int, float]] = {}  # iota == constant: (dim, index)
+        self.selects: dict[str, tuple] = {}  # where(c, a, b): (c, a, b)
+        self.fills: dict[str, float] = {}  # a filled block
 
     # ------------------------------------------------------------------ helpers
     def fresh(self, p: str = "v") -> str:
@@ -217,6 +223,7 @@ class Lowering:
         dt = self.args[ld.arg]["dtype"]
         self.vals[op.result] = self.assign(f"tl.load({ptr}{extra})", tshape=(p2(r), p2(c)), real=(r, c),
                                            dtype=dt, block_dtype=t.dtype, zpad=True)
+        self.loaded[self.vals[op.result].expr] = (ld.arg, tuple(self.ex(e) for e in ld.indices), r, c)
         self.stages = max(self.stages, self.args[op.cb.data]["depth"] + 1)
 
     def emit_store(self, op: Operation, st: Store, value: V, slot_t: BlockType) -> None:
@@ -515,11 +522,13 @@ class Lowering:
 
         if isinstance(op, B.FillOp):
             out(f"tl.full({full}, {flit(op.value.value.data)}, tl.float32)", full, zpad=op.value.value.data == 0.0)
+            self.fills[self.vals[op.results[0]].expr] = float(op.value.value.data)
         elif isinstance(op, B.IotaOp):
             if op.dim.data == 0:
                 out(f"tl.arange(0, {full[0]})[:, None].to(tl.float32)", (full[0], 1))
             else:
                 out(f"tl.arange(0, {full[1]})[None, :].to(tl.float32)", (1, full[1]))
+            self.iota[self.vals[op.results[0]].expr] = op.dim.data
         elif isinstance(op, B.BroadcastOp):
             x = self.get(op.x)
             self.vals[op.results[0]] = V(x.expr, "block", x.const, x.tshape, t.dims, x.dtype, t.dtype, x.zpad)
@@ -529,6 +538,10 @@ class Lowering:
             self.emit_elementwise(op, out)
         elif isinstance(op, B.ReduceOp):
             x = self.get(op.x)
+            line = self.reduce_line(op, x)
+            if line is not None:  # the reduction of one row / column of a loaded block: that line, loaded
+                out(line, (1, full[1]) if op.dim.data == 0 else (full[0], 1))
+                return
             e = self.full_f32(x)
             d = 1 if op.dim.data == 1 else 0
             real = x.real[d]
@@ -551,6 +564,37 @@ class Lowering:
             self.emit_matmul(op)
         else:
             raise self.err(op, f"the GPU backend does not lower {op.name}")
+
+    def reduce_line(self, op: B.ReduceOp, x: V) -> str | None:
+        """`colmax(where(row_index == r, X, -inf))` (or colsum with 0, or the row-wise mirror) of a loaded
+        block X is row r of X: load that row alone. The same values, without a reduction across the
+        block's rows (on a GPU one that crosses warps, through shared memory and barriers, in what is
+        often a matmul loop) and without the block's other rows."""
+        sel = self.selects.get(x.expr) if x.const is None else None
+        if sel is None or op.acc is not None:
+            return None
+        c, a, b = sel
+        ident = -math.inf if op.kind.data == "max" else 0.0
+        fill = b.const if b.const is not None else self.fills.get(b.expr)
+        if fill is None or float(fill) != ident or c.expr not in self.line_mask or a.expr not in self.loaded:
+            return None
+        dim, idx = self.line_mask[c.expr]
+        arg, indices, r, cols = self.loaded[a.expr]
+        n = (r, cols)[dim]  # the lines the mask picks from
+        if dim != op.dim.data or idx != int(idx) or not 0 <= idx < n or a.real != (r, cols):
+            return None
+        ptr, mask = self._offsets(arg, indices, r, cols)
+        w = self.args[arg]["shape"][-1]
+        i = int(idx)
+        if dim == 0:  # row i
+            ptr = ptr.replace(f"tl.arange(0, {p2(r)})[:, None] * {w}", f"{i * w} + tl.arange(0, 1)[:, None] * {w}")
+            mask = f"(tl.arange(0, {p2(cols)})[None, :] < {cols})" if p2(cols) != cols else None
+        else:  # column i
+            ptr = ptr.replace(f" + tl.arange(0, {p2(cols)})[None, :]", f" + {i} + tl.arange(0, 1)[None, :]")
+            mask = f"(tl.arange(0, {p2(r)})[:, None] < {r})" if p2(r) != r else None
+        extra = f", mask={mask}, other=0.0" if mask else ""
+        load = f"tl.load({ptr}{extra})"
+        return load if self.args[arg]["dtype"] == "f32" else f"{load}.to(tl.float32)"
 
     def emit_copy(self, op: B.CopyOp, out) -> None:
         """`astype` / a value copy: to bf16 the value is rounded (a bf16 tensor: every use reads the
@@ -590,6 +634,16 @@ class Lowering:
             out(f"tl.exp2({text['x']} * {s2})", shape)
             return
         text.update({k: flit(v) if isinstance(v, float) else repr(v) for k, v in op.params().items()})
+        if d.name == "eq" and len(ins) == 2:
+            for a, b in ((ins[0], ins[1]), (ins[1], ins[0])):
+                if a.expr in self.iota and isinstance(b.const, (int, float)):
+                    out(d.spell("triton", **text), shape, dtype="bool")
+                    self.line_mask[self.vals[op.results[0]].expr] = (self.iota[a.expr], float(b.const))
+                    return
+        if d.name == "where":
+            out(d.spell("triton", **text), shape)
+            self.selects[self.vals[op.results[0]].expr] = tuple(ins)
+            return
         if d.arity == 1:
             for p in d.params:  # the spelling may need the number itself (x ** n)
                 text[p.name] = op.params()[p.name] if p.kind is int and callable(d.triton) else text[p.name]
