@@ -33,6 +33,8 @@ PIP_REQUIREMENTS = (f"ttnn=={TTNN_VERSION}", f"wolfpine=={WOLFPINE_VERSION}", "n
 APT_PACKAGES = ("gcc-riscv64-unknown-elf", "picolibc-riscv64-unknown-elf", "libstdc++-12-dev")
 HOME_ENV = "TILEGRID_TTMETAL_HOME"
 PYTHON_ENV = "TILEGRID_PYTHON312"
+DEVICE_ENV = "TILEGRID_TTMETAL_DEVICE"  # "sim" (wolfpine, the default) or "hw" (a card and a real tt-metal install)
+CARD_PYTHON_ENV = "TILEGRID_TTMETAL_PYTHON"  # with "hw": a Python that imports ttnn (TT_METAL_HOME: its tt-metal)
 #: Bump when a step's output changes in a way the content hash of standin/ does not capture.
 SETUP_REVISION = 1
 
@@ -74,24 +76,51 @@ class Env:
     simulator_dir: Path  # wolfpine's Wormhole simulator directory (TT_METAL_SIMULATOR)
     tt_metal_cache: Path  # persistent TT_METAL_CACHE: firmware and kernels build once
     logs_dir: Path  # TT_METAL_LOGS_PATH (device-profiler output and the like)
+    simulated: bool = True  # False: a card (card_env), no simulator variables
 
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
-        """The environment for a process that drives the simulated Wormhole (what `wolfpine run` sets, plus a
-        persistent kernel cache); `base` defaults to os.environ."""
+        """The environment for a process that drives the device: for the simulated Wormhole what `wolfpine run`
+        sets, plus a persistent kernel cache; for a card tt-metal's own variables only. `base`: os.environ."""
         out = dict(os.environ if base is None else base)
+        out.update(TT_METAL_RUNTIME_ROOT=str(self.tt_metal_root), TT_METAL_HOME=str(self.tt_metal_root),
+                   TT_METAL_CACHE=str(self.tt_metal_cache), TT_METAL_LOGS_PATH=str(self.logs_dir))
+        if not self.simulated:
+            for name in ("TT_METAL_SIMULATOR", "TT_METAL_SLOW_DISPATCH_MODE", "WOLFPINE_PYTHON"):
+                out.pop(name, None)
+            out["TILEGRID_TTMETAL_SIMPROBE"] = "0"  # the probe reads wolfpine's counters: no simulator, no probe
+            return out
         lib = str(self.tt_metal_root / "build" / "lib")
         ld = [p for p in out.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p and p != lib]
         out.update(
-            TT_METAL_RUNTIME_ROOT=str(self.tt_metal_root),
-            TT_METAL_HOME=str(self.tt_metal_root),
             TT_METAL_SIMULATOR=str(self.simulator_dir),
             TT_METAL_SLOW_DISPATCH_MODE="1",
-            TT_METAL_CACHE=str(self.tt_metal_cache),
-            TT_METAL_LOGS_PATH=str(self.logs_dir),
             LD_LIBRARY_PATH=os.pathsep.join([lib, *ld]),
             WOLFPINE_PYTHON=str(self.python),
         )
         return out
+
+
+def device_kind(environ: dict[str, str] | None = None) -> str:
+    """Which device backend="tt-metal" runs on: $TILEGRID_TTMETAL_DEVICE, "sim" (wolfpine, default) or "hw"."""
+    kind = (os.environ if environ is None else environ).get(DEVICE_ENV, "sim").strip() or "sim"
+    if kind not in ("sim", "hw"):
+        raise SetupError(f"{DEVICE_ENV}={kind!r}: it must be 'sim' (the simulated Wormhole) or 'hw' (a card)")
+    return kind
+
+
+def card_env(environ: dict[str, str] | None = None) -> Env:
+    """The environment of a machine with a Tenstorrent card and tt-metal installed the usual way (its own sfpi,
+    no stand-in, no simulator): $TILEGRID_TTMETAL_PYTHON, a Python that imports ttnn, and $TT_METAL_HOME, tt-metal's
+    root. Kernels and logs are cached under $TILEGRID_TTMETAL_HOME (default ~/.cache/tilegrid/ttmetal)/card."""
+    e = os.environ if environ is None else environ
+    python, home = e.get(CARD_PYTHON_ENV), e.get("TT_METAL_HOME")
+    if not python or not home:
+        raise SetupError(f"{DEVICE_ENV}=hw needs {CARD_PYTHON_ENV} (a Python with ttnn installed) and TT_METAL_HOME "
+                         f"(tt-metal's root); missing: {', '.join(n for n, v in ((CARD_PYTHON_ENV, python), ('TT_METAL_HOME', home)) if not v)}")
+    root = (Path(e[HOME_ENV]).expanduser() if e.get(HOME_ENV) else Path.home() / ".cache" / "tilegrid" / "ttmetal") / "card"
+    py = Path(python).expanduser()
+    return Env(root=root, venv=py.parent.parent, python=py, tt_metal_root=Path(home).expanduser(), wolfpine=Path(),
+               simulator_dir=Path(), tt_metal_cache=root / "tt-metal-cache", logs_dir=root / "logs", simulated=False)
 
 
 def default_root() -> Path:
