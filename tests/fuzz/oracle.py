@@ -284,9 +284,9 @@ class Interpreter:
             need(np.abs(x).max() <= 1e3, "square of a large value")
             return x * x
         return {"abs": np.abs, "neg": np.negative, "relu": lambda v: np.maximum(v, 0),
-                "sigmoid": lambda v: 1 / (1 + np.exp(-v)), "tanh": np.tanh, "erf": scipy.special.erf,
+                "sigmoid": scipy.special.expit, "tanh": np.tanh, "erf": scipy.special.erf,
                 "gelu": lambda v: 0.5 * v * (1 + scipy.special.erf(v / np.sqrt(2))),
-                "silu": lambda v: v / (1 + np.exp(-v)), "softplus": lambda v: np.logaddexp(0, v)}[name](x)
+                "silu": lambda v: v * scipy.special.expit(v), "softplus": lambda v: np.logaddexp(0, v)}[name](x)
 
 
 def interpret(prog: Program, inputs: list[np.ndarray], mode: str = "ref") -> np.ndarray:
