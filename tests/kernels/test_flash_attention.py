@@ -244,6 +244,22 @@ def test_torch_tensors_and_sdpa(rng):
     assert rel_err(out.float().numpy(), ref.numpy()) < TOL["bf16"]
 
 
+@pytest.mark.parametrize("kind", ["bool", "additive"])
+def test_torch_mask_tensors(kind, rng):
+    """A torch mask (boolean or additive) is taken as its values; the result comes back as a tensor on q's device."""
+    torch = pytest.importorskip("torch")
+    q, k, v = (torch.from_numpy(x) for x in qkv(rng, 1, 2, 2, 64, 96, 32, "f32"))
+    if kind == "bool":
+        m = torch.from_numpy(rng.random((64, 96)) > 0.3)
+        m[:, 0] = True
+    else:
+        m = torch.from_numpy(rng.standard_normal((64, 96)).astype(np.float32))
+    out = flash_attention(q, k, v, mask=m, config=AttentionConfig(grid=(1, 2)))
+    assert isinstance(out, torch.Tensor) and out.device == q.device and out.dtype == torch.float32
+    ref, _ = reference(q.numpy(), k.numpy(), v.numpy(), mask=m.numpy())
+    assert rel_err(out.numpy(), ref) < TOL["f32"]
+
+
 @pytest.mark.parametrize("bad,match", [
     (dict(q=(1, 2, 64), k=(1, 1, 64, 32)), "batch, heads, seq, head_dim"),
     (dict(q=(1, 3, 64, 32), k=(1, 2, 64, 32)), "multiple of kv_heads"),

@@ -46,7 +46,7 @@ def _to_numpy(x: Any, name: str) -> tuple[np.ndarray, Callable[[np.ndarray], Any
                                 note="convert with .to(torch.bfloat16) or .float()")
         arr = x.detach().cpu().float().numpy()
         arr = arr.astype(bfloat16) if dt == torch.bfloat16 else arr
-        return arr, lambda r: torch.from_numpy(np.asarray(r, dtype=np.float32)).to(dt)
+        return arr, lambda r: torch.from_numpy(np.asarray(r, dtype=np.float32)).to(device=x.device, dtype=dt)
     arr = np.asarray(x)
     if arr.dtype not in (np.dtype(bfloat16), np.dtype(np.float32)):
         raise TilegridError(f"flash_attention: {name} must be bfloat16 or float32, got {arr.dtype}",
@@ -91,6 +91,9 @@ def flash_attention(
     qn, back = _to_numpy(q, "q")
     kn, _ = _to_numpy(k, "k")
     vn, _ = _to_numpy(v, "v")
+    if type(mask).__module__.startswith("torch"):  # a mask on any device, as NumPy (bool stays bool)
+        mask = mask.detach().cpu()
+        mask = (mask.float() if mask.is_floating_point() else mask).numpy()
     slopes = None if alibi_slopes is None else np.asarray(
         alibi_slopes.detach().cpu().float().numpy() if hasattr(alibi_slopes, "detach") else alibi_slopes, np.float64)
     problem = make_problem(qn, kn, vn, causal, scale, window, mask, softcap, slopes, return_lse)
