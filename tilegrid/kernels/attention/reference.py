@@ -58,11 +58,22 @@ def softmax(q: np.ndarray, k: np.ndarray, causal: bool, scale: float, window: tu
 def reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool = False, scale: float | None = None,
               window: tuple | None = None, mask: Any = None, softcap: float | None = None,
               alibi_slopes: Any = None) -> tuple[np.ndarray, np.ndarray]:
-    """float64 attention output and log-sum-exp."""
+    """float64 attention output and log-sum-exp, a head at a time (the [seq_q, seq_kv] temporaries of one
+    head stay small where those of all heads at once would cost more in page faults than in arithmetic)."""
     q, k, v = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    p, lse = softmax(q, k, causal, scale, window, mask, softcap, alibi_slopes)
-    return p @ np.repeat(v, q.shape[1] // v.shape[1], axis=1), lse
+    b, h = q.shape[:2]
+    group = h // k.shape[1]
+    slopes = None if alibi_slopes is None else np.broadcast_to(np.asarray(alibi_slopes, np.float64), (b, h))
+    out = np.empty((*q.shape[:-1], v.shape[-1]))
+    lse = np.empty(q.shape[:-1])
+    for bi in range(b):
+        for hi in range(h):
+            kv = slice(hi // group, hi // group + 1)
+            p, lse[bi, hi] = softmax(q[bi:bi + 1, hi:hi + 1], k[bi:bi + 1, kv], causal, scale, window, mask, softcap,
+                                     None if slopes is None else slopes[bi:bi + 1, hi:hi + 1])
+            out[bi, hi] = p[0, 0] @ v[bi, kv][0]
+    return out, lse
 
 
 def reference_backward(q: Any, k: Any, v: Any, dout: Any, causal: bool = False, scale: float | None = None,
