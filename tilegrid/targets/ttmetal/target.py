@@ -27,6 +27,7 @@ from tilegrid.numerics import NP_DTYPES
 from tilegrid.targets.compile import Compiled, as_array, write_outputs
 from tilegrid.targets.ttmetal.device import DeviceError, shared_session
 from tilegrid.targets.ttmetal.program import Options, TtMetalProgram, lower
+from tilegrid.targets.ttmetal.spelling import RAW_OPS, SfpuModes, has_raw
 
 COST_MODEL = {"TT_SIM_COST_MODEL": "1"}  # wolfpine's cycle-cost model: cycle stamps are modelled cycles
 
@@ -47,8 +48,11 @@ class DeviceRun:
         return (self.cycles or {}).get("max_span_cycles")
 
 
-def options_of(config: KernelConfig) -> Options:
-    return Options(config.math_fidelity, config.fp32_acc, config.dst_double_buffer)
+def options_of(config: KernelConfig, simulated: bool = True) -> Options:
+    """The program options of a kernel call; `simulated`: for the simulated device (where sfpu="auto" picks
+    tilegrid's raw SFPU routines), else for a card (the kernel API)."""
+    sfpu = SfpuModes.of(getattr(config, "sfpu", None), simulated, config.loc, config.name)
+    return Options(config.math_fidelity, config.fp32_acc, config.dst_double_buffer, sfpu)
 
 
 def refuse_sfpu(program: TtMetalProgram) -> None:
@@ -57,13 +61,17 @@ def refuse_sfpu(program: TtMetalProgram) -> None:
         return
     op, loc = program.sfpu[0]
     others = sorted({name for name, _ in program.sfpu[1:]} - {op})
+    selected = [name for name, _ in program.sfpu if has_raw(name)]
     raise CompileError(
         f"'{op}' runs on the SFPU, whose kernel-API calls the stand-in RISC-V compiler cannot build: this kernel "
         "compiles to tt-metal C++ (what a card with Tenstorrent's sfpi compiler runs) but cannot run on the simulated "
-        "Wormhole" + (f" (it also needs {', '.join(others)})" if others else ""),
+        "Wormhole" + (f" (it also needs {', '.join(others)})" if others else "")
+        + ("" if has_raw(op) else f"; tilegrid has no raw SFPU routine for '{op}'"),
         loc, kernel=program.name,
-        note="run it with backend='sim', or on a Tenstorrent card; kernels of the matrix unit and data movement "
-             "only (matmul, add/sub/mul with broadcasts, row reductions, transpose, copies) run here")
+        note=(f"{', '.join(sorted(set(selected)))} {'has' if len(set(selected)) == 1 else 'have'} raw routines that "
+              "run here: leave sfpu= at 'auto' (or pass sfpu='raw'); " if selected else "")
+        + "run it with backend='sim', or on a Tenstorrent card; the raw SFPU routines cover "
+          f"{', '.join(sorted(RAW_OPS))}")
 
 
 def source_dir(program: TtMetalProgram, root: Path) -> Path:
@@ -150,7 +158,7 @@ class TtMetalTarget:
     level = "tile"
 
     def lower(self, compiled: Compiled, ctx: RunContext, config: KernelConfig) -> TtMetalProgram:
-        options = options_of(config)
+        options = options_of(config, simulated=ctx.mode != "compile")  # compile only: what a card runs
         key = ("tt-metal", options)
         if key not in compiled.programs:
             compiled.programs[key] = lower(compiled, options)
