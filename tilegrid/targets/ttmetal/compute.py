@@ -32,6 +32,7 @@ import re
 from dataclasses import dataclass
 
 from xdsl.dialects import arith, scf
+from xdsl.dialects.builtin import FloatData
 from xdsl.ir import Operation, SSAValue
 
 from tilegrid.ir import core as C
@@ -186,6 +187,13 @@ class ComputeWriter(ScalarWriter):
         self.engine = Engine(None if self.mixed_formats else self.engine.srca,
                              None if self.mixed_formats else self.engine.srcb,
                              None if self.mixed_formats else self.engine.pack, None)
+
+    def scalar(self, v: SSAValue) -> Scalar:
+        """A compute's scalar operand: its value when it is a constant, else its C++ name."""
+        owner = v.owner
+        if isinstance(owner, arith.ConstantOp) and isinstance(getattr(owner.value, "value", None), FloatData):
+            return float(owner.value.value.data)
+        return self.name(v)
 
     # ---- buffers and their synchronisation -------------------------------------------------------
 
@@ -372,7 +380,7 @@ class ComputeWriter(ScalarWriter):
                        for o in op.body.block.ops)):
             return False
         h, w = acc.type.tiles
-        steps, packs, nslots = select(op, [self.name(v) for v in op.scalars], self.speller,
+        steps, packs, nslots = select(op, [self.scalar(v) for v in op.scalars], self.speller,
                                       in_dst={op.ins.index(acc): 0})
         if nslots * h * w > self.capacity:
             return False
@@ -556,7 +564,7 @@ class ComputeWriter(ScalarWriter):
         self.comment_for(op)
         ins = self.reads(op, list(op.ins))
         outs = [self.buf(v) for v in op.outs]
-        scalars = [self.name(v) for v in op.scalars]
+        scalars = [self.scalar(v) for v in op.scalars]
         h, w = op.subblock_shape
         hw = h * w
         steps, packs, nslots = select(op, scalars, self.speller)
@@ -722,7 +730,7 @@ def per_tile(text: str, hw: int, t: int) -> str:
     return SLOT.sub(lambda m: str(int(m.group(1)) * hw + t), text)
 
 
-def select(op: T.ComputeOp, scalars: list[str], speller: Speller, in_dst: dict[int, int] | None = None
+def select(op: T.ComputeOp, scalars: list[Scalar], speller: Speller, in_dst: dict[int, int] | None = None
            ) -> tuple[list[Instr], list[tuple[int, int]], int]:
     """Instruction selection for a compute body: (steps, packs (slot, output), DST slots per tile).
 
