@@ -283,10 +283,8 @@ class ComputeWriter(ScalarWriter):
             self.line(f"uint32_t {var} = 0;")
         self.bufs[v] = Buf(self.layout.area[t.dtype], var, t.tiles, t.dtype, "area")
 
-    def assign_block(self, var: str, v: SSAValue) -> None:
-        src = self.buf(v)
-        if src.base != var:
-            self.line(f"{var} = {src.base};")
+    def block_value(self, v: SSAValue) -> str:
+        return self.buf(v).base
 
     def _carried(self, results, inits, args) -> list[str]:
         out = super()._carried(results, inits, args)

@@ -177,7 +177,8 @@ class KernelWriter:
         raise unsupported(v.owner if isinstance(v.owner, Operation) else v.block.parent_op(),
                           f"a block carried through a loop or an if in a {self.kind} thread")
 
-    def assign_block(self, var: str, v: SSAValue) -> None:
+    def block_value(self, v: SSAValue) -> str:
+        """The C++ expression that locates block `v` (a carried block's new place)."""
         raise unsupported(v.owner if isinstance(v.owner, Operation) else v.block.parent_op(),
                           f"a block carried through a loop or an if in a {self.kind} thread")
 
@@ -326,13 +327,12 @@ class ScalarWriter(KernelWriter):
         # read every yielded value before assigning any (a swap of carried values)
         temps = []
         for t, v in zip(targets, values):
-            if isinstance(t.type, BlockType):
-                self.assign_block(self.name(t), v)
-                continue
-            if self.name(t) == self.name(v):
+            block = isinstance(t.type, BlockType)
+            value = self.block_value(v) if block else self.name(v)
+            if self.name(t) == value:
                 continue
             tmp = f"y{len(self.lines)}_{len(temps)}"
-            self.line(f"const {self.ctype(t)} {tmp} = {self.name(v)};")
+            self.line(f"const {'uint32_t' if block else self.ctype(t)} {tmp} = {value};")
             temps.append((self.name(t), tmp))
         for var, tmp in temps:
             self.line(f"{var} = {tmp};")

@@ -134,7 +134,7 @@ class Speller:
 
     def _routine(self, name: str, dst: list[str], **params: float | str | None) -> SfpuCode:
         r = routine(name, "raw", self.fp32_dest, **params)
-        return SfpuCode(None, r.definitions, "", r.call(*dst), needs_sfpi=False)
+        return SfpuCode(None, r.definitions, "", r.call(*dst).rstrip(";"), needs_sfpi=False)
 
     @staticmethod
     def _api(name: str, spell: TtMetal | None, fields: dict[str, str], scaled: bool, loc: str | None) -> SfpuCode:
