@@ -42,6 +42,7 @@ class DeviceRun:
     timing: dict
     built: bool
     source_dir: Path | None
+    engines: dict | None = None  # wolfpine's per-core, per-unit counters (asked for by an observer with `engines`)
 
     @property
     def max_span_cycles(self) -> int | None:
@@ -79,9 +80,10 @@ def source_dir(program: TtMetalProgram, root: Path) -> Path:
 
 
 def run_program(program: TtMetalProgram, tensors: Sequence[Any], session: Any, *, simulated: bool = True,
-                root: Path | None = None) -> tuple[list[np.ndarray | None], DeviceRun]:
+                root: Path | None = None, engines: bool = False) -> tuple[list[np.ndarray | None], DeviceRun]:
     """Run a lowered program on `session` (a DeviceSession); returns each argument's array after the run
-    (None for inputs) and the run's record. Generated sources are written under `root`/generated first."""
+    (None for inputs) and the run's record. Generated sources are written under `root`/generated first.
+    engines: also read wolfpine's per-unit counters (busy cycles of the matrix unit, SFPU, packer, ...)."""
     if simulated:
         refuse_sfpu(program)
     where = None
@@ -91,7 +93,7 @@ def run_program(program: TtMetalProgram, tensors: Sequence[Any], session: Any, *
     args = program.compiled.args
     data = [np.asarray(as_array(t), np.float32) if not a["output"] else None for t, a in zip(tensors, args)]
     try:
-        res = session.run(program.host(data))
+        res = session.run({**program.host(data), "engines": engines})
     except DeviceError as e:
         if e.kind == "runtime" and not _L1_OVERFLOW.search(e.message):
             session.close()  # a program that failed to launch can leave the device wedged: the next run starts afresh
@@ -102,7 +104,7 @@ def run_program(program: TtMetalProgram, tensors: Sequence[Any], session: Any, *
         if out is not None:  # a vector output comes back padded to whole tiles
             out = np.asarray(out, np.float32)[tuple(slice(0, d) for d in info["shape"])]
         arrays.append(None if out is None else out.astype(NP_DTYPES[info["dtype"]]))
-    return arrays, DeviceRun(program, res.cycles, res.timing, res.built, where)
+    return arrays, DeviceRun(program, res.cycles, res.timing, res.built, where, (res.reply or {}).get("engines"))
 
 
 def device_error(program: TtMetalProgram, e: Any, where: Path | None) -> TilegridError:
@@ -172,7 +174,8 @@ class TtMetalTarget:
             raise TilegridError(f"backend 'tt-metal' cannot open its device: {e.message}", kernel=program.name,
                                 note="install the tt-metal environment: python -m tilegrid.targets.ttmetal.setup "
                                      "(docs/ttmetal_setup.md)") from None
-        arrays, record = run_program(program, tensors, session, root=session.env.root)
+        arrays, record = run_program(program, tensors, session, root=session.env.root,
+                                     engines=bool(getattr(config.observer, "engines", False)))
         listener = getattr(config.observer, "on_device_run", None)
         if listener is not None:
             listener(record)
