@@ -26,6 +26,7 @@ from ml_dtypes import bfloat16
 
 import tilegrid.kernels.attention as A
 from tilegrid import perf
+from tilegrid.errors import TilegridError
 
 
 @dataclass(frozen=True)
@@ -131,17 +132,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the two smallest configurations only")
     ap.add_argument("--json", help="also write the rows as JSON here")
+    ap.add_argument("--only", type=int, action="append", help="run only configuration number N (0-based)")
     args = ap.parse_args(argv)
     from tilegrid.targets.ttmetal.setup import find_env
 
     if find_env() is None:
         print("the tt-metal environment is not installed: run `tilegrid setup tt-metal`", file=sys.stderr)
         return 1
-    rows = []
-    for c in QUICK if args.quick else CONFIGS:
-        rows.append(measure(c))
+    rows, failed = [], []
+    chosen = QUICK if args.quick else [CONFIGS[i] for i in args.only] if args.only else CONFIGS
+    for c in chosen:
+        try:
+            rows.append(measure(c))
+        except TilegridError as e:  # one configuration's failure does not hide the others' figures
+            failed.append(f"{c.label}: {e.message.splitlines()[0][:300]}")
+            print(f"{c.label}: FAILED {failed[-1]}", file=sys.stderr, flush=True)
+            continue
         print(f"{c.label}: done ({rows[-1]['wall_s']} s on the device)", file=sys.stderr, flush=True)
     print(table(rows))
+    for f in failed:
+        print(f"failed: {f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

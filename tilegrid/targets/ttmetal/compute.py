@@ -28,6 +28,7 @@ math and pack; each kernel-API call does its own thread's part).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -302,6 +303,13 @@ class ComputeWriter(ScalarWriter):
         if {k: v for k, v in self.held.items() if v} != {k: v for k, v in held.items() if v}:
             raise unsupported(op, "a loop whose body does not release every CB block it takes")
         self.forget()
+
+    def branch_state(self) -> object:
+        return dataclasses.replace(self.engine), self.dirty
+
+    def restore_branch(self, state: object) -> None:
+        engine, dirty = state  # type: ignore[misc]
+        self.engine, self.dirty = dataclasses.replace(engine), dirty
 
     def _if(self, op) -> None:
         dirty = self.dirty
@@ -666,6 +674,7 @@ class ComputeWriter(ScalarWriter):
             elif s.kind == "iota":  # the index tile of this tile row (or column)
                 rc = r if s.bcast == "0" else c
                 if s.modulo:  # an index modulo a multiple of 32: the index tiles repeat every `modulo` tiles
+                    rc = int(rc) if isinstance(rc, str) and rc.isdigit() else rc
                     rc = rc % s.modulo if isinstance(rc, int) else f"({rc}) % {s.modulo}"
                 page = rc if s.bcast == "0" else lin(rc, self.layout.index_rows)
                 self.line(f"copy_tile({self.layout.index}, {page}, {dst});  // {'row' if s.bcast == '0' else 'col'}_index")
@@ -693,6 +702,9 @@ class ComputeWriter(ScalarWriter):
     def kernel(self, thread: C.ThreadOp, kernel_name: str, arg_tiles: dict[int, int]) -> str:
         self.arg_tiles = arg_tiles
         self.body(thread.body.block.ops)
+        if self.layout.sync:  # leave the sync CB empty: buffer writes no op read (a core with no work items)
+            self.line(f"for (; pending > 0; --pending) {{ cb_wait_front({self.layout.sync}, 1); "
+                      f"cb_pop_front({self.layout.sync}, 1); }}  // the end: every buffer write taken")
         startup = self.first_config or (next(iter(self.layout.arg_cb.values())),) * 3
         head = [f"// tilegrid kernel '{kernel_name}', thread '{thread.thread_name.data}': the compute kernel "
                 "(unpack, math and pack TRISCs run this same code)", "#include <cstdint>"]

@@ -309,15 +309,24 @@ class ScalarWriter(KernelWriter):
     def _if(self, op: scf.IfOp) -> None:
         self.comment_for(op)
         self._carried(list(op.results), [None] * len(op.results), [])
+        entry = self.branch_state()
         with self.scope(f"if ({self.name(op.cond)})"):
             self.last_comment = None
             self.body(op.true_region.block.ops)
         if op.false_region.blocks and list(op.false_region.block.ops) != [] and (
                 len(op.false_region.block.ops) > 1 or op.results):
+            self.restore_branch(entry)  # the else branch starts from the state before the if, not the then's
             with self.scope("else"):
                 self.last_comment = None
                 self.body(op.false_region.block.ops)
         self.last_comment = None
+
+    def branch_state(self) -> object:
+        """What a writer tracks about the engines (see restore_branch)."""
+        return None
+
+    def restore_branch(self, state: object) -> None:
+        """Back to the tracked state of `branch_state` (an else branch runs where the then branch did not)."""
 
     @rule(scf.YieldOp)
     def _yield(self, op: scf.YieldOp) -> None:
