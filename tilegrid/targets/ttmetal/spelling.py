@@ -37,8 +37,8 @@ COPY_DST = TtMetal("api/compute/copy_dest_values.h", "copy_dest_values_init()",
 Scalar = float | str  # a value known when the kernel compiles, or a C++ float expression (run time)
 MODES = ("api", "raw", "auto")
 HELPERS = ("fill", "copy")  # selectable names that are not op-table entries
-# op-table entries (and helpers) that have a raw routine in some form; `div` only with a scalar divisor
-RAW_OPS = frozenset(k for k in RAW if k in OPS or k in HELPERS) | {"div"}
+# op-table entries (and helpers) with a raw routine (also raw: x + s, x - s, s - x, x * s, x / s with a scalar s)
+RAW_OPS = frozenset(k for k in RAW if k in OPS or k in HELPERS)
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ def refuse_sfpu(program: TtMetalProgram) -> None:
         note=(f"{', '.join(sorted(set(selected)))} {'has' if len(set(selected)) == 1 else 'have'} raw routines that "
               "run here: leave sfpu= at 'auto' (or pass sfpu='raw'); " if selected else "")
         + "run it with backend='sim', or on a Tenstorrent card; the raw SFPU routines cover "
-          f"{', '.join(sorted(RAW_OPS))}")
+          f"{', '.join(sorted(RAW_OPS))}, and x + s, x - s, s - x, x * s, x / s with a scalar s")
 
 
 def source_dir(program: TtMetalProgram, root: Path) -> Path:
