@@ -392,3 +392,14 @@ def test_flash_attention_compiles_to_raw_routines_for_the_simulator():
     for routine in ("exp", "max", "recip", "where", "le", "eq", "fill", "sub"):
         assert f"inline void tilegrid_sfpu_{routine}_" in comp, routine
     assert "remainder" not in comp and "_tile_init" not in comp.replace("copy_tile_init", "")
+
+
+def test_tile_offsets_of_a_subblock_row_are_parenthesised():
+    """A subblock's second tile row at run time (sr + 1) in a block two tiles wide is page (sr + 1) * 2: an earlier
+    version wrote sr + 1 * 2, and GQA-packed FlashAttention (4-tile-row blocks, 2-row subblocks) read and wrote
+    the wrong tiles."""
+    from tilegrid.targets.ttmetal.compute import Buf
+
+    b = Buf("cb", "0", (4, 2), "f32", "area")
+    assert b.page("sr + 1", 1) == "(sr + 1) * 2 + 1"
+    assert b.page("sr", 0) == "sr * 2" and b.page(3, 1) == "7"

@@ -78,7 +78,9 @@ def mul(a: int | str, k: int) -> int | str:
         a = int(a)
     if isinstance(a, int):
         return a * k
-    return a if k == 1 else f"{a} * {k}"
+    if k == 1:
+        return a
+    return f"({a}) * {k}" if not a.replace("_", "").isalnum() else f"{a} * {k}"  # (sr + 1) * 2, not sr + 1 * 2
 
 
 def lin(*terms: int | str) -> str:
