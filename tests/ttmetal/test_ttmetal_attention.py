@@ -105,13 +105,15 @@ def test_flash_attention_causal_gqa(rng):
 @pytest.mark.slow
 @pytest.mark.parametrize("grid, seq, head_dim, causal, heads, kv_heads", [
     ((1, 2), 128, 64, False, 1, 1),
+    ((1, 2), 128, 64, True, 1, 1),  # each core takes one branch of the diagonal-mask if
+    ((2, 1), 64, 64, True, 1, 1),  # one core has no work item, the other both
     ((1, 1), 128, 128, True, 1, 1),
-    ((2, 2), 128, 64, True, 2, 2),
-    ((1, 4), 256, 64, False, 4, 2),
+    ((2, 2), 256, 64, True, 2, 2),
+    ((1, 4), 256, 128, False, 4, 2),
     ((2, 2), 256, 128, True, 4, 1),
-    ((1, 2), 256, 128, False, 2, 1),
 ])
 def test_flash_attention_matrix(rng, grid, seq, head_dim, causal, heads, kv_heads):
+    """1 to 4 cores, seq 64 to 256, head_dim 64 and 128, causal and not, GQA (a few minutes each on wolfpine)."""
     run_attention(rng, grid, seq, head_dim, causal, heads, kv_heads)
 
 
