@@ -12,7 +12,9 @@ itself can be driven without sfpi: each routine below is a list of sfpu_isa.Insn
     r.call(0)       # "MATH((tilegrid_sfpu_exp_...(0)));": exp(DST[0] * 0.125) in place
     routine("max", mode="raw").call(0, 1, 0)   # DST[0] = max(DST[0], DST[1])
 
-mode="api" (the default) gives tt-metal's kernel-API call instead, for machines with the real sfpi.
+mode="api" (the default) gives tt-metal's kernel-API call instead, for machines with the real sfpi.  Which one a
+compute kernel gets, per op, is decided in spelling.py (the kernel option `sfpu=`; on the simulated device the raw
+routine wherever one exists).
 
 DST addressing (Wormhole B0, ISA SFPLOAD.md / Dst.md): a 32x32 tile is 64 DST rows of 16 datums (4 faces x 16
 rows); one SFPLOAD reads 4 rows x 8 columns (the even or the odd ones) = 32 lanes, so a tile is 32 vectors at
