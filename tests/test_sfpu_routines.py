@@ -35,8 +35,9 @@ def test_routine_meets_its_spec(name, fp32, rng):
     assert c["nan_mismatch"] == 0 and c["inf_mismatch"] == 0, c
     assert c["specials_wrong"] == [], c
     assert c["small_abs"] <= R.TINY, c
-    if not fp32 and R.SPECS[name].arithmetic and name not in ("mad", "exp_approx"):
+    if not fp32 and R.SPECS[name].arithmetic and name not in ("mad", "exp_approx", "add", "sub", "mul"):
         assert c["exact"] > 0.998, c  # bf16: the nearest bf16 of an accurate f32, but for ties / double rounding
+    # (mad, add, sub, mul: one f32 rounding then bf16's ties away from zero; sums of bf16 values often tie)
 
 
 @pytest.mark.parametrize("fp32", FORMATS)
@@ -52,8 +53,12 @@ def test_routine_versus_simulator(name, fp32, rng):
         assert d["other"] == 0, d  # bit moves / bf16 exp_approx: identical but for denormals
     elif name == "exp_approx":
         assert d["other"] <= 0.002 * d["n"] and d["other_max_ulp"] <= 2**15, d  # one step of n
+    elif name in R.COMPARES:  # operands within 2^-126 of each other: the SFPU flushes a - b, they compare equal
+        assert d["other"] <= 0.0005 * d["n"], d
     elif name == "mad":
         assert d["other"] <= (0.05 if fp32 else 0.01) * d["n"], d  # the simulator's two roundings
+    elif name in ("add", "sub", "mul"):  # f32: one rounding, as the simulator's; bf16: ties away from zero
+        assert d["other"] <= (0.001 if fp32 else 0.02) * d["n"] and d["other_max_ulp"] <= 1.0, d
     elif fp32:
         assert d["other_max_ulp"] <= 3.0, d
     else:
@@ -119,9 +124,10 @@ def test_routine_interface_for_the_code_generator():
     assert rt.call(0).startswith("MATH((tilegrid_sfpu_mad_") and rt.call(0).endswith("(0, get_arg_val<uint32_t>(1))));")
     assert "TT_SFPLOADI(4, 8, ((p0) >> 16));" in rt.definitions and "uint32_t p0)" in rt.definitions
     assert sfpu.routine("exp", "raw", scale=0.5).call(0) != r.call(0)  # one function per compile-time scale
-    api = sfpu.routine("exp")
+    api = sfpu.routine("exp")  # the op table's kernel-API spelling
     assert (api.mode, api.init, api.call(2)) == ("api", "exp_tile_init<false>();", "exp_tile<false>(2);")
     assert sfpu.routine("where").call(0, 1, 2, 3) == "where_tile<DataFormat::Float32>(0, 1, 2, 3);"
+    assert sfpu.routine("max").call(0, 1, 0) == "binary_max_tile(0, 1, 0);"
     with pytest.raises(KeyError):
         sfpu.routine("erf", mode="raw")
     with pytest.raises(ValueError):

@@ -68,6 +68,8 @@ def cmd_compile_gpu(args: argparse.Namespace) -> int:
 
 def cmd_compile_ttmetal(args: argparse.Namespace) -> int:
     """`--backend tt-metal`: compile FILE's kernels to tt-metal C++; `--emit cpp` prints the kernels."""
+    from tilegrid.targets.ttmetal.spelling import has_raw
+
     log: list = []
     if not _compile_file(args.file, log, target="tt-metal"):
         return 1
@@ -80,9 +82,13 @@ def cmd_compile_ttmetal(args: argparse.Namespace) -> int:
             for name, src in p.sources.items():
                 print(f"// ===== {name}\n{src}")
         sfpu = sorted({name for name, _ in p.sfpu})
+        raw = [n for n in sfpu if has_raw(n)]
+        refused = [n for n in sfpu if not has_raw(n)]
         print(f"// compiled kernel '{p.name}' to tt-metal in {p.compiled.compile_seconds * 1e3:.1f} ms: "
               f"{len(p.kernels)} kernels, {len(p.layout.cbs)} CBs"
-              + (f"; SFPU ops {', '.join(sfpu)} (refused on the simulated device)" if sfpu else ""))
+              + (f"; SFPU ops {', '.join(sfpu)} as kernel-API calls (what a card runs)" if sfpu else "")
+              + (f"; the simulated device runs tilegrid's raw routines for {', '.join(raw)}" if raw else "")
+              + (f"; it refuses {', '.join(refused)} (no raw routine)" if refused else ""))
     return 0
 
 

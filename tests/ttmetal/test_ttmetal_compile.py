@@ -292,3 +292,114 @@ def test_random_programs_compile_to_tt_metal(prog, seed):
     for name, src in p.sources.items():
         assert src.count("{") == src.count("}"), name
         assert "kernel_main()" in src
+
+
+# ---- SFPU spelling: kernel API (a card with sfpi) or tilegrid's raw routines, per op ---------------------------
+
+
+def comp_source(p: TtMetalProgram) -> str:
+    return next(k.source for k in p.kernels if k.kind == "compute")
+
+
+def test_sfpu_raw_selects_tilegrids_routines():
+    """sfpu="raw": every SFPU op of the softmax is a raw routine (definitions before kernel_main, a MATH call on
+    its DST tile), no kernel-API SFPU header or init, nothing the simulated device would refuse."""
+    mod = example("softmax")
+    x = rand(np.random.default_rng(0), (2, 64, 64), "bf16")
+    p = compile_kernel(mod.softmax, x, poisoned((2, 64, 64), "bf16"), backend="tt-metal", sfpu="raw")
+    comp = comp_source(p)
+    assert p.sfpu == []  # nothing needs sfpi
+    assert "exp_tile" not in comp and "recip_tile" not in comp and "eltwise_unary/exp.h" not in comp
+    assert re.search(r"MATH\(\(tilegrid_sfpu_exp_[0-9a-f]{8}\(0\)\)\);\n", comp)
+    assert re.search(r"MATH\(\(tilegrid_sfpu_recip_[0-9a-f]{8}\(0\)\)\);\n", comp)
+    assert comp.index("inline void tilegrid_sfpu_exp_") < comp.index("void kernel_main()")
+    assert "static_assert(DST_ACCUM_MODE == true" in comp  # generated for the kernel's fp32 DST
+
+
+def test_sfpu_per_op_override_mixes_the_two():
+    """{"exp": "api"}: exp stays tt-metal's kernel-API call (so the simulated run would refuse it, by name),
+    recip is the raw routine ("default": "raw")."""
+    mod = example("softmax")
+    x = rand(np.random.default_rng(0), (2, 64, 64), "bf16")
+    p = compile_kernel(mod.softmax, x, poisoned((2, 64, 64), "bf16"), backend="tt-metal",
+                       sfpu={"exp": "api", "default": "raw"})
+    comp = comp_source(p)
+    assert "exp_tile<false>(0);" in comp and "tilegrid_sfpu_recip_" in comp and "recip_tile(" not in comp
+    assert [name for name, _ in p.sfpu] == ["exp"]
+    with pytest.raises(CompileError) as info:
+        TtMetalTarget().run(p, [], None, None)
+    assert "'exp' runs on the SFPU" in info.value.render() and "raw routines that run here" in info.value.render()
+
+
+@pykernel_gen(grid=(1, 1), block_factors=[(1, 1), (1, 1)])
+def tanh_kernel(x, out):
+    @compute()
+    async def comp(x_cb, out_cb):
+        out_cb.reserve().store(x_cb.pop().tanh())
+
+    return Program(comp)(x, out)
+
+
+def test_sfpu_op_without_raw_routine_is_refused_naming_op_and_line():
+    """On the simulated device "auto" falls back to the kernel API where tilegrid has no raw routine (tanh): the
+    run is refused before any device opens, naming the op and the user's line; sfpu="raw" names it at compile
+    time."""
+    x = rand(np.random.default_rng(1), (32, 32))
+    with pytest.raises(CompileError) as info:
+        tanh_kernel(x, poisoned((32, 32)), backend="tt-metal")
+    text = info.value.render()
+    assert "'tanh' runs on the SFPU" in text and "no raw SFPU routine for 'tanh'" in text
+    assert "out_cb.reserve().store(x_cb.pop().tanh())" in text and "tanh_kernel" in text
+    with pytest.raises(CompileError) as info:
+        compile_kernel(tanh_kernel, x, poisoned((32, 32)), backend="tt-metal", sfpu="raw")
+    text = info.value.render()
+    assert "no raw SFPU routine for 'tanh'" in text and "x_cb.pop().tanh()" in text
+
+
+@pytest.mark.parametrize("option, words", [
+    ("fast", ["sfpu='fast' is not a mode"]),
+    ({"expp": "raw"}, ["names 'expp', which is no SFPU op"]),
+    ({"exp": "sfpi"}, ["'sfpi' is not a mode"]),
+])
+def test_sfpu_option_mistakes_name_the_kernel(option, words):
+    x = rand(np.random.default_rng(2), (32, 32))
+    with pytest.raises(CompileError) as info:
+        compile_kernel(tanh_kernel, x, poisoned((32, 32)), backend="tt-metal", sfpu=option)
+    text = info.value.render()
+    assert "kernel 'tanh_kernel'" in text, text
+    for w in words:
+        assert w in text, text
+
+
+def test_flash_attention_compiles_to_raw_routines_for_the_simulator():
+    """The library FlashAttention (causal, GQA-packed) with sfpu="raw": its SFPU ops (the scaled exp, max, recip,
+    where, the comparisons and fills of its masks) are all raw routines; the causal mask's `row % QR` is an index
+    tile, not an SFPU remainder."""
+    from ml_dtypes import bfloat16
+
+    from tilegrid.device import WORMHOLE
+    from tilegrid.kernels.attention import AttentionConfig, arguments, build_kernel, choose_plan, make_problem
+
+    rng = np.random.default_rng(3)
+    q = rng.standard_normal((1, 2, 64, 64)).astype(bfloat16)
+    k = rng.standard_normal((1, 1, 64, 64)).astype(bfloat16)
+    problem = make_problem(q, k, k, True, None, None, None, None, None, False)
+    plan = choose_plan(problem, AttentionConfig(grid=(1, 1)), WORMHOLE, "bf16", "tt-metal")
+    kernel = build_kernel(plan, WORMHOLE)
+    p = compile_kernel(kernel, *arguments(plan, q, k, k), backend="tt-metal", sfpu="raw")
+    comp = comp_source(p)
+    assert p.sfpu == []
+    for routine in ("exp", "max", "recip", "where", "le", "eq", "fill", "sub"):
+        assert f"inline void tilegrid_sfpu_{routine}_" in comp, routine
+    assert "remainder" not in comp and "_tile_init" not in comp.replace("copy_tile_init", "")
+
+
+def test_tile_offsets_of_a_subblock_row_are_parenthesised():
+    """A subblock's second tile row at run time (sr + 1) in a block two tiles wide is page (sr + 1) * 2: an earlier
+    version wrote sr + 1 * 2, and GQA-packed FlashAttention (4-tile-row blocks, 2-row subblocks) read and wrote
+    the wrong tiles."""
+    from tilegrid.targets.ttmetal.compute import Buf
+
+    b = Buf("cb", "0", (4, 2), "f32", "area")
+    assert b.page("sr + 1", 1) == "(sr + 1) * 2 + 1"
+    assert b.page("sr", 0) == "sr * 2" and b.page(3, 1) == "7"

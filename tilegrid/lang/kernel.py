@@ -43,6 +43,7 @@ def pykernel_gen(
     seed: int | None = None,
     backend: str = "sim",
     math_fidelity: str = "HiFi4",
+    sfpu: str | dict[str, str] | None = None,
 ) -> Callable:
     """Declare a kernel over a grid of cores.
 
@@ -54,6 +55,10 @@ def pykernel_gen(
     fp32_acc / dst_double_buffer: the DST mode (capacity 16 tiles, halved by each).
     math_fidelity: "LoFi", "HiFi2", "HiFi3" or "HiFi4" (exact bf16 products): how many passes the
         matrix unit's multiplier takes; the simulator computes the same products (numerics.py).
+    sfpu: how the tt-metal target spells SFPU ops (exp, recip, max, where, ...): "api" (tt-metal's
+        kernel-API calls; a card with Tenstorrent's sfpi compiler), "raw" (tilegrid's own SFPU
+        instruction routines), "auto" / None (raw on the simulated device where a routine exists,
+        else the API), or per op, e.g. {"exp": "raw", "default": "api"}. Other targets ignore it.
     schedule: "deterministic" or "random" (with `seed`) thread interleaving on the simulator.
     backend: the target: "sim" (the functional simulator), "perf" (the simulator under the timing
         model), "gpu" (compiled to Triton; needs torch and triton), "tt-metal" (tt-metal C++ kernels);
@@ -90,6 +95,7 @@ def pykernel_gen(
             fn=fn,
             backend=backend,
             math_fidelity=math_fidelity,
+            sfpu=sfpu,
         )
 
         def kernel(*tensors: Any, **options: Any) -> Any:
@@ -99,7 +105,7 @@ def pykernel_gen(
                 if unknown:
                     raise TilegridError(f"kernel '{config.name}' got unknown options {', '.join(unknown)}",
                                         note="per-call options are backend=, observer=, schedule=, seed=, grid=, "
-                                        "device=, fp32_acc=, dst_double_buffer=, math_fidelity=")
+                                        "device=, fp32_acc=, dst_double_buffer=, math_fidelity=, sfpu=")
                 cfg = replace(config, **options)
             tensors = distinct_inputs(tensors, cfg.num_outs)
             call = KernelCall(cfg, tensors)

@@ -34,6 +34,7 @@ class KernelConfig:
     backend: str = "sim"  # the target: "sim", "perf", "gpu" or "tt-metal" (tilegrid/targets)
     math_fidelity: str = "HiFi4"  # the matrix unit's fidelity phases (LoFi, HiFi2, HiFi3, HiFi4)
     observer: Any = None  # watches every simulated op and transfer (sim and perf targets)
+    sfpu: Any = None  # tt-metal: SFPU ops as kernel-API calls ("api"), raw routines ("raw"), "auto", or {op: mode}
     fn: Callable | None = None
 
 

@@ -65,14 +65,15 @@ def launch(config: KernelConfig, threads: Sequence[ThreadDef], tensors: Sequence
     return t.run(program, tensors, config, ctx)
 
 
-def compile_kernel(kernel: Any, *tensors: Any, backend: str = "sim") -> Any:
+def compile_kernel(kernel: Any, *tensors: Any, backend: str = "sim", **options: Any) -> Any:
     """Compile `kernel` for the shapes and formats of `tensors` without running it; returns the
     target's program of its (last) Program: for "sim" a SimProgram (`.compiled.module` is the tile
     IR, `.compiled.l1` the L1 plan), for "gpu" a GpuProgram, for "tt-metal" a TtMetalProgram
-    (`.sources`: the C++ kernels, `.host()`: the host program)."""
+    (`.sources`: the C++ kernels, `.host()`: the host program). options: per-call kernel options
+    (e.g. `sfpu="raw"`, `math_fidelity="HiFi2"`)."""
     log: list = []
     with context.use(target=backend, mode="compile", log=log):
-        kernel(*tensors)
+        kernel(*tensors, **options)
     if not log:
         raise CompileError(f"kernel '{getattr(kernel, '__name__', kernel)}' built no Program")
     return log[-1]

@@ -28,10 +28,12 @@ math and pack; each kernel-API call does its own thread's part).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
 from xdsl.dialects import arith, scf
+from xdsl.dialects.builtin import FloatData
 from xdsl.ir import Operation, SSAValue
 
 from tilegrid.ir import core as C
@@ -43,12 +45,11 @@ from tilegrid.passes.common import loc_of
 from tilegrid.targets.ttmetal.cpp import (
     ScalarWriter,
     collect_rules,
-    cpp_float,
     rule,
     unsupported,
 )
 from tilegrid.targets.ttmetal.layout import Layout
-from tilegrid.targets.ttmetal.spelling import COPY_DST, FILL, SCALAR, SfpuCode, op_spelling, sfpu_spelling
+from tilegrid.targets.ttmetal.spelling import Scalar, SfpuCode, SfpuModes, Speller
 
 HEADERS = ["api/compute/common.h", "api/compute/tile_move_copy.h"]
 BCAST = {"row": "BroadcastType::ROW", "col": "BroadcastType::COL", "scalar": "BroadcastType::SCALAR"}
@@ -77,7 +78,9 @@ def mul(a: int | str, k: int) -> int | str:
         a = int(a)
     if isinstance(a, int):
         return a * k
-    return a if k == 1 else f"{a} * {k}"
+    if k == 1:
+        return a
+    return f"({a}) * {k}" if not a.replace("_", "").isalnum() else f"{a} * {k}"  # (sr + 1) * 2, not sr + 1 * 2
 
 
 def lin(*terms: int | str) -> str:
@@ -106,7 +109,8 @@ class Engine:
 class Instr:
     """One step of a compute body, applied to every tile of a subblock."""
 
-    kind: str  # copy, bcast, iota (bcast: its dim), fpu, reuse, sfpu
+    kind: str  # copy, bcast, iota (bcast: its dim; modulo: its tile rows / columns repeat every `modulo`), fpu,
+    #            reuse, sfpu
     slot: int  # the DST slot of its result
     inputs: tuple[int, ...] = ()  # the compute's inputs it unpacks
     bcast: str = "none"
@@ -115,14 +119,17 @@ class Instr:
     code: SfpuCode | None = None  # an SFPU step's code, DST slots written @slot
     loc: str | None = None
     name: str = ""  # the SFPU op (what a simulated run refuses)
+    modulo: int = 0
 
 
 @collect_rules
 class ComputeWriter(ScalarWriter):
     kind = "compute"
 
-    def __init__(self, layout: Layout, dst_capacity: int, fp32_dest: bool) -> None:
+    def __init__(self, layout: Layout, dst_capacity: int, fp32_dest: bool, sfpu: SfpuModes | None = None) -> None:
         super().__init__()
+        self.speller = Speller(sfpu or SfpuModes(), fp32_dest)
+        self.sfpu_inits: set[str] = set()  # kernel-API SFPU inits (a raw routine clobbers what they set up)
         self.layout = layout
         self.capacity = dst_capacity
         self.fp32_dest = fp32_dest
@@ -183,6 +190,13 @@ class ComputeWriter(ScalarWriter):
         self.engine = Engine(None if self.mixed_formats else self.engine.srca,
                              None if self.mixed_formats else self.engine.srcb,
                              None if self.mixed_formats else self.engine.pack, None)
+
+    def scalar(self, v: SSAValue) -> Scalar:
+        """A compute's scalar operand: its value when it is a constant, else its C++ name."""
+        owner = v.owner
+        if isinstance(owner, arith.ConstantOp) and isinstance(getattr(owner.value, "value", None), FloatData):
+            return float(owner.value.value.data)
+        return self.name(v)
 
     # ---- buffers and their synchronisation -------------------------------------------------------
 
@@ -272,10 +286,8 @@ class ComputeWriter(ScalarWriter):
             self.line(f"uint32_t {var} = 0;")
         self.bufs[v] = Buf(self.layout.area[t.dtype], var, t.tiles, t.dtype, "area")
 
-    def assign_block(self, var: str, v: SSAValue) -> None:
-        src = self.buf(v)
-        if src.base != var:
-            self.line(f"{var} = {src.base};")
+    def block_value(self, v: SSAValue) -> str:
+        return self.buf(v).base
 
     def _carried(self, results, inits, args) -> list[str]:
         out = super()._carried(results, inits, args)
@@ -293,6 +305,13 @@ class ComputeWriter(ScalarWriter):
         if {k: v for k, v in self.held.items() if v} != {k: v for k, v in held.items() if v}:
             raise unsupported(op, "a loop whose body does not release every CB block it takes")
         self.forget()
+
+    def branch_state(self) -> object:
+        return dataclasses.replace(self.engine), self.dirty
+
+    def restore_branch(self, state: object) -> None:
+        engine, dirty = state  # type: ignore[misc]
+        self.engine, self.dirty = dataclasses.replace(engine), dirty
 
     def _if(self, op) -> None:
         dirty = self.dirty
@@ -369,7 +388,7 @@ class ComputeWriter(ScalarWriter):
                        for o in op.body.block.ops)):
             return False
         h, w = acc.type.tiles
-        steps, packs, nslots = select(op, [self.name(v) for v in op.scalars], self.fp32_dest,
+        steps, packs, nslots = select(op, [self.scalar(v) for v in op.scalars], self.speller,
                                       in_dst={op.ins.index(acc): 0})
         if nslots * h * w > self.capacity:
             return False
@@ -553,10 +572,10 @@ class ComputeWriter(ScalarWriter):
         self.comment_for(op)
         ins = self.reads(op, list(op.ins))
         outs = [self.buf(v) for v in op.outs]
-        scalars = [self.name(v) for v in op.scalars]
+        scalars = [self.scalar(v) for v in op.scalars]
         h, w = op.subblock_shape
         hw = h * w
-        steps, packs, nslots = select(op, scalars, self.fp32_dest)
+        steps, packs, nslots = select(op, scalars, self.speller)
         if nslots * hw > self.capacity:  # an SFPU fill of a scalar takes a DST slot allocate-dst did not
             h, w, hw = 1, 1, 1  # count: the body runs a tile at a time (docs/ttmetal.md)
             self.line("// a tile at a time: this body needs more DST slots than allocate-dst counted")
@@ -634,9 +653,13 @@ class ComputeWriter(ScalarWriter):
             self.include(s.code.header)
             if s.code.definitions:
                 self.helper(s.code.definitions)
-            if self.engine.init != s.code.init:
+            if not s.code.needs_sfpi:  # a raw routine: no init; it clobbers LRegs an API init set up
+                if self.engine.init in self.sfpu_inits:
+                    self.engine.init = None
+            elif self.engine.init != s.code.init:
                 self.line(f"{s.code.init};")
                 self.engine.init = s.code.init
+                self.sfpu_inits.add(s.code.init)
 
     @staticmethod
     def bcast_op(s: Instr) -> str:
@@ -651,7 +674,11 @@ class ComputeWriter(ScalarWriter):
                 src = ins[s.inputs[0]]
                 self.line(f"copy_tile({self.copy_source(src)}, {src.page(r, c)}, {dst});")
             elif s.kind == "iota":  # the index tile of this tile row (or column)
-                page = r if s.bcast == "0" else lin(c, self.layout.index_rows)
+                rc = r if s.bcast == "0" else c
+                if s.modulo:  # an index modulo a multiple of 32: the index tiles repeat every `modulo` tiles
+                    rc = int(rc) if isinstance(rc, str) and rc.isdigit() else rc
+                    rc = rc % s.modulo if isinstance(rc, int) else f"({rc}) % {s.modulo}"
+                page = rc if s.bcast == "0" else lin(rc, self.layout.index_rows)
                 self.line(f"copy_tile({self.layout.index}, {page}, {dst});  // {'row' if s.bcast == '0' else 'col'}_index")
             elif s.kind == "bcast":
                 src = ins[s.inputs[0]]
@@ -677,6 +704,9 @@ class ComputeWriter(ScalarWriter):
     def kernel(self, thread: C.ThreadOp, kernel_name: str, arg_tiles: dict[int, int]) -> str:
         self.arg_tiles = arg_tiles
         self.body(thread.body.block.ops)
+        if self.layout.sync:  # leave the sync CB empty: buffer writes no op read (a core with no work items)
+            self.line(f"for (; pending > 0; --pending) {{ cb_wait_front({self.layout.sync}, 1); "
+                      f"cb_pop_front({self.layout.sync}, 1); }}  // the end: every buffer write taken")
         startup = self.first_config or (next(iter(self.layout.arg_cb.values())),) * 3
         head = [f"// tilegrid kernel '{kernel_name}', thread '{thread.thread_name.data}': the compute kernel "
                 "(unpack, math and pack TRISCs run this same code)", "#include <cstdint>"]
@@ -712,7 +742,7 @@ def per_tile(text: str, hw: int, t: int) -> str:
     return SLOT.sub(lambda m: str(int(m.group(1)) * hw + t), text)
 
 
-def select(op: T.ComputeOp, scalars: list[str], fp32_dest: bool, in_dst: dict[int, int] | None = None
+def select(op: T.ComputeOp, scalars: list[Scalar], speller: Speller, in_dst: dict[int, int] | None = None
            ) -> tuple[list[Instr], list[tuple[int, int]], int]:
     """Instruction selection for a compute body: (steps, packs (slot, output), DST slots per tile).
 
@@ -727,6 +757,7 @@ def select(op: T.ComputeOp, scalars: list[str], fp32_dest: bool, in_dst: dict[in
     for o in body:
         for v in o.operands:
             remaining[v] = remaining.get(v, 0) + (1 << 20 if isinstance(o, T.PackOp) else 1)
+    # a scalar's value: a float known now, or the C++ name of a run-time one
     state: dict[SSAValue, tuple] = {a: ("scalar", text) for a, text in zip(op.body.block.args, scalars)}
     slot_of: dict[SSAValue, int] = {}
     steps: list[Instr] = []
@@ -734,7 +765,6 @@ def select(op: T.ComputeOp, scalars: list[str], fp32_dest: bool, in_dst: dict[in
     free: list[int] = []
     preloaded = in_dst or {}
     count = 1 + max(preloaded.values(), default=-1)
-    dst_format = "Float32" if fp32_dest else "Float16_b"
 
     def alloc(fresh: bool = False) -> int:
         nonlocal count
@@ -744,9 +774,11 @@ def select(op: T.ComputeOp, scalars: list[str], fp32_dest: bool, in_dst: dict[in
         count += 1
         return count - 1
 
-    def sfpu(spell, name: str, operands: dict[str, str], params: dict[str, str], slot: int) -> Instr:
-        return Instr("sfpu", slot, code=sfpu_spelling(name, spell, operands, params, False, loc), loc=loc,
-                     name=name)
+    def sfpu(code: SfpuCode, name: str, slot: int) -> Instr:
+        return Instr("sfpu", slot, code=code, loc=loc, name=name)
+
+    def iota_step(v: SSAValue, slot: int) -> Instr:
+        return Instr("iota", slot, bcast=str(state[v][1]), modulo=state[v][2])
 
     def load_step(v: SSAValue, slot: int) -> Instr:
         _, i, bcast = state[v]
@@ -764,10 +796,10 @@ def select(op: T.ComputeOp, scalars: list[str], fp32_dest: bool, in_dst: dict[in
             steps.append(load_step(v, s))
         elif kind == "iota":
             s = alloc()
-            steps.append(Instr("iota", s, bcast=str(state[v][1])))
+            steps.append(iota_step(v, s))
         else:  # a scalar: filled in by the SFPU
             s = alloc()
-            steps.append(sfpu(FILL, "fill", {"out": at(s)}, {"value": state[v][1]}, s))
+            steps.append(sfpu(speller.fill(at(s), state[v][1], loc), "fill", s))
         slot_of[v] = s
         return s
 
@@ -780,12 +812,12 @@ def select(op: T.ComputeOp, scalars: list[str], fp32_dest: bool, in_dst: dict[in
         kind = state[v][0]
         if kind in ("load", "iota"):
             s = alloc()
-            steps.append(load_step(v, s) if kind == "load" else Instr("iota", s, bcast=str(state[v][1])))
+            steps.append(load_step(v, s) if kind == "load" else iota_step(v, s))
             return s
         if kind == "zero":
             return alloc(fresh=True)
         src, s = in_dst(v), alloc()
-        steps.append(sfpu(COPY_DST, "copy", {"x": at(src), "out": at(s)}, {"dst_format": dst_format}, s))
+        steps.append(sfpu(speller.copy(at(src), at(s), loc), "copy", s))
         return s
 
     def release(values) -> None:
@@ -804,10 +836,10 @@ def select(op: T.ComputeOp, scalars: list[str], fp32_dest: bool, in_dst: dict[in
             continue
         if isinstance(o, T.FillOp):
             v = o.value.value.data
-            state[o.result] = ("zero",) if v == 0.0 else ("scalar", cpp_float(v))
+            state[o.result] = ("zero",) if v == 0.0 else ("scalar", float(v))
             continue
         if isinstance(o, T.IotaOp):
-            state[o.result] = ("iota", o.dim.data)
+            state[o.result] = ("iota", o.dim.data, 0)
             continue
         if isinstance(o, T.PackOp):
             packs.append((in_dst(o.x), o.output.data))
@@ -830,14 +862,21 @@ def select(op: T.ComputeOp, scalars: list[str], fp32_dest: bool, in_dst: dict[in
             slot_of[result] = s
             continue
         kinds = [state[a][0] for a in args]
+        if (d.name == "mod" and kinds == ["iota", "scalar"] and not state[args[0]][2]
+                and isinstance(state[args[1]][1], float) and state[args[1]][1] % 32 == 0 and state[args[1]][1] > 0):
+            # an index modulo a multiple of 32 (a GQA-packed block's position within its head): the index tiles
+            # of the first m / 32 tile rows (columns), repeated; exact, and no SFPU remainder
+            state[result] = ("iota", state[args[0]][1], int(state[args[1]][1]) // 32)
+            release(args)
+            continue
         if d.arity == 2 and d.name in ("add", "sub", "mul", "div") and kinds.count("scalar") == 1:
-            x, s_text = (args[0], state[args[1]][1]) if kinds[1] == "scalar" else (args[1], state[args[0]][1])
+            x, sv = (args[0], state[args[1]][1]) if kinds[1] == "scalar" else (args[1], state[args[0]][1])
             names = [d.name] if kinds[1] == "scalar" or d.name in ("add", "mul") else (
                 ["rsub"] if d.name == "sub" else ["recip", "mul"])  # s - x; s / x = (1 / x) * s
             s = owned(x)
             for name in names:
-                spell = SCALAR.get(name) or OPS_BY_NAME[name].ttmetal
-                code = sfpu_spelling(f"{d.name} with a scalar", spell, {"x": at(s)}, {"scale": s_text}, False, loc)
+                code = (speller.op(OPS_BY_NAME["recip"], {"x": at(s)}, {}, None, loc) if name == "recip" else
+                        speller.scalar(name, d.name, at(s), sv, loc))
                 steps.append(Instr("sfpu", s, code=code, loc=loc, name=d.name))
             release([a for a in args if a is not x])
             slot_of[result] = s
@@ -845,8 +884,8 @@ def select(op: T.ComputeOp, scalars: list[str], fp32_dest: bool, in_dst: dict[in
         params = o.params()
         if d.arity == 1 or (d.scalable and len(args) == 2):
             s = owned(args[0])
-            scale = {"scale": state[args[1]][1]} if len(args) == 2 else {}
-            code = op_spelling(d, {"x": at(s)}, params | scale, len(args) == 2, loc)
+            scale: Scalar | None = state[args[1]][1] if len(args) == 2 else None
+            code = speller.op(d, {"x": at(s)}, params, scale, loc)
             steps.append(Instr("sfpu", s, code=code, loc=loc, name=d.name))
             release(args[1:])
             slot_of[result] = s
@@ -856,7 +895,7 @@ def select(op: T.ComputeOp, scalars: list[str], fp32_dest: bool, in_dst: dict[in
         s = alloc()
         names = ["a", "b"] if d.arity == 2 else ["c", "a", "b"]
         operands = {n: at(x) for n, x in zip(names, slots)} | {"out": at(s)}
-        steps.append(Instr("sfpu", s, code=op_spelling(d, operands, params, False, loc), loc=loc, name=d.name))
+        steps.append(Instr("sfpu", s, code=speller.op(d, operands, params, None, loc), loc=loc, name=d.name))
         slot_of[result] = s
     return steps, packs, max(count, 1)
 

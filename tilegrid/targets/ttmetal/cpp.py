@@ -177,7 +177,8 @@ class KernelWriter:
         raise unsupported(v.owner if isinstance(v.owner, Operation) else v.block.parent_op(),
                           f"a block carried through a loop or an if in a {self.kind} thread")
 
-    def assign_block(self, var: str, v: SSAValue) -> None:
+    def block_value(self, v: SSAValue) -> str:
+        """The C++ expression that locates block `v` (a carried block's new place)."""
         raise unsupported(v.owner if isinstance(v.owner, Operation) else v.block.parent_op(),
                           f"a block carried through a loop or an if in a {self.kind} thread")
 
@@ -308,15 +309,24 @@ class ScalarWriter(KernelWriter):
     def _if(self, op: scf.IfOp) -> None:
         self.comment_for(op)
         self._carried(list(op.results), [None] * len(op.results), [])
+        entry = self.branch_state()
         with self.scope(f"if ({self.name(op.cond)})"):
             self.last_comment = None
             self.body(op.true_region.block.ops)
         if op.false_region.blocks and list(op.false_region.block.ops) != [] and (
                 len(op.false_region.block.ops) > 1 or op.results):
+            self.restore_branch(entry)  # the else branch starts from the state before the if, not the then's
             with self.scope("else"):
                 self.last_comment = None
                 self.body(op.false_region.block.ops)
         self.last_comment = None
+
+    def branch_state(self) -> object:
+        """What a writer tracks about the engines (see restore_branch)."""
+        return None
+
+    def restore_branch(self, state: object) -> None:
+        """Back to the tracked state of `branch_state` (an else branch runs where the then branch did not)."""
 
     @rule(scf.YieldOp)
     def _yield(self, op: scf.YieldOp) -> None:
@@ -326,13 +336,12 @@ class ScalarWriter(KernelWriter):
         # read every yielded value before assigning any (a swap of carried values)
         temps = []
         for t, v in zip(targets, values):
-            if isinstance(t.type, BlockType):
-                self.assign_block(self.name(t), v)
-                continue
-            if self.name(t) == self.name(v):
+            block = isinstance(t.type, BlockType)
+            value = self.block_value(v) if block else self.name(v)
+            if self.name(t) == value:
                 continue
             tmp = f"y{len(self.lines)}_{len(temps)}"
-            self.line(f"const {self.ctype(t)} {tmp} = {self.name(v)};")
+            self.line(f"const {'uint32_t' if block else self.ctype(t)} {tmp} = {value};")
             temps.append((self.name(t), tmp))
         for var, tmp in temps:
             self.line(f"{var} = {tmp};")

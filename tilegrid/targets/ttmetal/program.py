@@ -25,6 +25,7 @@ from tilegrid.targets.compile import Compiled
 from tilegrid.targets.ttmetal.compute import ComputeWriter
 from tilegrid.targets.ttmetal.dataflow import Args, DataflowWriter, dataflow_kernel
 from tilegrid.targets.ttmetal.layout import Layout, plan
+from tilegrid.targets.ttmetal.spelling import SfpuModes
 
 FIDELITIES = ("LoFi", "HiFi2", "HiFi3", "HiFi4")
 
@@ -32,11 +33,13 @@ FIDELITIES = ("LoFi", "HiFi2", "HiFi3", "HiFi4")
 @dataclass(frozen=True)
 class Options:
     """How the compute kernel is configured: math fidelity and the DST mode (fp32 accumulation, and
-    double buffering: `dst_full_sync_en` is its opposite)."""
+    double buffering: `dst_full_sync_en` is its opposite), and how its SFPU ops are spelled (`sfpu`:
+    tt-metal's kernel API or tilegrid's raw routines, per op; spelling.py)."""
 
     math_fidelity: str = "HiFi4"
     fp32_dest_acc: bool = True
     dst_double_buffer: bool = True
+    sfpu: SfpuModes = SfpuModes()
 
 
 @dataclass
@@ -64,7 +67,7 @@ class TtMetalProgram:
     layout: Layout
     options: Options
     semaphores: list[int]  # initial values of the user's semaphores, then one staging word per kernel
-    sfpu: list[tuple[str, str | None]]  # SFPU ops (name, user's line) the compute kernel calls
+    sfpu: list[tuple[str, str | None]]  # SFPU ops (name, user's line) spelled as kernel-API calls (need sfpi)
 
     @property
     def name(self) -> str:
@@ -191,7 +194,7 @@ def lower(compiled: Compiled, options: Options = Options()) -> TtMetalProgram:
         kernels.append(Kernel(_file(compiled.name, names), "dataflow", src, names, p, noc, list(args.tensors),
                               args.noc_tables, staging=w.staged))
     capacity = prog.dst_capacity.data
-    cw = ComputeWriter(layout, capacity, options.fp32_dest_acc)
+    cw = ComputeWriter(layout, capacity, options.fp32_dest_acc, options.sfpu)
     src = cw.kernel(compute[0], compiled.name, tiles)
     dest = [layout.constants[layout.area_dest]] if layout.area_dest else []
     if options.fp32_dest_acc:  # an fp32 CB that only copies read goes straight to DST

@@ -12,7 +12,9 @@ itself can be driven without sfpi: each routine below is a list of sfpu_isa.Insn
     r.call(0)       # "MATH((tilegrid_sfpu_exp_...(0)));": exp(DST[0] * 0.125) in place
     routine("max", mode="raw").call(0, 1, 0)   # DST[0] = max(DST[0], DST[1])
 
-mode="api" (the default) gives tt-metal's kernel-API call instead, for machines with the real sfpi.
+mode="api" (the default) gives tt-metal's kernel-API call instead, for machines with the real sfpi.  Which one a
+compute kernel gets, per op, is decided in spelling.py (the kernel option `sfpu=`; on the simulated device the raw
+routine wherever one exists).
 
 DST addressing (Wormhole B0, ISA SFPLOAD.md / Dst.md): a 32x32 tile is 64 DST rows of 16 datums (4 faces x 16
 rows); one SFPLOAD reads 4 rows x 8 columns (the even or the odd ones) = 32 lanes, so a tile is 32 vectors at
@@ -425,6 +427,71 @@ def _mad(fp32_dest: bool, a: float | str, b: float | str) -> Program:
                    (I.encc(False), RESTORE_L11) if pred else ())
 
 
+def _arith(op: str, fp32_dest: bool) -> Program:
+    """a + b, a - b, a * b of two DST tiles (the SFPU's form of the op-table's add / sub / mul, for operands the matrix
+    unit cannot take): one SFPMAD each (a * 1 + b, a * 1 + (-b), a * b + 0), one rounding; a bf16 DST rounds to
+    nearest (a NaN result is kept a NaN)."""
+    a, b = 0, 1
+    body = [I.load(a, tile=0, note="a"), I.load(b, tile=1, note="b")]
+    if op == "sub":
+        body.append(I.mov(b, b, negate=True, note="-b"))
+    body.append(I.mad(a, b, I.LZERO, a, note="a * b") if op == "mul" else
+                I.mad(a, I.LONE, b, a, note=f"a {'+' if op == 'add' else '-'} b"))
+    if not fp32_dest:
+        body += [*_nan_probe(a, b), *_round_bf16(a, fp32_dest), *_nan_fix(b, a)]
+    body.append(I.store(a, tile=2))
+    pred = not fp32_dest
+    return Program(op, f"a {dict(add='+', sub='-', mul='*')[op]} b", tuple(
+        (_persist([(11, K_NAN)]) + [I.encc(True)]) if pred else []), tuple(I.schedule(body)),
+        (I.encc(False), RESTORE_L11) if pred else (), operands=3)
+
+
+# a op b as d = a - b (le, gt: b - a); tt-metal's own SFPU comparisons subtract too
+_CMP = {"lt": ("lt", False), "ge": ("ge", False), "gt": ("lt", True), "le": ("ge", True), "eq": ("eq", False),
+        "ne": ("ne", False)}
+
+
+def _compare(op: str) -> Program:
+    """1.0 where `a op b`, else 0.0 (the op table's compare ops): d = a - b by one SFPMAD (b - a for le / gt), its
+    sign and zeroness (|d|, so -0 is 0) select the result under lane predication.  NaN operands (d NaN) compare
+    unordered (only ne is 1); equal infinities (inf - inf is NaN) are caught by comparing the bits.  The SFPU reads
+    denormals as zero and flushes a difference below 2^-126 to zero: such operands compare equal."""
+    kind, swapped = _CMP[op]
+    a, b, d, y, t = (1, 0, 2, 3, 4) if swapped else (0, 1, 2, 3, 4)
+    one_on_equal = kind in ("ge", "eq")
+    body = [I.load(0, tile=0, note="a"), I.load(1, tile=1, note="b"),
+            I.mov(b, d, negate=True), I.mad(a, I.LONE, d, d, note="d = " + ("b - a" if swapped else "a - b")),
+            I.mov(I.LONE if kind == "ne" else I.LZERO, y, note="y = 1" if kind == "ne" else "y = 0")]
+    if kind in ("lt", "ge"):
+        body += [I.setcc(d, I.SETCC_LT0 if kind == "lt" else I.SETCC_GTE0, note="lanes: d < 0" if kind == "lt"
+                         else "lanes: d >= 0"), I.mov(I.LONE, y, note="y = 1"), I.encc()]
+    body += [I.fabs(d, t, note="|d|: -0 is 0"), I.setcc(t, I.SETCC_EQ0, note="lanes: a == b"),
+             I.mov(I.LONE if one_on_equal else I.LZERO, y), I.encc(),
+             *_nan_probe(d, t), I.setcc(t, I.SETCC_GTE0, note="lanes: unordered (or inf - inf)"),
+             I.mov(I.LONE if kind == "ne" else I.LZERO, y), I.encc(),
+             I.mov(a, d), I.isub(b, d, note="bits(b) - bits(a)"), *_nan_probe(a, t),
+             I.setcc(d, I.SETCC_EQ0, note="lanes: the same bits"), I.setcc(t, I.SETCC_LT0, note="... and not NaN"),
+             I.mov(I.LONE if one_on_equal else I.LZERO, y), I.encc(),
+             I.store(y, tile=2)]
+    return Program(op, f"a {dict(lt='<', ge='>=', gt='>', le='<=', eq='==', ne='!=')[op]} b",
+                   tuple(_persist([(11, K_NAN)]) + [I.encc(True)]), tuple(I.schedule(body)),
+                   (I.encc(False), RESTORE_L11), operands=3)
+
+
+def _fill(fp32_dest: bool, value: float | str) -> Program:
+    """DST tile = value (a compile-time float, rounded to the DST format to nearest even, or run-time f32 bits,
+    rounded by SFPSTOCHRND in a bf16 DST)."""
+    if isinstance(value, float) and not fp32_dest and not np.isnan(value):
+        value = _bf16(value)
+    setup = _persist([(4, value)]) + _round_bf16(4, fp32_dest or not isinstance(value, str))
+    return Program("fill", "fill", tuple(setup), (I.store(4, note="value"),))
+
+
+def _copy() -> Program:
+    """DST[out] = DST[a] (copy_dest_values): a load and a store."""
+    return Program("copy", "copy", (), tuple(I.schedule([I.load(0, tile=0), I.store(0, tile=1)])), operands=2)
+
+
 def _unary_simple(op: str) -> Program:
     """neg (sign flip), abs (sign cleared; a negative NaN stays), relu (max(x, 0) by SFPSWAP with +0): exact."""
     ins = {"neg": [I.mov(0, 0, negate=True)], "abs": [I.fabs(0, 0)],
@@ -446,6 +513,10 @@ RAW: dict[str, Callable[..., Program]] = {
     "neg": lambda fp32_dest=False: _unary_simple("neg"),
     "abs": lambda fp32_dest=False: _unary_simple("abs"),
     "relu": lambda fp32_dest=False: _unary_simple("relu"),
+    **{op: (lambda fp32_dest=False, _op=op: _arith(_op, fp32_dest)) for op in ("add", "sub", "mul")},
+    **{op: (lambda fp32_dest=False, _op=op: _compare(_op)) for op in _CMP},
+    "fill": lambda fp32_dest=False, value=0.0: _fill(fp32_dest, _scalar(value)),
+    "copy": lambda fp32_dest=False: _copy(),
 }
 
 
@@ -473,7 +544,7 @@ inline void end() {
 #endif
 """
 
-DST_NAMES = {1: ("dst",), 3: ("a", "b", "out"), 4: ("c", "a", "b", "out")}
+DST_NAMES = {1: ("dst",), 2: ("a", "out"), 3: ("a", "b", "out"), 4: ("c", "a", "b", "out")}
 
 
 def function_name(p: Program, key: str) -> str:

@@ -56,6 +56,22 @@ def _order(x: np.ndarray) -> np.ndarray:
     return np.where(b & 0x80000000, -(b & 0x7FFFFFFF) - 1, b)
 
 
+def _compare(fn: Callable) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A comparison as the SFPU decides it: from d = a - b, which flushes to 0 below 2^-126 (equal infinities, whose
+    difference is NaN, are equal)."""
+
+    def ref(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            d = np.where(a == b, 0.0, a - b)
+            d = np.where(np.abs(d) < TINY, 0.0, d)
+            return fn(d, 0.0).astype(np.float64)
+
+    return ref
+
+
+COMPARES = ("lt", "le", "gt", "ge", "eq", "ne")
+
+
 @dataclasses.dataclass(frozen=True)
 class Spec:
     """reference: float64 arrays in -> float64 out (on the values the SFPU reads); bound: the largest error in ulps of
@@ -76,6 +92,9 @@ FAITHFUL = 0.999  # under 1 ulp: the result is one of the two floats around the 
 #                   random inputs: exp 0.90, recip 0.89, log 0.94 ulp)
 MAD_A, MAD_B = 0.3, -1.5  # the scalars the mad routine is tested with
 EXP_SCALE = 0.125  # and the scale of the scaled exp
+FILL_VALUE = -1e30  # and the value of fill (FlashAttention's running-max start; not a bf16)
+FILL_F32 = float(np.float32(FILL_VALUE))
+FILL_BF16 = float(np.float32(FILL_VALUE).astype(ml_dtypes.bfloat16))
 
 SPECS: dict[str, Spec] = {
     "exp": Spec(np.exp, FAITHFUL, [((0.0,), 1.0), ((-0.0,), 1.0), ((INF,), INF), ((-INF,), 0.0), ((NAN,), NAN),
@@ -118,12 +137,41 @@ SPECS: dict[str, Spec] = {
     "abs": Spec(np.abs, 0.0, [((-0.0,), 0.0), ((-INF,), INF), ((NAN,), NAN)], "wide", arithmetic=False),
     "relu": Spec(lambda x: np.maximum(x, 0.0), 0.0, [((-0.0,), 0.0), ((-INF,), 0.0), ((INF,), INF), ((NAN,), NAN)],
                  "wide", arithmetic=False),
+    **{op: Spec(fn, 1.0, sp, "wide", f"a {sym} b by one SFPMAD (one rounding; the product keeps 27 bits): error "
+                "counted in ulps of max(|a|, |b|, |result|)", ulp_of=ulp)
+       for op, fn, sym, sp, ulp in [
+           ("add", np.add, "+", [((1.0, 2.0), 3.0), ((INF, -INF), NAN), ((NAN, 1.0), NAN), ((-0.0, 0.0), 0.0)],
+            lambda a, b: np.maximum(np.abs(a), np.abs(b))),
+           ("sub", np.subtract, "-", [((1.0, 2.0), -1.0), ((INF, INF), NAN), ((1.0, NAN), NAN), ((5.0, 5.0), 0.0)],
+            lambda a, b: np.maximum(np.abs(a), np.abs(b))),
+           ("mul", np.multiply, "*", [((1.5, 2.0), 3.0), ((INF, 0.0), NAN), ((NAN, 1.0), NAN), ((-2.0, 0.5), -1.0)],
+            lambda a, b: np.abs(a * b))]},
+    **{op: Spec(_compare(fn), 0.0, sp, "pairs",
+                "1.0 / 0.0 from the sign and zeroness of a - b; NaN compares unordered; operands within 2^-126 of "
+                "each other (the SFPU flushes their difference) compare equal")
+       for op, fn, sp in [
+           ("lt", np.less, [((1.0, 2.0), 1.0), ((2.0, 1.0), 0.0), ((-0.0, 0.0), 0.0), ((NAN, 1.0), 0.0),
+                            ((INF, INF), 0.0), ((-INF, INF), 1.0)]),
+           ("le", np.less_equal, [((1.0, 2.0), 1.0), ((2.0, 1.0), 0.0), ((-0.0, 0.0), 1.0), ((NAN, NAN), 0.0),
+                                  ((INF, INF), 1.0), ((3.0, 3.0), 1.0)]),
+           ("gt", np.greater, [((1.0, 2.0), 0.0), ((2.0, 1.0), 1.0), ((0.0, -0.0), 0.0), ((1.0, NAN), 0.0),
+                               ((INF, -INF), 1.0)]),
+           ("ge", np.greater_equal, [((1.0, 2.0), 0.0), ((2.0, 1.0), 1.0), ((0.0, -0.0), 1.0), ((NAN, 1.0), 0.0),
+                                     ((-INF, -INF), 1.0)]),
+           ("eq", np.equal, [((1.0, 1.0), 1.0), ((1.0, 2.0), 0.0), ((0.0, -0.0), 1.0), ((NAN, NAN), 0.0),
+                             ((INF, INF), 1.0), ((INF, -INF), 0.0)]),
+           ("ne", np.not_equal, [((1.0, 1.0), 0.0), ((1.0, 2.0), 1.0), ((0.0, -0.0), 0.0), ((NAN, NAN), 1.0),
+                                 ((INF, INF), 0.0), ((1.0, NAN), 1.0)])]},
+    "fill": Spec(lambda x: np.full(np.shape(x), float(np.float32(FILL_VALUE))), 0.0, [((0.0,), (FILL_F32, FILL_BF16))],
+                 "wide", "the value in the DST format (a bf16 DST: rounded to nearest even)", False),
+    "copy": Spec(lambda x: x, 0.0, [((NAN,), NAN), ((-0.0,), -0.0), ((INF,), INF)], "wide", arithmetic=False),
 }
 
 # exact agreement with the simulator's own function (ops.py `sim`), apart from flushed denormals and NaN signs
 SIM_OPS = {"exp": "exp", "exp_scaled": "exp", "exp_approx": "exp_approx", "recip": "recip", "log": "log",
            "rsqrt": "rsqrt", "sqrt": "sqrt",
-           "max": "max", "min": "min", "where": "where", "neg": "neg", "abs": "abs", "relu": "relu"}
+           "max": "max", "min": "min", "where": "where", "neg": "neg", "abs": "abs", "relu": "relu",
+           **{op: op for op in ("add", "sub", "mul", "lt", "le", "gt", "ge", "eq", "ne")}}
 
 
 def routine_params(name: str) -> tuple[str, dict]:
@@ -132,6 +180,8 @@ def routine_params(name: str) -> tuple[str, dict]:
         return "exp", {"scale": EXP_SCALE}
     if name == "mad":
         return "mad", {"a": MAD_A, "b": MAD_B}
+    if name == "fill":
+        return "fill", {"value": FILL_VALUE}
     return name, {}
 
 
@@ -145,8 +195,13 @@ def inputs(name: str, rng: np.random.Generator, n: int) -> list[np.ndarray]:
     m = n - len(cols[0])
     out = []
     for k in range(arity):
-        kind = spec.domain if not (spec.domain == "where" and k > 0) else "wide"
+        kind = spec.domain if not (spec.domain in ("where", "pairs") and k > 0) else "wide"
         out.append(np.concatenate([cols[k], _draw(kind, rng, m)]).astype(np.float32))
+    if spec.domain == "pairs":  # comparisons: a third of the pairs equal, some of them +-0
+        same = np.flatnonzero(rng.random(m) < 1 / 3) + len(cols[0])
+        out[1][same] = out[0][same]
+        zero = same[: same.size // 8]
+        out[0][zero], out[1][zero] = 0.0, -0.0
     return out
 
 
@@ -158,6 +213,8 @@ def _draw(kind: str, rng: np.random.Generator, m: int) -> np.ndarray:
                  rng.uniform(85, 90, q // 2) * rng.choice([-1.0, 1.0], q // 2),
                  rng.uniform(-104, -86, q), rng.integers(-100, 90, q) * 0.5]
         return _fill(np.concatenate(parts) * s, rng, m)
+    if kind == "pairs":
+        kind = "wide"
     if kind == "where":
         c = rng.standard_normal(m)
         c[rng.random(m) < 0.5] = 0.0
@@ -198,6 +255,8 @@ def reference(name: str, xs: list[np.ndarray], fp32: bool) -> np.ndarray:
     with np.errstate(all="ignore"):
         if name == "exp_scaled":  # the product is an f32 operation of its own (SFPMAD, one rounding)
             return np.exp(ftz((read[0] * np.float64(np.float32(EXP_SCALE))).astype(np.float32)).astype(np.float64))
+        if name == "fill":
+            return to_format(spec.reference(*read), fp32).astype(np.float64)
         if name == "exp_approx" and not fp32:  # the bf16 routine caps x at 89 (else n = 65535 rounds into the sign)
             y = _exp_approx_fused(np.minimum(read[0], 89.0))
             return ftz(to_format(y, False)).astype(np.float64)
@@ -214,8 +273,11 @@ def check(name: str, xs: list[np.ndarray], y: np.ndarray, fp32: bool) -> dict:
     if not fp32:
         want = ftz(want)  # a bf16 DST flushes what it stores
     y = np.asarray(y, np.float32)
-    base = None if spec.ulp_of is None else spec.ulp_of(*[to_format(x, fp32).astype(np.float64) for x in xs])
+    with np.errstate(all="ignore"):
+        base = None if spec.ulp_of is None else spec.ulp_of(*[to_format(x, fp32).astype(np.float64) for x in xs])
     u = ulps(y, ref, fp32, base)
+    with np.errstate(invalid="ignore"):
+        u = np.where(np.abs(ref) < TINY, np.nan, u)  # results below 2^-126 (flushed): judged by `small_abs`
     with np.errstate(all="ignore"):
         finite = np.isfinite(want) & np.isfinite(ref)
         small = finite & (np.abs(ref) < TINY)
@@ -243,6 +305,10 @@ def simulated(name: str, xs: list[np.ndarray], fp32: bool) -> np.ndarray:
             y = OPS["add"].sim(OPS["mul"].sim(read[0], np.float32(MAD_A)), np.float32(MAD_B))
         elif name == "exp_scaled":
             y = OPS["exp"].sim(read[0] * np.float32(EXP_SCALE))
+        elif name == "fill":
+            y = np.full(read[0].shape, np.float32(FILL_VALUE))
+        elif name == "copy":
+            y = read[0]
         else:
             y = OPS[SIM_OPS[name]].sim(*read)
     return to_format(np.asarray(y, np.float32), fp32)
@@ -258,6 +324,7 @@ def versus_sim(name: str, xs: list[np.ndarray], y: np.ndarray, fp32: bool) -> di
     with np.errstate(all="ignore"):
         same = (y == s) | (np.isnan(y) & np.isnan(s))
         denormal = (np.abs(s) < TINY) & (s != 0)
+        denormal |= (y == 0) & (np.abs(s) <= 2 * TINY)  # flushed below 2^-126 before a bf16 rounding up to it
         for x in read:
             denormal |= (np.abs(x) < TINY) & (x != 0)
         nan_in = np.zeros(y.shape, bool)

@@ -27,6 +27,7 @@ from tilegrid.numerics import NP_DTYPES
 from tilegrid.targets.compile import Compiled, as_array, write_outputs
 from tilegrid.targets.ttmetal.device import DeviceError, shared_session
 from tilegrid.targets.ttmetal.program import Options, TtMetalProgram, lower
+from tilegrid.targets.ttmetal.spelling import RAW_OPS, SfpuModes, has_raw
 
 COST_MODEL = {"TT_SIM_COST_MODEL": "1"}  # wolfpine's cycle-cost model: cycle stamps are modelled cycles
 
@@ -41,14 +42,18 @@ class DeviceRun:
     timing: dict
     built: bool
     source_dir: Path | None
+    engines: dict | None = None  # wolfpine's per-core, per-unit counters (asked for by an observer with `engines`)
 
     @property
     def max_span_cycles(self) -> int | None:
         return (self.cycles or {}).get("max_span_cycles")
 
 
-def options_of(config: KernelConfig) -> Options:
-    return Options(config.math_fidelity, config.fp32_acc, config.dst_double_buffer)
+def options_of(config: KernelConfig, simulated: bool = True) -> Options:
+    """The program options of a kernel call; `simulated`: for the simulated device (where sfpu="auto" picks
+    tilegrid's raw SFPU routines), else for a card (the kernel API)."""
+    sfpu = SfpuModes.of(getattr(config, "sfpu", None), simulated, config.loc, config.name)
+    return Options(config.math_fidelity, config.fp32_acc, config.dst_double_buffer, sfpu)
 
 
 def refuse_sfpu(program: TtMetalProgram) -> None:
@@ -57,13 +62,17 @@ def refuse_sfpu(program: TtMetalProgram) -> None:
         return
     op, loc = program.sfpu[0]
     others = sorted({name for name, _ in program.sfpu[1:]} - {op})
+    selected = [name for name, _ in program.sfpu if has_raw(name)]
     raise CompileError(
         f"'{op}' runs on the SFPU, whose kernel-API calls the stand-in RISC-V compiler cannot build: this kernel "
         "compiles to tt-metal C++ (what a card with Tenstorrent's sfpi compiler runs) but cannot run on the simulated "
-        "Wormhole" + (f" (it also needs {', '.join(others)})" if others else ""),
+        "Wormhole" + (f" (it also needs {', '.join(others)})" if others else "")
+        + ("" if has_raw(op) else f"; tilegrid has no raw SFPU routine for '{op}'"),
         loc, kernel=program.name,
-        note="run it with backend='sim', or on a Tenstorrent card; kernels of the matrix unit and data movement "
-             "only (matmul, add/sub/mul with broadcasts, row reductions, transpose, copies) run here")
+        note=(f"{', '.join(sorted(set(selected)))} {'has' if len(set(selected)) == 1 else 'have'} raw routines that "
+              "run here: leave sfpu= at 'auto' (or pass sfpu='raw'); " if selected else "")
+        + "run it with backend='sim', or on a Tenstorrent card; the raw SFPU routines cover "
+          f"{', '.join(sorted(RAW_OPS))}, and x + s, x - s, s - x, x * s, x / s with a scalar s")
 
 
 def source_dir(program: TtMetalProgram, root: Path) -> Path:
@@ -71,9 +80,10 @@ def source_dir(program: TtMetalProgram, root: Path) -> Path:
 
 
 def run_program(program: TtMetalProgram, tensors: Sequence[Any], session: Any, *, simulated: bool = True,
-                root: Path | None = None) -> tuple[list[np.ndarray | None], DeviceRun]:
+                root: Path | None = None, engines: bool = False) -> tuple[list[np.ndarray | None], DeviceRun]:
     """Run a lowered program on `session` (a DeviceSession); returns each argument's array after the run
-    (None for inputs) and the run's record. Generated sources are written under `root`/generated first."""
+    (None for inputs) and the run's record. Generated sources are written under `root`/generated first.
+    engines: also read wolfpine's per-unit counters (busy cycles of the matrix unit, SFPU, packer, ...)."""
     if simulated:
         refuse_sfpu(program)
     where = None
@@ -83,7 +93,7 @@ def run_program(program: TtMetalProgram, tensors: Sequence[Any], session: Any, *
     args = program.compiled.args
     data = [np.asarray(as_array(t), np.float32) if not a["output"] else None for t, a in zip(tensors, args)]
     try:
-        res = session.run(program.host(data))
+        res = session.run({**program.host(data), "engines": engines})
     except DeviceError as e:
         if e.kind == "runtime" and not _L1_OVERFLOW.search(e.message):
             session.close()  # a program that failed to launch can leave the device wedged: the next run starts afresh
@@ -94,7 +104,7 @@ def run_program(program: TtMetalProgram, tensors: Sequence[Any], session: Any, *
         if out is not None:  # a vector output comes back padded to whole tiles
             out = np.asarray(out, np.float32)[tuple(slice(0, d) for d in info["shape"])]
         arrays.append(None if out is None else out.astype(NP_DTYPES[info["dtype"]]))
-    return arrays, DeviceRun(program, res.cycles, res.timing, res.built, where)
+    return arrays, DeviceRun(program, res.cycles, res.timing, res.built, where, (res.reply or {}).get("engines"))
 
 
 def device_error(program: TtMetalProgram, e: Any, where: Path | None) -> TilegridError:
@@ -150,7 +160,7 @@ class TtMetalTarget:
     level = "tile"
 
     def lower(self, compiled: Compiled, ctx: RunContext, config: KernelConfig) -> TtMetalProgram:
-        options = options_of(config)
+        options = options_of(config, simulated=ctx.mode != "compile")  # compile only: what a card runs
         key = ("tt-metal", options)
         if key not in compiled.programs:
             compiled.programs[key] = lower(compiled, options)
@@ -164,7 +174,8 @@ class TtMetalTarget:
             raise TilegridError(f"backend 'tt-metal' cannot open its device: {e.message}", kernel=program.name,
                                 note="install the tt-metal environment: python -m tilegrid.targets.ttmetal.setup "
                                      "(docs/ttmetal_setup.md)") from None
-        arrays, record = run_program(program, tensors, session, root=session.env.root)
+        arrays, record = run_program(program, tensors, session, root=session.env.root,
+                                     engines=bool(getattr(config.observer, "engines", False)))
         listener = getattr(config.observer, "on_device_run", None)
         if listener is not None:
             listener(record)
