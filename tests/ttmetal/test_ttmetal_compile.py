@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from tilegrid import Program, Stream, compute, core_index, datamovement, dma, fill, pykernel_gen, row_index, where
-from tilegrid.errors import CompileError, DeadlockError
+from tilegrid.errors import CompileError, DeadlockError, TilegridError
 from tilegrid.targets import compile_kernel
 from tilegrid.targets.ttmetal.device import DeviceError
 from tilegrid.targets.ttmetal.program import TtMetalProgram
@@ -403,3 +403,19 @@ def test_tile_offsets_of_a_subblock_row_are_parenthesised():
     b = Buf("cb", "0", (4, 2), "f32", "area")
     assert b.page("sr + 1", 1) == "(sr + 1) * 2 + 1"
     assert b.page("sr", 0) == "sr * 2" and b.page(3, 1) == "7"
+
+
+def test_on_a_card_sfpu_ops_are_not_refused_and_the_card_environment_is_asked_for(monkeypatch):
+    """TILEGRID_TTMETAL_DEVICE=hw: the run goes to a card (the kernel API, no refusal of SFPU ops); without the
+    card's Python and tt-metal root the error names both; a bad device name is an error naming the variable."""
+    mod = example("softmax")
+    x = rand(np.random.default_rng(1), (2, 64, 64), "bf16")
+    monkeypatch.setenv("TILEGRID_TTMETAL_DEVICE", "hw")
+    monkeypatch.delenv("TILEGRID_TTMETAL_PYTHON", raising=False)
+    monkeypatch.delenv("TT_METAL_HOME", raising=False)
+    with pytest.raises(TilegridError, match="TILEGRID_TTMETAL_PYTHON.*TT_METAL_HOME") as e:
+        mod.softmax(x, poisoned((2, 64, 64), "bf16"), backend="tt-metal")
+    assert "SFPU" not in e.value.message and "cannot open its device" in e.value.message
+    monkeypatch.setenv("TILEGRID_TTMETAL_DEVICE", "card")
+    with pytest.raises(TilegridError, match="TILEGRID_TTMETAL_DEVICE='card'"):
+        mod.softmax(x, poisoned((2, 64, 64), "bf16"), backend="tt-metal")

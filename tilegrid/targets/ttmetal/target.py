@@ -27,6 +27,7 @@ from tilegrid.numerics import NP_DTYPES
 from tilegrid.targets.compile import Compiled, as_array, write_outputs
 from tilegrid.targets.ttmetal.device import DeviceError, shared_session
 from tilegrid.targets.ttmetal.program import Options, TtMetalProgram, lower
+from tilegrid.targets.ttmetal.setup import SetupError, card_env, device_kind
 from tilegrid.targets.ttmetal.spelling import RAW_OPS, SfpuModes, has_raw
 
 COST_MODEL = {"TT_SIM_COST_MODEL": "1"}  # wolfpine's cycle-cost model: cycle stamps are modelled cycles
@@ -153,6 +154,14 @@ def _built_by(log: str, k: Any) -> bool:
     return False
 
 
+def on_card(config: KernelConfig) -> bool:
+    """Whether runs go to a Tenstorrent card (TILEGRID_TTMETAL_DEVICE=hw) rather than the simulated Wormhole."""
+    try:
+        return device_kind() == "hw"
+    except SetupError as e:
+        raise TilegridError(str(e), kernel=config.name) from None
+
+
 class TtMetalTarget:
     """Target "tt-metal": tt-metal C++ kernels + a ttnn host program (run on wolfpine without a card)."""
 
@@ -160,22 +169,26 @@ class TtMetalTarget:
     level = "tile"
 
     def lower(self, compiled: Compiled, ctx: RunContext, config: KernelConfig) -> TtMetalProgram:
-        options = options_of(config, simulated=ctx.mode != "compile")  # compile only: what a card runs
+        simulated = ctx.mode != "compile" and not on_card(config)  # compile only: what a card runs
+        options = options_of(config, simulated=simulated)
         key = ("tt-metal", options)
         if key not in compiled.programs:
             compiled.programs[key] = lower(compiled, options)
         return compiled.programs[key]
 
     def run(self, program: TtMetalProgram, tensors: Sequence[Any], config: KernelConfig, ctx: RunContext) -> Any:
-        refuse_sfpu(program)
+        hw = on_card(config)
+        if not hw:
+            refuse_sfpu(program)
         try:
-            session = shared_session(sim_env=COST_MODEL)
-        except DeviceError as e:
-            raise TilegridError(f"backend 'tt-metal' cannot open its device: {e.message}", kernel=program.name,
-                                note="install the tt-metal environment: python -m tilegrid.targets.ttmetal.setup "
-                                     "(docs/ttmetal_setup.md)") from None
-        arrays, record = run_program(program, tensors, session, root=session.env.root,
-                                     engines=bool(getattr(config.observer, "engines", False)))
+            session = shared_session(env=card_env(), sim_env={}) if hw else shared_session(sim_env=COST_MODEL)
+        except (DeviceError, SetupError) as e:
+            raise TilegridError(f"backend 'tt-metal' cannot open its device: {getattr(e, 'message', e)}",
+                                kernel=program.name,
+                                note="a card: TILEGRID_TTMETAL_DEVICE=hw with TILEGRID_TTMETAL_PYTHON and TT_METAL_HOME "
+                                     "(docs/ttmetal.md); the simulated Wormhole: `tilegrid setup tt-metal`") from None
+        arrays, record = run_program(program, tensors, session, simulated=not hw, root=session.env.root,
+                                     engines=not hw and bool(getattr(config.observer, "engines", False)))
         listener = getattr(config.observer, "on_device_run", None)
         if listener is not None:
             listener(record)
