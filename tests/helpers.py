@@ -71,3 +71,15 @@ def tile_unary(name: str, out: tuple[int, int] = (32, 32), **params):
     op = T.ComputeOp([x.result], [], [o.result], Region(body))
     op.properties["subblock"] = T.subblock_attr(1, 1)
     return op
+
+
+class DeviceRuns:
+    """Observer of a kernel call on the tt-metal target: collects its device runs (cycles, timings);
+    `engines=True` also asks for wolfpine's per-unit counters."""
+
+    def __init__(self, engines: bool = False) -> None:
+        self.engines = engines
+        self.runs: list = []
+
+    def on_device_run(self, run) -> None:
+        self.runs.append(run)

@@ -24,7 +24,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
-from helpers import poisoned, rand
+from helpers import DeviceRuns, poisoned, rand
 
 import tilegrid.kernels.attention as A
 from tilegrid.targets.ttmetal.setup import find_env
@@ -38,16 +38,6 @@ pytestmark = [
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FIGURES: dict[str, dict] = {}
 TOL = 2.0**-5  # 4 bf16 ulps of the largest |reference|
-
-
-class Runs:
-    engines = False
-
-    def __init__(self) -> None:
-        self.runs: list = []
-
-    def on_device_run(self, run) -> None:
-        self.runs.append(run)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -82,7 +72,7 @@ def run_attention(rng, grid, seq, head_dim, causal, heads=1, kv_heads=1, fast_ex
     k = rand(rng, (1, kv_heads, seq, head_dim), "bf16")
     v = rand(rng, (1, kv_heads, seq, head_dim), "bf16")
     cfg = A.AttentionConfig(grid=grid, fast_exp=fast_exp)
-    runs = Runs()
+    runs = DeviceRuns()
     t0 = time.perf_counter()
     dev = A.flash_attention(q, k, v, causal=causal, config=cfg, backend="tt-metal", observer=runs)
     wall = time.perf_counter() - t0
@@ -138,7 +128,7 @@ def example(name: str):
 
 def on_device(kernel, *tensors):
     out = [np.copy(t) for t in tensors]
-    runs = Runs()
+    runs = DeviceRuns()
     t0 = time.perf_counter()
     kernel(*out, backend="tt-metal", observer=runs)
     (run,) = runs.runs

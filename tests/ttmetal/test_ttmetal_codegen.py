@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import poisoned, rand
+from helpers import DeviceRuns, poisoned, rand
 
 from tilegrid import (
     Program,
@@ -48,16 +48,6 @@ pytestmark = [
 FIGURES: dict[str, dict] = {}
 
 
-class Runs:
-    """Observer of a kernel call: the device runs (cycles, timings)."""
-
-    def __init__(self) -> None:
-        self.runs: list = []
-
-    def on_device_run(self, run) -> None:
-        self.runs.append(run)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def figures():
     yield
@@ -75,7 +65,7 @@ def bf16_ulp(x: np.ndarray) -> np.ndarray:
 
 def on_device(kernel, *tensors, **options):
     """Run `kernel` on the simulated device; returns its output (a fresh copy of the poisoned one) and run."""
-    runs = Runs()
+    runs = DeviceRuns()
     out = [np.copy(t) for t in tensors]
     t0 = time.perf_counter()
     kernel(*out, backend="tt-metal", observer=runs, **options)
@@ -319,7 +309,7 @@ def test_library_matmul(grid, mcast, fidelity, rng):
 
     gr, gc = grid
     a, b = rand(rng, (64 * gr, 128), "bf16"), rand(rng, (128, 64 * gc), "bf16")
-    runs = Runs()
+    runs = DeviceRuns()
     t0 = time.perf_counter()
     dev = matmul(a, b, grid=grid, mcast=mcast, bk=2, block=(2, 2), backend="tt-metal", observer=runs,
                  math_fidelity=fidelity)
