@@ -63,15 +63,13 @@ FLOAT_BITS = """inline uint32_t tg_float_bits(uint32_t n) {
     while ((n >> e) > 1) ++e;
     return ((127 + e) << 23) | ((n << (23 - e)) & 0x7FFFFF);
 }"""
-SCALER = """    // reduce_tile's scaler: 1.0 (bf16) in the first row of each 16x16 face, zero elsewhere; the zeros are NoC reads
-    // of the core's zero region (as tt-metal's reduce scaler does: 512 word stores took ~2400 cycles on wolfpine)
+SCALER = """    // reduce_tile's scaler: 1.0 (bf16) in the first row of each 16x16 face, zero elsewhere. Word stores, not NoC
+    // reads of the core's zero region as tt-metal's reduce scaler does: on wolfpine a kernel that read its own L1
+    // over the NoC first later got wrong data from DRAM reads (docs/ttmetal.md, "what was met")
     cb_reserve_back({cb}, 1);
     {{
-        const uint32_t base = get_write_ptr({cb});
-        const uint64_t zeros = get_noc_addr(MEM_ZEROS_BASE);
-        for (uint32_t k = 0; k < 2048 / MEM_ZEROS_SIZE; ++k) noc_async_read(zeros, base + k * MEM_ZEROS_SIZE, MEM_ZEROS_SIZE);
-        noc_async_read_barrier();
-        volatile tt_l1_ptr uint32_t* s = reinterpret_cast<volatile tt_l1_ptr uint32_t*>(base);
+        volatile tt_l1_ptr uint32_t* s = reinterpret_cast<volatile tt_l1_ptr uint32_t*>(get_write_ptr({cb}));
+        for (uint32_t k = 0; k < 512; ++k) s[k] = 0;
         for (uint32_t f = 0; f < 4; ++f) for (uint32_t k = 0; k < 8; ++k) s[f * 128 + k] = 0x3F803F80u;
     }}
     cb_push_back({cb}, 1);"""
