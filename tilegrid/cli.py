@@ -8,6 +8,7 @@ import io
 import os
 import runpy
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -49,16 +50,23 @@ def _compile_file(path: str, log: list, **ctx: Any) -> bool:
     return True
 
 
+def _compiled_once(path: str, target: str, key: Callable[[Any], Any]) -> list | None:
+    """FILE's kernels compiled for `target`, each distinct program (by `key`) once; None if it failed."""
+    log: list = []
+    if not _compile_file(path, log, target=target):
+        return None
+    first: dict = {}
+    for p in log:
+        first.setdefault(key(p), p)
+    return list(first.values())
+
+
 def cmd_compile_gpu(args: argparse.Namespace) -> int:
     """`--backend gpu`: compile FILE's kernels to Triton; `--emit triton` prints the source."""
-    log: list = []
-    if not _compile_file(args.file, log, target="gpu"):
+    programs = _compiled_once(args.file, "gpu", key=lambda g: g.source)
+    if programs is None:
         return 1
-    seen = set()
-    for g in log:
-        if g.source in seen:
-            continue
-        seen.add(g.source)
+    for g in programs:
         if args.emit == "triton":
             print(g.source)
         print(f"# compiled kernel '{g.src.kernel}' to Triton in {g.compile_seconds * 1e3:.1f} ms: grid {g.src.grid}, "
@@ -70,14 +78,10 @@ def cmd_compile_ttmetal(args: argparse.Namespace) -> int:
     """`--backend tt-metal`: compile FILE's kernels to tt-metal C++; `--emit cpp` prints the kernels."""
     from tilegrid.targets.ttmetal.spelling import has_raw
 
-    log: list = []
-    if not _compile_file(args.file, log, target="tt-metal"):
+    programs = _compiled_once(args.file, "tt-metal", key=lambda p: p.digest)
+    if programs is None:
         return 1
-    seen = set()
-    for p in log:
-        if p.digest in seen:
-            continue
-        seen.add(p.digest)
+    for p in programs:
         if args.emit == "cpp":
             for name, src in p.sources.items():
                 print(f"// ===== {name}\n{src}")
