@@ -19,8 +19,8 @@ from typing import Any
 @dataclass(frozen=True)
 class RunContext:
     """target: run every kernel on this target instead of its `backend` ("sim", "perf", "gpu",
-    "tt-metal"); None keeps each kernel's own. mode: "run", or "compile" (compile, append the
-    target's program to `log`, do not run). dump: called with (stage, IR text) after every pass.
+    "tt-metal"); None keeps each kernel's own. mode: "run", "compile" (compile, append the
+    target's program to `log`, do not run) or "ir" (compile, append the compiled IR: no lowering). dump: called with (stage, IR text) after every pass.
     perf: the performance session collecting results (target "perf")."""
 
     target: str | None = None

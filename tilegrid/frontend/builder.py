@@ -12,6 +12,7 @@ import inspect
 import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any
 
 from xdsl.dialects import arith, scf
@@ -61,12 +62,17 @@ def set_loc(op: Operation, loc: str) -> Operation:
 
 def assigned_names(stmts: list[ast.stmt]) -> list[str]:
     """Names a list of statements may rebind, in first-assignment order."""
+    return list(_assigned(tuple(stmts)))
+
+
+@lru_cache(maxsize=4096)
+def _assigned(stmts: tuple[ast.stmt, ...]) -> tuple[str, ...]:  # AST nodes hash by identity; trees are cached
     out: list[str] = []
     for s in stmts:
         for node in ast.walk(s):
             if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id not in out:
                 out.append(node.id)
-    return out
+    return tuple(out)
 
 
 class ThreadBuilder(CallsMixin, ast.NodeVisitor):

@@ -35,6 +35,25 @@ TABLE_METHODS = {name for name, d in API.items() if d.method}  # x.exp(), x.clam
 
 def parse_function(fn: Callable, what: str) -> tuple[str, int, ast.AST, dict, dict]:
     """A function's file, indentation, AST (with its real line numbers), globals and closure values."""
+    file, indent, tree = _parsed(fn, what)
+    closure = {}
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
+        try:
+            closure[name] = cell.cell_contents
+        except ValueError:
+            pass
+    return file, indent, tree, fn.__globals__, closure
+
+
+_trees: dict[Any, tuple[str, int, ast.AST]] = {}
+
+
+def _parsed(fn: Callable, what: str) -> tuple[str, int, ast.AST]:
+    """The source's file, indentation and AST, parsed once per code object (the builder only reads
+    the tree; a kernel built for many shapes re-parses nothing)."""
+    hit = _trees.get(fn.__code__)
+    if hit is not None:
+        return hit
     file = inspect.getsourcefile(fn) or "<unknown>"
     try:
         lines, first = inspect.getsourcelines(fn)
@@ -45,13 +64,8 @@ def parse_function(fn: Callable, what: str) -> tuple[str, int, ast.AST, dict, di
         ) from e
     tree = ast.parse(textwrap.dedent("".join(lines)))
     ast.increment_lineno(tree, first - 1)
-    closure = {}
-    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
-        try:
-            closure[name] = cell.cell_contents
-        except ValueError:
-            pass
-    return file, len(lines[0]) - len(lines[0].lstrip()), tree.body[0], fn.__globals__, closure
+    hit = _trees[fn.__code__] = (file, len(lines[0]) - len(lines[0].lstrip()), tree.body[0])
+    return hit
 
 
 class CallsMixin:

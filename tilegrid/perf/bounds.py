@@ -4,7 +4,7 @@ A run cannot end before any resource has done its work: a core's compute thread 
 bound on their cost, from the same parameters), a data-movement thread the issue cost of its DMAs,
 and every DRAM channel, NoC link and NoC port the bytes the model would reserve on it, at its
 bandwidth (the model's calendars never carry more). The transfers are costed with the model's own
-channel interleaving and routes (`PerfModel._channels`, `_dram_paths`), so the bound is the
+channel interleaving and routes (`dram_spread`, `DeviceParams.dram_legs`), so the bound is the
 model's, not a second model; it ignores latency, contention order and everything the workload does
 not list, so the simulated time is never below it.
 """
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tilegrid.perf.model import Options, PerfModel
+from tilegrid.perf.model import dram_spread
 from tilegrid.perf.params import TILE_BYTES, DeviceParams
 
 # (core, noc, kind, arg, idx, nbytes, count): `count` DMAs like this one to ("dram_read") or from
@@ -38,25 +38,27 @@ def lower_bound(params: DeviceParams, grid: tuple[int, int], infos: list[dict], 
                 compute: dict[tuple[int, int], float], transfers: Iterable[Transfer]) -> Bound:
     """The largest of the per-resource lower bounds (see the module docstring). `compute`: cycles
     each core's compute thread must at least spend; `infos` / `formats`: the kernel's arguments."""
-    model = PerfModel(params, Options(trace=False), grid=grid, infos=infos, formats=formats)
     issues: dict[tuple, int] = defaultdict(int)
     shares: dict[tuple, float] = defaultdict(float)  # (core, noc, kind, channels) -> bytes per channel route
     ports: dict[tuple, float] = defaultdict(float)
+    nch = params.dram_channels
+    sizes = [(TILE_BYTES[a["dtype"]], TILE_BYTES[f]) for a, f in zip(infos, formats)]
     for core, noc, kind, arg, idx, nbytes, count in transfers:
         issues[(core, noc)] += count
-        fmt_bytes = nbytes // TILE_BYTES[infos[arg]["dtype"]] * TILE_BYTES[formats[arg]]
-        ntiles = max(1, round(fmt_bytes / TILE_BYTES[formats[arg]]))
-        chans = model._channels(arg, idx, ntiles)
-        shares[(core, noc, kind, tuple(ch for ch, _ in chans))] += count * chans[0][1] * fmt_bytes / ntiles
-        ports[(core, noc, "in" if kind == "dram_read" else "out")] += count * fmt_bytes
-    load: dict[Any, float] = defaultdict(float)
+        ntiles = max(1, nbytes // sizes[arg][0])
+        chans, share = dram_spread(nch, infos[arg], idx, ntiles)
+        shares[(core, noc, kind, chans)] += count * share * sizes[arg][1]
+        ports[(core, noc, "in" if kind == "dram_read" else "out")] += count * ntiles * sizes[arg][1]
+    channel: dict[int, float] = defaultdict(float)  # bytes per DRAM channel
+    link: dict[Any, float] = defaultdict(float)  # bytes per NoC link
     for (core, noc, kind, chans), scale in shares.items():
-        uses, _ = model._dram_paths(params.noc_xy(*core), noc, kind, chans)
-        for cal, n in uses:
-            load[cal] += n * scale
+        for ch in chans:
+            channel[ch] += scale
+        for lk, n in params.dram_legs(params.noc_xy(*core), noc, kind, chans)[0]:
+            link[lk] += n * scale
     found = [Bound(max(compute.values(), default=0.0), "compute"),
              Bound(max(issues.values(), default=0) * params.dma_issue_cycles, "DMA issue"),
-             Bound(max(ports.values(), default=0.0) / params.noc_bytes_per_cycle, "NoC port")]
-    for cal, nbytes in load.items():
-        found.append(Bound(nbytes / cal.rate, "DRAM channel" if cal.name.startswith("dram") else "NoC link"))
+             Bound(max(ports.values(), default=0.0) / params.noc_bytes_per_cycle, "NoC port"),
+             Bound(max(channel.values(), default=0.0) / params.dram_bytes_per_cycle_per_channel, "DRAM channel"),
+             Bound(max(link.values(), default=0.0) / params.noc_bytes_per_cycle, "NoC link")]
     return max(found, key=lambda b: b.cycles)

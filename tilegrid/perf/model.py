@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from tilegrid.perf.activity import Activity
@@ -89,6 +90,30 @@ def reserve_all(uses: list[tuple[Calendar, float]], start: float, scale: float) 
         if e > end:
             end = e
     return end
+
+
+def dram_spread(nch: int, info: dict | None, idx: tuple | None, ntiles: int) -> tuple[tuple[int, ...], float]:
+    """The DRAM channels a block's `ntiles` tiles are interleaved over (tile pages round-robin, as
+    tt-metal's interleaved buffers) and each channel's share of the tiles. `info`: the argument
+    (shape, block) the block `idx` is of; without it, the tiles spread from channel 0."""
+    if ntiles >= nch:
+        return _spread(nch, 0, ntiles)
+    first = 0
+    if info is not None and idx is not None:
+        shape, (bh, bw) = info["shape"], info["block"]
+        lead = 0
+        for d, i in zip(shape[:-2], idx[:-2]):
+            lead = lead * d + i
+        # a column vector's rows are padded to whole tiles
+        first = (lead * -(-shape[-2] // 32) + idx[-2] * bh) * -(-shape[-1] // 32) + idx[-1] * bw
+    return _spread(nch, first % nch, ntiles)
+
+
+@lru_cache(maxsize=4096)
+def _spread(nch: int, first: int, ntiles: int) -> tuple[tuple[int, ...], float]:
+    if ntiles >= nch:
+        return tuple(range(nch)), ntiles / nch
+    return tuple((first + j) % nch for j in range(ntiles)), 1.0
 
 
 @dataclass
@@ -210,23 +235,15 @@ class PerfModel:
 
     def _dram_paths(self, here: tuple[int, int], noc: int, kind: str, chans: tuple[int, ...]
                     ) -> tuple[list[tuple[Calendar, float]], float]:
-        """The DRAM channels and NoC links a transfer occupies, each with the number of channel
-        routes through it (data flows from the channel to the core for reads, the other way for
-        writes), and the latency of its slowest leg (the request's own leg is part of
-        dram_latency_cycles). Cached per pattern."""
+        """The calendars a DRAM transfer occupies (its channels, and the NoC links of
+        `DeviceParams.dram_legs`, each with its number of channel routes) and its latency. Cached
+        per pattern."""
         key = (here, noc, kind, chans)
         hit = self._paths.get(key)
         if hit is not None:
             return hit
-        p = self.params
-        load: dict[Link, int] = defaultdict(int)
-        lat = 0.0
-        for ch in chans:
-            a, b = (p.dram_xy[ch], here) if kind == "dram_read" else (here, p.dram_xy[ch])
-            for lk in p.route(a, b, noc):
-                load[lk] += 1
-            lat = max(lat, self.latency(a, b, noc))
-        uses = [(self.dram[ch], 1.0) for ch in chans] + [(self.link(lk), float(n)) for lk, n in load.items()]
+        links, lat = self.params.dram_legs(here, noc, kind, chans)
+        uses = [(self.dram[ch], 1.0) for ch in chans] + [(self.link(lk), float(n)) for lk, n in links]
         self._paths[key] = (uses, lat)
         return uses, lat
 
@@ -322,24 +339,6 @@ class PerfModel:
         t.busy += self.params.dma_issue_cycles
         return t.clock
 
-    def _channels(self, arg: int | None, idx: tuple | None, ntiles: int) -> list[tuple[int, float]]:
-        """DRAM channels a block's tiles are interleaved over (tile pages round-robin, as tt-metal's
-        interleaved buffers), with each channel's share of the tiles."""
-        nch = self.params.dram_channels
-        first = 0
-        if arg is not None and idx is not None and arg < len(self.infos):
-            info = self.infos[arg]
-            shape, (bh, bw) = info["shape"], info["block"]
-            tiles_per_row = -(-shape[-1] // 32)  # a column vector's rows are padded to whole tiles
-            lead = 0
-            for d, i in zip(shape[:-2], idx[:-2]):
-                lead = lead * d + i
-            rows_tiles = -(-shape[-2] // 32)
-            first = (lead * rows_tiles + idx[-2] * bh) * tiles_per_row + idx[-1] * bw
-        if ntiles >= nch:
-            return [(ch, ntiles / nch) for ch in range(nch)]
-        return [((first + j) % nch, 1.0) for j in range(ntiles)]
-
     def handle_dram(self, core: tuple[int, int], thread: str, kind: str, nbytes: int, arg: int | None,
                     idx: tuple | None = None) -> int:
         t = self.th(core, thread)
@@ -347,14 +346,15 @@ class PerfModel:
         start = self._issue(t)
         tile_bytes = TILE_BYTES.get(self.formats[arg], 2048) if arg is not None and arg < len(self.formats) else 2048
         ntiles = max(1, round(nbytes / tile_bytes))
-        chans = self._channels(arg, idx, ntiles)
+        info = self.infos[arg] if arg is not None and arg < len(self.infos) else None
+        chans, share = dram_spread(p.dram_channels, info, idx, ntiles)
         per_tile = nbytes / ntiles
         here = p.noc_xy(*core)
         direction = "in" if kind == "dram_read" else "out"
         noc = self.noc_of(t)
         end = self.port(core, noc, direction).reserve(start, nbytes)
-        uses, lat = self._dram_paths(here, noc, kind, tuple(ch for ch, _ in chans))
-        end = max(end, reserve_all(uses, start, chans[0][1] * per_tile))  # every channel's share is equal
+        uses, lat = self._dram_paths(here, noc, kind, chans)
+        end = max(end, reserve_all(uses, start, share * per_tile))  # every channel's share is equal
         done = end + lat + (p.dram_latency_cycles if kind == "dram_read" else 0)
         self.bytes[kind] += nbytes
         self.transfers += 1

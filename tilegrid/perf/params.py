@@ -142,6 +142,13 @@ class DeviceParams:
         """The links a packet crosses from NoC coordinate a to b (see `noc_route`)."""
         return noc_route(self.noc_size, a, b, noc)
 
+    def dram_legs(self, here: tuple[int, int], noc: int, kind: str, chans: tuple[int, ...]
+                  ) -> tuple[tuple[tuple[Link, int], ...], float]:
+        """The NoC links a DRAM transfer of core `here` crosses over DRAM channels `chans`, each with
+        the number of channel routes through it (data flows from the channel to the core for reads,
+        the other way for writes), and the latency of its slowest leg (see `dram_legs`)."""
+        return dram_legs(self.noc_size, self.dram_xy, self.noc_hop_cycles, self.noc_niu_cycles, here, noc, kind, chans)
+
     def describe(self) -> str:
         gr, gc = self.grid
         how = ("tilegrid rows -> NoC x (physical columns), cols -> NoC y" if self.transpose_grid
@@ -179,6 +186,22 @@ def noc_route(size: tuple[int, int], a: tuple[int, int], b: tuple[int, int], noc
             links.append((1, x, y, "W"))
             x = (x - 1) % nx
     return tuple(links)
+
+
+@lru_cache(maxsize=65536)
+def dram_legs(size: tuple[int, int], dram_xy: tuple[tuple[int, int], ...], hop: int, niu: int, here: tuple[int, int],
+              noc: int, kind: str, chans: tuple[int, ...]) -> tuple[tuple[tuple[Link, int], ...], float]:
+    """`DeviceParams.dram_legs`, cached on what it depends on (the timing model and its bounds ask
+    for the same patterns over and over). The request's own leg is part of dram_latency_cycles."""
+    load: dict[Link, int] = {}
+    lat = 0
+    for ch in chans:
+        a, b = (dram_xy[ch], here) if kind == "dram_read" else (here, dram_xy[ch])
+        route = noc_route(size, a, b, noc)
+        for lk in route:
+            load[lk] = load.get(lk, 0) + 1
+        lat = max(lat, 2 * niu + hop * len(route))
+    return tuple(load.items()), float(lat)
 
 
 # Wormhole: 10x12 NoC; DRAM tiles in columns x = 0 and x = 5 (ISA WormholeB0/DRAMTile: 18 DRAM

@@ -56,13 +56,19 @@ def launch(config: KernelConfig, threads: Sequence[ThreadDef], tensors: Sequence
     check_program(config, threads)
     args = describe_args(config, tensors, kernel_tensors)
     compiled = compile_program(config, threads, tensors, args, t.level, ctx.dump)
-    program = t.lower(compiled, ctx, config)
-    if ctx.mode == "compile":
+    program = compiled if ctx.mode == "ir" else t.lower(compiled, ctx, config)
+    if ctx.mode in ("compile", "ir"):
         if ctx.log is not None:
             ctx.log.append(program)
         n = config.num_outs
         return tensors[-n] if n == 1 else tuple(tensors[-n:])
     return t.run(program, tensors, config, ctx)
+
+
+def compile_ir(kernel: Any, *tensors: Any, backend: str = "sim", **options: Any) -> Compiled:
+    """Compile `kernel` for the shapes and formats of `tensors` up to the IR `backend` lowers (its
+    last Program), without lowering it: `.module`, `.l1`, for a planner that only weighs layouts."""
+    return _compiled(kernel, tensors, backend, "ir", options)
 
 
 def compile_kernel(kernel: Any, *tensors: Any, backend: str = "sim", **options: Any) -> Any:
@@ -71,8 +77,12 @@ def compile_kernel(kernel: Any, *tensors: Any, backend: str = "sim", **options: 
     IR, `.compiled.l1` the L1 plan), for "gpu" a GpuProgram, for "tt-metal" a TtMetalProgram
     (`.sources`: the C++ kernels, `.host()`: the host program). options: per-call kernel options
     (e.g. `sfpu="raw"`, `math_fidelity="HiFi2"`)."""
+    return _compiled(kernel, tensors, backend, "compile", options)
+
+
+def _compiled(kernel: Any, tensors: Sequence[Any], backend: str, mode: str, options: dict) -> Any:
     log: list = []
-    with context.use(target=backend, mode="compile", log=log):
+    with context.use(target=backend, mode=mode, log=log):
         kernel(*tensors, **options)
     if not log:
         raise CompileError(f"kernel '{getattr(kernel, '__name__', kernel)}' built no Program")

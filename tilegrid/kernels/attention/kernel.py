@@ -25,7 +25,7 @@ from math import inf
 from typing import Any
 
 from tilegrid.device import Device
-from tilegrid.kernels.attention.problem import BIG, WorkSplit, kv_chunk_range, work_unit
+from tilegrid.kernels.attention.problem import BIG, WorkSplit, crosses_mask, kv_chunk_range, work_unit
 from tilegrid.lang import (
     Program,
     Semaphore,
@@ -103,14 +103,13 @@ def build_kernel(plan: Any, device: Device, schedule: str = "deterministic", see
         if has_mask:
             S = S + mask_cb.pop()
         # only chunks that cross a mask boundary pay for masking
-        if one_diagonal:
-            if k0 + KR - 1 > q0 + off + right:
+        if one_diagonal:  # the causal edge alone (plan.py `diagonal_offsets`)
+            if crosses_mask(q0, k0, QR, KR, off, False, 0, True, right, False, skv):
                 if two_diagonals and q0 - k0 + off + right == d1:
                     S = S + diagonal1
                 else:
                     S = S + diagonal
-        elif (has_right and k0 + KR - 1 > q0 + off + right) or (
-                has_left and k0 < q0 + QR - 1 + off - left) or (has_pad and k0 + KR > skv):
+        elif crosses_mask(q0, k0, QR, KR, off, has_left, left, has_right, right, has_pad, skv):
             rel = key_minus_query()
             if has_right:
                 S = where(rel <= q0 - k0 + off + right, S, -inf)

@@ -21,7 +21,7 @@ from tilegrid.device import Device
 from tilegrid.errors import CompileError, TilegridError
 from tilegrid.kernels.attention.kernel import build_kernel
 from tilegrid.kernels.attention.problem import AttentionConfig, Problem, chunk_range
-from tilegrid.targets import compile_kernel
+from tilegrid.targets import compile_ir
 
 # Preference order of (q_chunk, kv_chunk) tiles. (4, 8) first: the performance model's autotuner
 # picks it, or is within 7% of it, for WH 8x10 at seq 2048 and 8192, d 64 and 128, causal or not
@@ -297,7 +297,7 @@ def compile_only(plan: Plan, device: Device) -> Any:
     if key not in _l1:
         tensors = [np.broadcast_to(np.zeros((), dt), shape) for shape, dt in arguments_shapes(plan)]
         try:
-            _l1[key] = compile_kernel(build_kernel(plan, device), *tensors).compiled.l1
+            _l1[key] = compile_ir(build_kernel(plan, device), *tensors).l1
         except CompileError as e:
             if "L1" not in e.message:
                 raise

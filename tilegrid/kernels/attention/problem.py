@@ -103,6 +103,14 @@ def kv_chunk_range(q0, q_rows, kv_rows, kv_chunks, offset, has_left, left, has_r
     return lo, hi
 
 
+def crosses_mask(q0, k0, q_rows, kv_rows, offset, has_left, left, has_right, right, has_pad, seq_kv):
+    """Whether the chunk pair (queries from q0, keys from k0) crosses a boundary of the mask: a
+    causal / window edge or the keys' padding (the chunks that pay for masking). Plain Python, as
+    `kv_chunk_range`: the kernel's compute thread and the autotuner's bounds call it."""
+    return (has_right and k0 + kv_rows - 1 > q0 + offset + right) or (
+        has_left and k0 < q0 + q_rows - 1 + offset - left) or (has_pad and k0 + kv_rows > seq_kv)
+
+
 @dataclass(frozen=True)
 class WorkSplit:
     """How work items (batch x packed head x Q chunk) are dealt to the cores: what the kernel's
@@ -160,6 +168,12 @@ def work_unit(t, half, r, c, mcast, gr, gc, ncores, per_bh, nq, units, bh_count,
         qc = j if half == 0 else nq - 1 - j
         valid = u < units and (half == 0 or qc != j)
     return valid, bh, qc
+
+
+def chunk_crosses(p: Problem, q0: int, k0: int, q_rows: int, kv_rows: int) -> bool:
+    """`crosses_mask` for a problem."""
+    return bool(crosses_mask(q0, k0, q_rows, kv_rows, p.offset, p.left is not None, p.left or 0, p.right is not None,
+                             p.right or 0, p.seq_kv_pad != p.seq_kv, p.seq_kv))
 
 
 def chunk_range(p: Problem, q0: int, q_rows: int, kv_rows: int, skip: bool = True) -> tuple[int, int]:

@@ -16,7 +16,9 @@ The pick is the candidate with the least simulated time, the same one an exhaust
 
 from __future__ import annotations
 
+import heapq
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 from ml_dtypes import bfloat16
 from xdsl.dialects import scf
+from xdsl.dialects.builtin import IntegerAttr
 
 from tilegrid import context, perf
 from tilegrid.device import Device
@@ -41,12 +44,12 @@ from tilegrid.kernels.attention.plan import (
     layout_key,
     make_problem,
 )
-from tilegrid.kernels.attention.problem import AttentionConfig, Problem, WorkSplit, chunk_range
+from tilegrid.kernels.attention.problem import AttentionConfig, Problem, WorkSplit, chunk_crosses, chunk_range
 from tilegrid.numerics import dtype_of
 from tilegrid.passes.common import program_of
-from tilegrid.perf.costs import CostContext, op_cost
-from tilegrid.perf.params import params_for
-from tilegrid.targets import compile_kernel
+from tilegrid.perf.costs import SFPU_VECTOR_SHARE, CostContext, op_cost
+from tilegrid.perf.params import TILE_BYTES, params_for
+from tilegrid.targets import compile_ir
 
 
 @dataclass
@@ -84,52 +87,158 @@ def _formats(infos: list[dict], data_format: str | None) -> list[str]:
     return [data_format if (data_format and a["dtype"] == "bf16") else a["dtype"] for a in infos]
 
 
-def step_floor(plan: Plan, device: Device, fidelity: str, exp: str) -> float:
-    """Cycles a K/V step costs the compute thread at least, before compiling: its two matmuls and
-    the scores' exp (each op's cost is at least its engine cycles plus the per-op overhead)."""
+def step_floor(plan: Plan, device: Device, fidelity: str, exp: str, data_format: str | None = None) -> float:
+    """Cycles a K/V step costs the compute thread at least, before compiling (kernel.py's step
+    loop is eight tile ops: two matmuls, the row max and row sum, the new max, the exp of the
+    scores, the correction factor and the accumulator's rescale): each op's per-op overhead, the
+    busiest engine of the matmuls, reductions and the scores' exp, the correction's exp on its
+    [32, 1] column, and the four CB calls of K and V (tilegrid/perf/costs.py). Operands are taken
+    in their smallest format and whole, so no compiled layout costs less (tests check it)."""
     p, cfg = plan.problem, plan.config
     params = params_for(device.name)
     m, dt, ck = plan.group * cfg.q_chunk, p.head_dim_pad // 32, cfg.kv_chunk
-    exp_cycles = params.sfpu_exp_approx if (cfg.fast_exp or exp == "approx") else params.sfpu_exp_accurate
-    return 2 * m * dt * ck * params.matmul_cycles_per_tile[fidelity] + m * ck * exp_cycles + 3 * params.op_overhead_cycles
+    up, joint, overhead = params.unpack_bytes_per_cycle, params.unpack_joint_bytes_per_cycle, params.op_overhead_cycles
+    kv = TILE_BYTES[data_format if data_format and plan.dtype == "bf16" else plan.dtype]  # K, V in their CBs
+    q = min(kv, TILE_BYTES[plan.dtype])
+    s, pt = TILE_BYTES[plan.score_dtype], TILE_BYTES[plan.dtype]  # S; P (in the inputs' format)
+    accurate = params.sfpu_exp_approx if exp == "approx" else params.sfpu_exp_accurate
+    score_exp = params.sfpu_exp_approx if cfg.fast_exp else accurate
+    mm = m * dt * ck * params.matmul_cycles_per_tile[fidelity]
+    scores = m * ck  # tiles
+    qk = max(mm, (m * dt * q + dt * ck * kv) / joint)
+    pv = max(mm, (scores * pt + ck * dt * kv) / joint)
+    reduces = max(scores * s / up, scores * params.fpu_reduce_cycles_per_tile) + scores * pt / up
+    exp_p = max(scores * s / up, scores * score_exp, scores * pt / params.pack_bytes_per_cycle)
+    exp_c = m * accurate * SFPU_VECTOR_SHARE["c"]
+    return qk + pv + reduces + exp_p + exp_c + 8 * overhead + 4 * params.cb_sync_cycles
 
 
-_steps: dict[tuple, float] = {}
+@dataclass(frozen=True)
+class ComputeCost:
+    """Cycles the compute thread's ops and CB calls cost (the timing model's own op costs, from
+    the compiled tile IR) once, per round of the work loops, per work item and per K/V step; a
+    branch counts its cheaper side and a loop of unknown trips nothing, so each is a floor."""
+
+    once: float
+    per_round: float
+    per_item: float
+    per_step: float
+    per_edge: float = 0.0  # more, per step that crosses a mask boundary (its mask branch)
+
+    def core(self, rounds: int, items: int, steps: int, edges: int) -> float:
+        return (self.once + rounds * self.per_round + items * self.per_item + steps * self.per_step
+                + edges * self.per_edge)
 
 
-def step_cycles(plan: Plan, device: Device, fidelity: str, exp: str, data_format: str | None) -> float:
-    """Cycles a K/V step costs the compute thread at least, from its compiled tile IR: the model's
-    cost (tilegrid/perf/costs.py) of every tile op and CB call in the loop that holds the matmuls,
-    leaving out its branches (masks only some chunks pay for). Remembered per layout (the grid does
-    not change the loop)."""
-    key = (layout_key(plan, device), fidelity, exp, data_format)
-    if key in _steps:
-        return _steps[key]
-    params = params_for(device.name)
-    tensors = [perf.placeholder(shape, t) for shape, t in arguments_shapes(plan)]
-    module = compile_kernel(build_kernel(plan, device), *tensors).compiled.module
-    ctx = CostContext(params, fidelity, exp, tuple(_formats(_infos(plan, device), data_format)))
-    thread = next(t for t in program_of(module).threads if t.kind.data == "compute")
-    loops = [op for op in thread.walk() if isinstance(op, scf.ForOp)
-             and any(isinstance(o, T.MatmulOp) for o in op.body.block.ops)]
+def _region(block: Any, cost: Callable[[Any], float], taken: bool = False) -> float:
+    """Cycles a block's ops cost at least: its own ops, each `if` at its cheaper side (its true side
+    when `taken`: only this block's own ifs), loops none."""
     total = 0.0
-    for op in loops[-1].body.block.ops if loops else ():
-        if isinstance(op, T.MatmulOp | T.ComputeOp | T.ReduceOp | T.TransposeOp):
-            total += op_cost(ctx, op, T.op_tiles(op)).total
-        elif isinstance(op, C.CBWaitOp | C.CBPopOp | C.CBReserveOp | C.CBPushOp):
-            total += params.cb_sync_cycles
-    _steps[key] = total
+    for op in block.ops:
+        if isinstance(op, scf.IfOp):
+            sides = [_region(r.block, cost) if r.blocks else 0.0 for r in (op.true_region, op.false_region)]
+            total += sides[0] if taken else min(sides)
+        elif not isinstance(op, scf.ForOp):
+            total += cost(op)
     return total
 
 
-_moves: dict[tuple, tuple[dict[tuple[int, int], int], perf.Bound]] = {}
+def _trips(loop: scf.ForOp) -> int:
+    """A loop's trip count when its bounds are constants, else 0 (a floor)."""
+    bounds = [getattr(getattr(v.owner, "value", None), "value", None) for v in (loop.lb, loop.ub, loop.step)]
+    if not all(isinstance(b, IntegerAttr) for b in bounds):
+        return 0
+    lb, ub, st = (b.value.data for b in bounds)
+    return max(0, -(-(ub - lb) // st)) if st > 0 else 0
 
 
-def work(plan: Plan, device: Device, data_format: str | None) -> tuple[dict[tuple[int, int], int], perf.Bound]:
-    """Each core's K/V steps, and the bound its DMAs give (tilegrid/perf/bounds.py): the reader's
-    (NoC 0) Q block per item and K and V chunk per step, the writer's (NoC 1) output and LSE blocks.
-    A block's DRAM channels repeat every `dram_channels` chunks (tile pages are dealt round-robin),
-    so an item's K/V steps are counted per residue, not listed one by one."""
+_costs: dict[tuple, tuple[ComputeCost, int]] = {}
+
+
+def compute_cost(plan: Plan, device: Device, fidelity: str, exp: str, data_format: str | None
+                 ) -> tuple[ComputeCost, int]:
+    """The compute thread's floor costs (`ComputeCost`) and its rounds (trips of the work loops
+    around the work item's `if valid`), from the compiled kernel. Remembered per layout (the grid
+    does not change a core's code, only what it is dealt)."""
+    key = (layout_key(plan, device), fidelity, exp, data_format)
+    if key in _costs:
+        return _costs[key]
+    params = params_for(device.name)
+    tensors = [perf.placeholder(shape, t) for shape, t in arguments_shapes(plan)]
+    module = compile_ir(build_kernel(plan, device), *tensors).module
+    ctx = CostContext(params, fidelity, exp, tuple(_formats(_infos(plan, device), data_format)))
+
+    def cost(op: Any) -> float:
+        if isinstance(op, T.MatmulOp | T.ComputeOp | T.ReduceOp | T.TransposeOp):
+            return op_cost(ctx, op, T.op_tiles(op)).total
+        if isinstance(op, C.CBWaitOp | C.CBPopOp | C.CBReserveOp | C.CBPushOp):
+            return params.cb_sync_cycles
+        return 0.0
+
+    thread = next(t for t in program_of(module).threads if t.kind.data == "compute")
+    loops = [op for op in thread.walk() if isinstance(op, scf.ForOp)
+             and any(isinstance(o, T.MatmulOp) for o in op.body.block.ops)]
+    step = loops[-1] if loops else None
+    item = step.parent_op() if step is not None else None
+    if not isinstance(item, scf.IfOp) or step.parent_block() is not item.true_region.block:
+        found = ComputeCost(_region(thread.body.block, cost), 0.0, 0.0, 0.0), 0  # not the expected shape
+    else:
+        rounds, outer, body = 1, item.parent_op(), item.parent_block()
+        per_round = _region(body, cost)
+        while isinstance(outer, scf.ForOp):
+            rounds *= _trips(outer)
+            outer = outer.parent_op()
+        # in a step that crosses a mask boundary the step's branches take their mask side
+        per_step = _region(step.body.block, cost)
+        per_edge = _region(step.body.block, cost, taken=True) - per_step
+        found = ComputeCost(_region(thread.body.block, cost), per_round if rounds else 0.0,
+                            _region(item.true_region.block, cost), per_step, per_edge), rounds
+    _costs[key] = found
+    return found
+
+
+_counts: dict[tuple, dict[tuple[int, int], tuple[int, int, int]]] = {}
+
+
+def counts(plan: Plan) -> dict[tuple[int, int], tuple[int, int, int]]:
+    """Each core's work items, K/V steps, and steps that cross a mask boundary (their mask branch
+    runs), as the kernel's threads deal them (problem.py `WorkSplit`, `chunk_range`, `crosses_mask`)."""
+    key = (plan.problem, plan.config, plan.group)
+    if key in _counts:
+        return _counts[key]
+    p, cfg = plan.problem, plan.config
+    qr, kr = 32 * cfg.q_chunk, 32 * cfg.kv_chunk
+    split = WorkSplit.of(p, cfg, plan.group)
+    found: dict[tuple[int, int], tuple[int, int, int]] = {}
+    for r in range(cfg.grid[0]):
+        for c in range(cfg.grid[1]):
+            steps = edges = 0
+            items = split.items(r, c)
+            for _, qc in items:
+                q0 = min(qc, split.nq - 1) * qr
+                lo, hi = chunk_range(p, q0, qr, kr, cfg.skip)
+                steps += hi - lo
+                # the crossing chunks are a suffix (right edge, padding) and a prefix (left edge)
+                top = hi
+                while top > lo and chunk_crosses(p, q0, (top - 1) * kr, qr, kr):
+                    top -= 1
+                bottom = lo
+                while bottom < top and chunk_crosses(p, q0, bottom * kr, qr, kr):
+                    bottom += 1
+                edges += (hi - top) + (bottom - lo)
+            found[(r, c)] = (len(items), steps, edges)
+    _counts[key] = found
+    return found
+
+
+_moves: dict[tuple, perf.Bound] = {}
+
+
+def moves(plan: Plan, device: Device, data_format: str | None) -> perf.Bound:
+    """The bound the kernel's DMAs give (tilegrid/perf/bounds.py): the reader's (NoC 0) Q block per
+    item and K and V chunk per step, the writer's (NoC 1) output and LSE blocks. A block's DRAM
+    channels repeat every `dram_channels` chunks (tile pages are dealt round-robin), so an item's
+    K/V steps are counted per residue, and one core's same DMAs once with their count."""
     key = (plan.problem, plan.config, plan.group, plan.dtype, device, data_format)  # not the CB layout
     if key in _moves:
         return _moves[key]
@@ -141,42 +250,40 @@ def work(plan: Plan, device: Device, data_format: str | None) -> tuple[dict[tupl
     q_bytes, kv_bytes = m * 32 * p.head_dim_pad * esize, kr * p.head_dim_pad * esize
     split = WorkSplit.of(p, cfg, g)
     heads, per_kv, nch = p.heads // g, p.heads // p.kv_heads // g, params.dram_channels
-    gr, gc = cfg.grid
-    steps: dict[tuple[int, int], int] = {}
-    transfers = []
-    for r in range(gr):
+    gc = cfg.grid[1]
+    transfers: dict[tuple, int] = defaultdict(int)
+    for r in range(cfg.grid[0]):
         for c in range(gc):
-            n = 0
+            core = (r, c)
             for bh, qc in split.items(r, c):
                 b, h = divmod(bh, heads)
                 q = min(qc, split.nq - 1)
                 lo, hi = chunk_range(p, q * qr, qr, kr, cfg.skip)
-                n += hi - lo
-                transfers.append(((r, c), 0, "dram_read", 0, (b, h, q, 0), q_bytes, 1))
+                transfers[(core, 0, "dram_read", 0, (b, h, q, 0), q_bytes)] += 1
                 if not cfg.mcast or gc == 1 or c == 0:
                     for kc in range(lo, min(hi, lo + nch)):
                         times = len(range(kc, hi, nch))
-                        transfers.append(((r, c), 0, "dram_read", 1, (b, h // per_kv, kc, 0), kv_bytes, times))
-                        transfers.append(((r, c), 0, "dram_read", 2, (b, h // per_kv, kc, 0), kv_bytes, times))
+                        transfers[(core, 0, "dram_read", 1, (b, h // per_kv, kc, 0), kv_bytes)] += times
+                        transfers[(core, 0, "dram_read", 2, (b, h // per_kv, kc, 0), kv_bytes)] += times
                 if qc < split.nq:
-                    transfers.append(((r, c), 1, "dram_write", 6, (b, h, qc, 0), q_bytes, 1))
+                    transfers[(core, 1, "dram_write", 6, (b, h, qc, 0), q_bytes)] += 1
                     if p.return_lse:
-                        transfers.append(((r, c), 1, "dram_write", 5, (b, h, qc, 0), m * 32 * 32 * 4, 1))
-            steps[(r, c)] = n
-    moved = perf.lower_bound(params, cfg.grid, infos, _formats(infos, data_format), {}, transfers)
-    _moves[key] = (steps, moved)
-    return steps, moved
+                        transfers[(core, 1, "dram_write", 5, (b, h, qc, 0), m * 32 * 32 * 4)] += 1
+    found = _moves[key] = perf.lower_bound(params, cfg.grid, infos, _formats(infos, data_format), {},
+                                           (t + (n,) for t, n in transfers.items()))
+    return found
 
 
 def bound(plan: Plan, device: Device, fidelity: str, exp: str, data_format: str | None,
-          step: float | None = None) -> tuple[perf.Bound, dict[tuple[int, int], float]]:
-    """A lower bound on the timing model's cycles for `plan`: its DMAs' (`work`), or each core's
-    K/V steps at `step` compute cycles each (default `step_floor`); and each core's compute floor."""
-    steps, moved = work(plan, device, data_format)
-    step = step_floor(plan, device, fidelity, exp) if step is None else step
-    floors = {core: n * step for core, n in steps.items()}
+          costs: tuple[ComputeCost, int] | None = None, dma: bool = True
+          ) -> tuple[perf.Bound, dict[tuple[int, int], float]]:
+    """A lower bound on the timing model's cycles for `plan`, and each core's compute floor: its
+    items and K/V steps at `costs` (the compiled kernel's `compute_cost`; without them, its steps at
+    `step_floor`), and (`dma`) what its DMAs take (`moves`)."""
+    cost, rounds = costs or (ComputeCost(0.0, 0.0, 0.0, step_floor(plan, device, fidelity, exp, data_format)), 0)
+    floors = {core: cost.core(rounds, *n) for core, n in counts(plan).items()}
     compute = perf.Bound(max(floors.values(), default=0.0), "compute")
-    return max(compute, moved, key=lambda b: b.cycles), floors
+    return (max(compute, moves(plan, device, data_format), key=lambda b: b.cycles) if dma else compute), floors
 
 
 def _layout(p: Problem, cfg: AttentionConfig, dtype: str, g: int) -> Plan:
@@ -211,52 +318,75 @@ def autotune_attention(q_shape: tuple[int, ...], kv_shape: tuple[int, ...], *, c
     params = params_for(device.name)
     sq_tiles, skv_tiles = -(-q_shape[2] // 32), -(-kv_shape[2] // 32)
     cands: list[Candidate] = []
+    layouts: list[list[Plan]] = []  # per candidate, its work layout for each number of GQA heads per block
     for cq, ck, grid in candidates(device, grid_free and base.grid is None):
         if (base.q_chunk and cq != base.q_chunk) or (base.kv_chunk and ck != base.kv_chunk):
             continue
         if cq > max(1, sq_tiles) or ck > max(1, skv_tiles):
             continue
         g_cfg = replace(base, q_chunk=cq, kv_chunk=ck, grid=base.grid or grid)
-        # the plan may pack fewer GQA heads than the most (L1, cores): the least bound over them holds
-        b = min((bound(_layout(problem, g_cfg, dtype_name, g), device, fidelity, exp, data_format)[0]
-                 for g in head_groups(problem, g_cfg)), key=lambda x: x.cycles)
-        cands.append(Candidate(cq, ck, g_cfg.grid, b.seconds(params), b.resource))
-    cands.sort(key=lambda c: c.bound)
+        layouts.append([_layout(problem, g_cfg, dtype_name, g) for g in head_groups(problem, g_cfg)])
+        cands.append(Candidate(cq, ck, g_cfg.grid, 0.0, ""))
+
+    def weak(i: int, dma: bool) -> None:
+        """Candidate i's bound before compiling: the least over the GQA packings the plan may take."""
+        b = min((bound(plan, device, fidelity, exp, data_format, dma=dma)[0] for plan in layouts[i]),
+                key=lambda x: x.cycles)
+        cands[i].bound, cands[i].bound_by = b.seconds(params), b.resource
+
+    for i in range(len(cands)):
+        weak(i, dma=False)
+    # Best first: a candidate's bound only tightens as it is weighed further (its DMAs, then its
+    # compiled kernel's costs), so the least bound is refined until it is final, then simulated;
+    # once the least bound left is at or above the best time, no candidate left can win.
+    stage = [0] * len(cands)  # 0: compute floor, 1: and DMAs, 2: compiled
+    queue = [(c.bound, i) for i, c in enumerate(cands)]
+    heapq.heapify(queue)
+    compiled: dict[int, tuple[Plan, dict[tuple[int, int], float]]] = {}
     best: Candidate | None = None
-    with tqdm(cands, desc="autotune", unit="candidate", disable=not progress, file=progress_file, leave=False) as bar:
-        for c in bar:
-            if best is not None and c.bound >= best.seconds:
-                continue  # pruned: cannot beat the best
-            cfg = replace(base, q_chunk=c.q_chunk, kv_chunk=c.kv_chunk, grid=c.grid)
-            try:
-                plan = choose_plan(problem, cfg, device, dtype_name)
-            except CompileError as e:
-                if "L1" not in e.message:
-                    raise
-                c.status = "no L1 fit"
-                continue
-            c.group = plan.group
-            # compiled now: the loop's real op costs give a tighter bound, for the layout chosen
-            refined, floors = bound(plan, device, fidelity, exp, data_format,
-                                    step=max(step_floor(plan, device, fidelity, exp),
-                                             step_cycles(plan, device, fidelity, exp, data_format)))
-            if refined.seconds(params) > c.bound:
-                c.bound, c.bound_by = refined.seconds(params), refined.resource
-            if best is not None and c.bound >= best.seconds:
-                continue  # pruned after compiling
-            tensors = [perf.placeholder(shape, t) for shape, t in arguments_shapes(plan)]
-            stop = best.seconds * params.clock_ghz * 1e9 if best is not None else None
-            with perf.session(fidelity, timing_only=True, data_format=data_format, exp=exp, trace=False,
-                              stop_after=stop, floors=floors) as s:
+    with tqdm(total=len(cands), desc="autotune", unit="candidate", disable=not progress, file=progress_file,
+              leave=False) as bar:
+        while queue and (best is None or queue[0][0] < best.seconds):
+            _, i = heapq.heappop(queue)
+            c = cands[i]
+            if stage[i] == 0:
+                weak(i, dma=True)
+            elif stage[i] == 1:
                 try:
-                    build_kernel(plan, device)(*tensors)
-                except perf.Overrun:
-                    c.status = "stopped"
+                    plan = choose_plan(problem, replace(base, q_chunk=c.q_chunk, kv_chunk=c.kv_chunk, grid=c.grid),
+                                       device, dtype_name)
+                except CompileError as e:
+                    if "L1" not in e.message:
+                        raise
+                    c.status = "no L1 fit"
+                    bar.update()
                     continue
-            c.status, c.seconds, c.bottleneck = "simulated", s.last.seconds, s.last.bound
-            if best is None or c.seconds < best.seconds:
-                best = c
-                bar.set_postfix_str(f"best {best.seconds * 1e3:.4f} ms")
+                c.group = plan.group
+                refined, floors = bound(plan, device, fidelity, exp, data_format,
+                                        costs=compute_cost(plan, device, fidelity, exp, data_format))
+                if refined.seconds(params) > c.bound:
+                    c.bound, c.bound_by = refined.seconds(params), refined.resource
+                compiled[i] = (plan, floors)
+            else:
+                plan, floors = compiled[i]
+                tensors = [perf.placeholder(shape, t) for shape, t in arguments_shapes(plan)]
+                stop = best.seconds * params.clock_ghz * 1e9 if best is not None else None
+                bar.update()
+                with perf.session(fidelity, timing_only=True, data_format=data_format, exp=exp, trace=False,
+                                  stop_after=stop, floors=floors) as s:
+                    try:
+                        build_kernel(plan, device)(*tensors)
+                    except perf.Overrun:
+                        c.status = "stopped"
+                        continue
+                c.status, c.seconds, c.bottleneck = "simulated", s.last.seconds, s.last.bound
+                if best is None or c.seconds < best.seconds:
+                    best = c
+                    bar.set_postfix_str(f"best {best.seconds * 1e3:.4f} ms")
+                continue
+            stage[i] += 1
+            heapq.heappush(queue, (c.bound, i))
+        bar.update(bar.total - bar.n)  # the rest: pruned by their bounds
     if best is None:
         raise CompileError("autotune: no candidate fits L1", kernel="flash_attention",
                            note="give a smaller head_dim or bf16 inputs")
