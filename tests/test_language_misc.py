@@ -161,3 +161,20 @@ def test_one_array_passed_as_two_inputs_with_different_blocks(rng):
     same_array_twice(x, x, out)
     x64 = x.astype(np.float64)
     assert_close(out, x64 * x64.sum(1, keepdims=True), "f32")
+
+
+def test_outside_verify_each_the_final_ir_is_verified_once_before_lowering(monkeypatch):
+    """Without TILEGRID_VERIFY=each, a compile that only weighs a layout (`compile_ir`) leaves the IR
+    unverified; the first target to lower it verifies it, once, and the run is right."""
+    from tilegrid.targets import compile_ir
+    from tilegrid.targets.compile import clear_cache
+
+    monkeypatch.setenv("TILEGRID_VERIFY", "")
+    clear_cache()
+    x = np.random.default_rng(7).standard_normal((64, 32)).astype(np.float32)
+    compiled = compile_ir(scaled_by_rows, x, np.full_like(x, np.nan))
+    assert not compiled.verified and compiled.l1.used > 0
+    out = scaled_by_rows(x, np.full_like(x, np.nan))
+    assert compiled.verified
+    np.testing.assert_allclose(out, x * 2.0, rtol=1e-6)
+    clear_cache()

@@ -134,9 +134,15 @@ class ImplicitDataMovement(ModulePass):
             for k, v in cb_ops(t, C.CBWaitOp).items():
                 dm_pops.setdefault(k, []).extend(v)
         writes = {o.arg.data for t in dm for o in t.walk() if isinstance(o, C.DMAWriteOp)}
+        comp_fills: dict[int, list] = {}  # the compute threads' reserves and waits, per CB (walked once)
+        comp_waits: dict[int, list] = {}
+        for t in comp:
+            for k, v in cb_ops(t, C.CBReserveOp).items():
+                comp_fills.setdefault(k, []).extend(v)
+            for k, v in cb_ops(t, C.CBWaitOp).items():
+                comp_waits.setdefault(k, []).extend(v)
         for i, info in enumerate(infos):
-            comp_reserves = any(i in cb_ops(t, C.CBReserveOp) for t in comp)
-            if info["output"] and i not in writes and not comp_reserves:
+            if info["output"] and i not in writes and i not in comp_fills:
                 raise CompileError(
                     f"output '{info['name']}' is never written: no thread reserves its CB or writes its stream",
                     note=f"store results into the output CB (blk = {info['name']}_cb.reserve(); blk.store(x)), "
@@ -144,11 +150,10 @@ class ImplicitDataMovement(ModulePass):
                 )
         new_threads = []
         for i, info in enumerate(infos):
-            used_by_compute = any(i in cb_ops(t, C.CBWaitOp) or i in cb_ops(t, C.CBReserveOp) for t in comp)
-            if not used_by_compute:
+            if i not in comp_waits and i not in comp_fills:  # not used by compute
                 continue
             if not info["output"] and i not in dm_fills:
-                fills = [o for t in comp for o in cb_ops(t, C.CBReserveOp).get(i, [])]
+                fills = comp_fills.get(i, [])
                 if fills:
                     raise CompileError(
                         f"the compute thread fills CB '{info['name']}', but '{info['name']}' is an input of the kernel, "
@@ -158,11 +163,11 @@ class ImplicitDataMovement(ModulePass):
                         "arguments are the outputs); an input's CB is filled by a reader: keep a computed block in a "
                         "variable instead",
                     )
-                waits = [o for t in comp for o in cb_ops(t, C.CBWaitOp).get(i, [])]
+                waits = comp_waits.get(i, [])
                 if waits:
                     new_threads.append(implicit_thread(prog, i, info, write=False, where=loc_of(waits[0])))
             if info["output"]:
-                comp_pops = [o for t in comp for o in cb_ops(t, C.CBWaitOp).get(i, [])]
+                comp_pops = comp_waits.get(i, [])
                 if i in dm_pops:
                     if comp_pops:
                         raise CompileError(
@@ -173,7 +178,7 @@ class ImplicitDataMovement(ModulePass):
                         )
                     continue
                 self.drop_compute_pops(prog, comp, i, info)
-                reserves = [o for t in comp for o in cb_ops(t, C.CBReserveOp).get(i, [])]
+                reserves = comp_fills.get(i, [])
                 if reserves:
                     new_threads.append(implicit_thread(prog, i, info, write=True, where=loc_of(reserves[0])))
         for t in new_threads:

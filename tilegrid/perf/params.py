@@ -18,8 +18,10 @@ Grid mapping. tilegrid writes grids as (rows, cols); tt-metal writes "x by y" = 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import chain
 
 FIDELITY_PHASES = {"LoFi": 1, "HiFi2": 2, "HiFi3": 3, "HiFi4": 4}
 
@@ -193,15 +195,9 @@ def dram_legs(size: tuple[int, int], dram_xy: tuple[tuple[int, int], ...], hop: 
               noc: int, kind: str, chans: tuple[int, ...]) -> tuple[tuple[tuple[Link, int], ...], float]:
     """`DeviceParams.dram_legs`, cached on what it depends on (the timing model and its bounds ask
     for the same patterns over and over). The request's own leg is part of dram_latency_cycles."""
-    load: dict[Link, int] = {}
-    lat = 0
-    for ch in chans:
-        a, b = (dram_xy[ch], here) if kind == "dram_read" else (here, dram_xy[ch])
-        route = noc_route(size, a, b, noc)
-        for lk in route:
-            load[lk] = load.get(lk, 0) + 1
-        lat = max(lat, 2 * niu + hop * len(route))
-    return tuple(load.items()), float(lat)
+    routes = [noc_route(size, dram_xy[ch], here, noc) if kind == "dram_read" else noc_route(size, here, dram_xy[ch], noc)
+              for ch in chans]
+    return tuple(Counter(chain.from_iterable(routes)).items()), float(2 * niu + hop * max(map(len, routes)))
 
 
 # Wormhole: 10x12 NoC; DRAM tiles in columns x = 0 and x = 5 (ISA WormholeB0/DRAMTile: 18 DRAM

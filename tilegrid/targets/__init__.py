@@ -56,7 +56,7 @@ def launch(config: KernelConfig, threads: Sequence[ThreadDef], tensors: Sequence
     check_program(config, threads)
     args = describe_args(config, tensors, kernel_tensors)
     compiled = compile_program(config, threads, tensors, args, t.level, ctx.dump)
-    program = compiled if ctx.mode == "ir" else t.lower(compiled, ctx, config)
+    program = compiled if ctx.mode == "ir" else t.lower(compiled.verify(), ctx, config)
     if ctx.mode in ("compile", "ir"):
         if ctx.log is not None:
             ctx.log.append(program)

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from tilegrid.lang.spec import KernelConfig, ThreadDef, warn_short_block_factors
 from tilegrid.numerics import FIDELITY_PHASES, NP_DTYPES, dtype_of
 from tilegrid.passes.allocate_l1 import L1Plan, plan_l1
 from tilegrid.passes.common import program_of
-from tilegrid.passes.pipeline import run_pipeline
+from tilegrid.passes.pipeline import run_pipeline, verify, verify_each_pass
 
 
 @dataclass
@@ -36,14 +37,23 @@ class Compiled:
     stages: list[tuple[str, str]] = field(default_factory=list)
     compile_seconds: float = 0.0
     programs: dict[Any, Any] = field(default_factory=dict)  # what each target lowered it to, by options
+    verified: bool = False
+
+    def verify(self) -> Compiled:
+        """Verify the IR once, before a target lowers it: a planner that only weighs a layout's IR
+        (`compile_ir`) never pays for it."""
+        if not self.verified:
+            verify(self.module, f"the pipeline (level '{self.level}')")
+            self.verified = True
+        return self
 
     @property
     def program(self) -> Any:
         return program_of(self.module)
 
-    @property
+    @cached_property
     def l1(self) -> L1Plan | None:
-        """Per-core L1 use (tile level only)."""
+        """Per-core L1 use (tile level only; the IR is final once compiled)."""
         return plan_l1(self.module) if self.level == "tile" else None
 
 
@@ -205,12 +215,13 @@ def compile_program(config: KernelConfig, threads: Sequence[ThreadDef], tensors:
         prog = program_of(module)
         prog.dst_capacity = type(prog.dst_capacity)(capacity)
         prog.l1_budget = type(prog.l1_budget)(config.device.l1_bytes)
-        run_pipeline(module, level, record if dump or os.environ.get("TILEGRID_DUMP_IR") else None)
+        run_pipeline(module, level, record if dump or os.environ.get("TILEGRID_DUMP_IR") else None, verify_level=False)
     except TilegridError as e:
         if e.loc is None and config.loc is not None:
             e = type(e)(e.message, config.loc, kernel=e.kernel, note=e.note)
         raise e.with_kernel(config.name) from None
-    compiled = Compiled(config.name, module, level, args, stages, time.perf_counter() - t0)
+    compiled = Compiled(config.name, module, level, args, stages, time.perf_counter() - t0,
+                        verified=verify_each_pass())
     if os.environ.get("TILEGRID_DUMP_IR"):
         for stage, text in stages:
             print(f"// ----- IR after {stage} -----\n{text}")

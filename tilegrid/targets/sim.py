@@ -111,7 +111,7 @@ class SimTarget:
 
 def run_compiled(compiled: Compiled, tensors: Sequence[Any], config: KernelConfig, observer: Any = None) -> Any:
     """Simulate an already compiled kernel (e.g. one parsed from IR text) on `tensors`."""
-    program = lower(compiled)
+    program = lower(compiled.verify())
     return write_outputs(tensors, run(program, tensors, config, observer=observer), compiled.args)
 
 

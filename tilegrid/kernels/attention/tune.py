@@ -1,17 +1,23 @@
 """FlashAttention's autotuner: the chunks (and grid) the performance model predicts fastest.
 
-Simulating a candidate under the timing model costs about as much as running the kernel, so the
-tuner simulates as few as it can and no more of each than it must:
+Simulating a candidate under the timing model costs about as much as running the kernel, and
+compiling one a sixth of that, so the tuner does each only where a bound cannot settle it. Every
+candidate (q_chunk, kv_chunk[, grid]) has a lower bound on its predicted time that tightens as it
+is weighed further, each step dearer than the last:
 
-1. every candidate (q_chunk, kv_chunk[, grid]) gets a lower bound on its predicted time without
-   compiling or simulating (`bound`: the compute thread's matmuls and score exps per core, every
-   DMA's bytes on the DRAM channels, NoC links and ports it crosses; tilegrid/perf/bounds.py);
-2. candidates are simulated timing-only in the order of their bounds; each run stops as soon as
-   its clock passes the best time so far (`perf.session(stop_after=...)`: it cannot win);
-3. once the next bound is at or above the best time, no remaining candidate can win: they are
-   reported as pruned, never compiled.
+0. before compiling: each core's K/V steps at `step_floor` (the step loop's ops from the kernel's
+   structure, at their cheapest);
+1. compiled (`choose_plan`: the layout that fits L1): the compute thread's own op costs per work
+   item, K/V step and mask-crossing step (`compute_cost`) times what each core is dealt (`counts`):
+   the compute thread's busy time, exactly for this kernel;
+2. with its DMAs: the bytes every DRAM channel, NoC link and port carries (`moves`,
+   tilegrid/perf/bounds.py);
+3. simulated, timing-only, stopping as soon as its clock (plus the compute it has left) passes the
+   best time so far (`perf.session(stop_after=..., floors=...)`).
 
-The pick is the candidate with the least simulated time, the same one an exhaustive search finds.
+The candidate with the least bound is always weighed next (best first), so once the least bound
+left reaches the best simulated time no candidate left can win: the rest are pruned. The pick is
+the candidate with the least simulated time, the one an exhaustive search finds.
 """
 
 from __future__ import annotations
@@ -327,31 +333,29 @@ def autotune_attention(q_shape: tuple[int, ...], kv_shape: tuple[int, ...], *, c
         g_cfg = replace(base, q_chunk=cq, kv_chunk=ck, grid=base.grid or grid)
         layouts.append([_layout(problem, g_cfg, dtype_name, g) for g in head_groups(problem, g_cfg)])
         cands.append(Candidate(cq, ck, g_cfg.grid, 0.0, ""))
-
-    def weak(i: int, dma: bool) -> None:
-        """Candidate i's bound before compiling: the least over the GQA packings the plan may take."""
-        b = min((bound(plan, device, fidelity, exp, data_format, dma=dma)[0] for plan in layouts[i]),
+    for i, c in enumerate(cands):  # before compiling: the least compute floor over the packings the plan may take
+        b = min((bound(plan, device, fidelity, exp, data_format, dma=False)[0] for plan in layouts[i]),
                 key=lambda x: x.cycles)
-        cands[i].bound, cands[i].bound_by = b.seconds(params), b.resource
-
-    for i in range(len(cands)):
-        weak(i, dma=False)
-    # Best first: a candidate's bound only tightens as it is weighed further (its DMAs, then its
-    # compiled kernel's costs), so the least bound is refined until it is final, then simulated;
+        c.bound, c.bound_by = b.seconds(params), b.resource
+    # Best first: a candidate's bound only tightens as it is weighed further (its compiled kernel's
+    # compute costs, then its DMAs), so the least bound is refined until it is final, then simulated;
     # once the least bound left is at or above the best time, no candidate left can win.
-    stage = [0] * len(cands)  # 0: compute floor, 1: and DMAs, 2: compiled
+    stage = [0] * len(cands)  # 0: compute floor, 1: compiled, 2: and DMAs: simulate next
     queue = [(c.bound, i) for i, c in enumerate(cands)]
     heapq.heapify(queue)
-    compiled: dict[int, tuple[Plan, dict[tuple[int, int], float]]] = {}
+    compiled: dict[int, tuple[Plan, tuple[ComputeCost, int]]] = {}
     best: Candidate | None = None
+
+    def tighten(c: Candidate, b: perf.Bound) -> None:
+        if b.seconds(params) > c.bound:
+            c.bound, c.bound_by = b.seconds(params), b.resource
+
     with tqdm(total=len(cands), desc="autotune", unit="candidate", disable=not progress, file=progress_file,
               leave=False) as bar:
         while queue and (best is None or queue[0][0] < best.seconds):
             _, i = heapq.heappop(queue)
             c = cands[i]
             if stage[i] == 0:
-                weak(i, dma=True)
-            elif stage[i] == 1:
                 try:
                     plan = choose_plan(problem, replace(base, q_chunk=c.q_chunk, kv_chunk=c.kv_chunk, grid=c.grid),
                                        device, dtype_name)
@@ -362,13 +366,14 @@ def autotune_attention(q_shape: tuple[int, ...], kv_shape: tuple[int, ...], *, c
                     bar.update()
                     continue
                 c.group = plan.group
-                refined, floors = bound(plan, device, fidelity, exp, data_format,
-                                        costs=compute_cost(plan, device, fidelity, exp, data_format))
-                if refined.seconds(params) > c.bound:
-                    c.bound, c.bound_by = refined.seconds(params), refined.resource
-                compiled[i] = (plan, floors)
+                compiled[i] = (plan, compute_cost(plan, device, fidelity, exp, data_format))
+                tighten(c, bound(plan, device, fidelity, exp, data_format, costs=compiled[i][1], dma=False)[0])
+            elif stage[i] == 1:
+                plan, costs = compiled[i]
+                tighten(c, bound(plan, device, fidelity, exp, data_format, costs=costs)[0])
             else:
-                plan, floors = compiled[i]
+                plan, costs = compiled[i]
+                _, floors = bound(plan, device, fidelity, exp, data_format, costs=costs, dma=False)
                 tensors = [perf.placeholder(shape, t) for shape, t in arguments_shapes(plan)]
                 stop = best.seconds * params.clock_ghz * 1e9 if best is not None else None
                 bar.update()
