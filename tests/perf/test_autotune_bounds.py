@@ -80,3 +80,24 @@ def test_a_tighter_bound_never_drops_below_the_looser_one():
                          costs=compute_cost(plan, WORMHOLE, "HiFi4", "accurate", None))[0].cycles
         assert floor <= moved <= compiled, (cq, ck, floor, moved, compiled)
         _ = replace(plan)  # plans are plain dataclasses the tuner copies
+
+
+@pytest.mark.parametrize("variant", [
+    dict(heads=4, kv_heads=2, d=96, causal=False, window=(64, 0)),
+    dict(heads=2, kv_heads=2, d=64, causal=False, data_format="bfp8_b", exp="approx", fidelity="HiFi2"),
+    dict(heads=4, kv_heads=1, d=128, causal=True, seq=320),
+])
+def test_the_final_bound_never_passes_the_simulated_time(variant):
+    """The bound a candidate is simulated (or pruned) with, its compiled compute floor, its DMAs and
+    the soonest its first blocks land, is at most the timing model's prediction, for each layout."""
+    v = dict(seq=256, data_format=None, exp="accurate", fidelity="HiFi4", window=None) | variant
+    p = _problem(v["heads"], v["kv_heads"], v["seq"], v["d"], v["causal"], window=v["window"])
+    for cq, ck in [(4, 4), (2, 4), (4, 2), (1, 1)]:
+        plan = choose_plan(p, AttentionConfig(q_chunk=cq, kv_chunk=ck, grid=(2, 2)), WORMHOLE, "bf16")
+        b, _ = bound(plan, WORMHOLE, v["fidelity"], v["exp"], v["data_format"],
+                     costs=compute_cost(plan, WORMHOLE, v["fidelity"], v["exp"], v["data_format"]))
+        with perf.session(v["fidelity"], exp=v["exp"], data_format=v["data_format"], timing_only=True,
+                          trace=False) as s:
+            build_kernel(plan, WORMHOLE)(*(perf.placeholder(sh, t) for sh, t in arguments_shapes(plan)))
+        assert b.cycles <= s.last.cycles * (1 + 1e-9), (cq, ck, b, s.last.cycles)
+        assert b.cycles >= 0.7 * s.last.cycles, (cq, ck, b, s.last.cycles)

@@ -54,6 +54,7 @@ from tilegrid.kernels.attention.problem import AttentionConfig, Problem, WorkSpl
 from tilegrid.numerics import dtype_of
 from tilegrid.passes.common import program_of
 from tilegrid.perf.costs import SFPU_VECTOR_SHARE, CostContext, op_cost
+from tilegrid.perf.model import dram_spread
 from tilegrid.perf.params import TILE_BYTES, params_for
 from tilegrid.targets import compile_ir
 
@@ -237,14 +238,17 @@ def counts(plan: Plan) -> dict[tuple[int, int], tuple[int, int, int]]:
     return found
 
 
-_moves: dict[tuple, perf.Bound] = {}
+_moves: dict[tuple, tuple[perf.Bound, dict[tuple[int, int], float]]] = {}
 
 
-def moves(plan: Plan, device: Device, data_format: str | None) -> perf.Bound:
+def moves(plan: Plan, device: Device, data_format: str | None
+          ) -> tuple[perf.Bound, dict[tuple[int, int], float]]:
     """The bound the kernel's DMAs give (tilegrid/perf/bounds.py): the reader's (NoC 0) Q block per
     item and K and V chunk per step, the writer's (NoC 1) output and LSE blocks. A block's DRAM
     channels repeat every `dram_channels` chunks (tile pages are dealt round-robin), so an item's
-    K/V steps are counted per residue, and one core's same DMAs once with their count."""
+    K/V steps are counted per residue, and one core's same DMAs once with their count. And per
+    core, when its first Q block and first K chunk land at the soonest (`landed`): its compute
+    cannot start the first item, or its first step, before."""
     key = (plan.problem, plan.config, plan.group, plan.dtype, device, data_format)  # not the CB layout
     if key in _moves:
         return _moves[key]
@@ -258,6 +262,7 @@ def moves(plan: Plan, device: Device, data_format: str | None) -> perf.Bound:
     heads, per_kv, nch = p.heads // g, p.heads // p.kv_heads // g, params.dram_channels
     gc = cfg.grid[1]
     transfers: dict[tuple, int] = defaultdict(int)
+    starts: dict[tuple[int, int], tuple[float, ...]] = {}
     for r in range(cfg.grid[0]):
         for c in range(gc):
             core = (r, c)
@@ -266,6 +271,9 @@ def moves(plan: Plan, device: Device, data_format: str | None) -> perf.Bound:
                 q = min(qc, split.nq - 1)
                 lo, hi = chunk_range(p, q * qr, qr, kr, cfg.skip)
                 transfers[(core, 0, "dram_read", 0, (b, h, q, 0), q_bytes)] += 1
+                if core not in starts and hi > lo and (not cfg.mcast or gc == 1):
+                    starts[core] = landed(params, infos, data_format, core, [(0, (b, h, q, 0), q_bytes),
+                                                                             (1, (b, h // per_kv, lo, 0), kv_bytes)])
                 if not cfg.mcast or gc == 1 or c == 0:
                     for kc in range(lo, min(hi, lo + nch)):
                         times = len(range(kc, hi, nch))
@@ -275,9 +283,29 @@ def moves(plan: Plan, device: Device, data_format: str | None) -> perf.Bound:
                     transfers[(core, 1, "dram_write", 6, (b, h, qc, 0), q_bytes)] += 1
                     if p.return_lse:
                         transfers[(core, 1, "dram_write", 5, (b, h, qc, 0), m * 32 * 32 * 4)] += 1
-    found = _moves[key] = perf.lower_bound(params, cfg.grid, infos, _formats(infos, data_format), {},
-                                           (t + (n,) for t, n in transfers.items()))
+    found = _moves[key] = (perf.lower_bound(params, cfg.grid, infos, _formats(infos, data_format), {},
+                                            (t + (n,) for t, n in transfers.items())), starts)
     return found
+
+
+def landed(params: Any, infos: list[dict], data_format: str | None, core: tuple[int, int],
+           reads: list[tuple[int, tuple, int]]) -> tuple[float, ...]:
+    """The soonest each of `reads` (argument, block index, bytes), which the reader issues one after
+    another, each waited for, has landed: each costs its issue, its bytes through the core's NoC
+    port or its busiest DRAM channel, the route latency of its slowest channel and the DRAM latency
+    (tilegrid/perf/model.py `handle_dram`), with nothing else in the way."""
+    fmts = _formats(infos, data_format)
+    t, out = 0.0, []
+    for arg, idx, nbytes in reads:
+        ntiles = max(1, nbytes // TILE_BYTES[infos[arg]["dtype"]])
+        tile = TILE_BYTES[fmts[arg]]
+        chans, share = dram_spread(params.dram_channels, infos[arg], idx, ntiles)
+        lat = params.dram_legs(params.noc_xy(*core), 0, "dram_read", chans)[1]
+        busiest = max(ntiles * tile / params.noc_bytes_per_cycle,
+                      share * tile / params.dram_bytes_per_cycle_per_channel)
+        t += params.dma_issue_cycles + busiest + lat + params.dram_latency_cycles
+        out.append(t)
+    return tuple(out)
 
 
 def bound(plan: Plan, device: Device, fidelity: str, exp: str, data_format: str | None,
@@ -289,7 +317,15 @@ def bound(plan: Plan, device: Device, fidelity: str, exp: str, data_format: str 
     cost, rounds = costs or (ComputeCost(0.0, 0.0, 0.0, step_floor(plan, device, fidelity, exp, data_format)), 0)
     floors = {core: cost.core(rounds, *n) for core, n in counts(plan).items()}
     compute = perf.Bound(max(floors.values(), default=0.0), "compute")
-    return (max(compute, moves(plan, device, data_format), key=lambda b: b.cycles) if dma else compute), floors
+    if not dma:
+        return compute, floors
+    moved, starts = moves(plan, device, data_format)
+    # what runs before the first item (the masks built once, a round's ops) need not wait for its Q
+    # block, nor the item's own ops for its first K chunk; the rest does
+    ahead = cost.once + rounds * cost.per_round
+    started = perf.Bound(max((floors[core] + max(0.0, tq - ahead, tk - ahead - cost.per_item)
+                              for core, (tq, tk) in starts.items()), default=0.0), "compute")
+    return max(compute, started, moved, key=lambda b: b.cycles), floors
 
 
 def _layout(p: Problem, cfg: AttentionConfig, dtype: str, g: int) -> Plan:
