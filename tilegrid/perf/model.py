@@ -178,6 +178,7 @@ class PerfModel:
         self.ports: dict[tuple, Calendar] = {}
         self.links: dict[Link, Calendar] = {}
         self._paths: dict[tuple, tuple[list[tuple[Calendar, float]], float]] = {}
+        self._op_costs: dict[tuple[int, int], tuple[Any, list[float]]] = {}
         self.handles: list[float] = []
         self.trace_ev: list[tuple] = []
         self.activity = Activity()  # busy time per thread over the whole run (plots), when tracing
@@ -250,8 +251,11 @@ class PerfModel:
     # ---- Observer protocol ----------------------------------------------------------------------
 
     def on_op(self, core: tuple[int, int], thread: str, op: Any, tiles: int, loc: str) -> None:
-        t = self.th(core, thread)
-        c = op_cost(self.ctx, op, tiles)
+        t = self.threads.get((core, thread)) or self.th(core, thread)
+        hit = self._op_costs.get((id(op), tiles))  # the run's ops are few and alive: keyed by identity
+        if hit is None:
+            hit = self._op_costs[(id(op), tiles)] = (op_cost(self.ctx, op, tiles), self.op_totals[op_label(op)])
+        c, tot = hit
         start = t.clock
         t.clock += c.total
         t.busy += c.total
@@ -261,8 +265,6 @@ class PerfModel:
         t.pack += c.pack
         self.flops += c.flops
         t.events += 1
-        label = op_label(op)
-        tot = self.op_totals[label]
         tot[0] += c.fpu
         tot[1] += c.sfpu
         tot[2] += c.unpack

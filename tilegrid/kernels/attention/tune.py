@@ -72,6 +72,7 @@ class Candidate:
     bottleneck: str = ""  # what the simulation says binds
     status: str = "pruned"  # "simulated", "stopped" (passed the best), "pruned" (bound >= best), "no L1 fit"
     group: int = 1  # GQA heads per work item of the plan
+    compiled: bool = False  # weighed by its compiled kernel (or found not to fit L1)
 
 
 def candidates(device: Device, grid_free: bool) -> list[tuple[int, int, tuple[int, int]]]:
@@ -398,10 +399,10 @@ def autotune_attention(q_shape: tuple[int, ...], kv_shape: tuple[int, ...], *, c
                 except CompileError as e:
                     if "L1" not in e.message:
                         raise
-                    c.status = "no L1 fit"
+                    c.status, c.compiled = "no L1 fit", True
                     bar.update()
                     continue
-                c.group = plan.group
+                c.group, c.compiled = plan.group, True
                 compiled[i] = (plan, compute_cost(plan, device, fidelity, exp, data_format))
                 tighten(c, bound(plan, device, fidelity, exp, data_format, costs=compiled[i][1], dma=False)[0])
             elif stage[i] == 1:
