@@ -487,3 +487,32 @@ def test_deadlock_with_implicit_data_movement_explains_the_shard(rng):
     text = e.value.render()
     assert "implicit_writer_out" in text and "'comp' has finished without a matching push" in text, text
     assert "core's own shard" in e.value.note, text
+
+
+def test_the_same_kernel_in_two_files_is_reported_in_each_own_file(tmp_path):
+    """Two files with the same kernel text compile to equal code objects; each error still points
+    at its own file and line (the frontend's parse cache is per code object, not per equal code)."""
+    import importlib.util
+
+    src = (
+        "from tilegrid import Program, compute, pykernel_gen\n"
+        "from tilegrid.lang import fill\n\n\n"
+        "@pykernel_gen(grid=(1, 1), block_factors=[(1, 1), (1, 1)])\n"
+        "def kern(a, out):\n"
+        "    @compute()\n"
+        "    async def comp(a_cb, out_cb):\n"
+        "        x = a_cb.pop()\n"
+        "        out_cb.reserve().store(x + fill(1.0, (64, 64)))\n\n"
+        "    return Program(comp)(a, out)\n"
+    )
+    x = rand(np.random.default_rng(3), (32, 32))
+    for name in ("first", "second"):
+        path = tmp_path / f"{name}.py"
+        path.write_text(src)
+        spec = importlib.util.spec_from_file_location(f"tilegrid_twin_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        with pytest.raises(CompileError) as info:
+            module.kern(x, poisoned((32, 32)))
+        assert os.path.realpath(info.value.loc.file) == os.path.realpath(path)
+        assert f"{path}:10:" in info.value.render()

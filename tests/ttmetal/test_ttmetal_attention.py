@@ -60,10 +60,12 @@ def compare(name: str, dev, sim, ref, run, wall: float, approx: bool = False) ->
                      "differ_from_sim": int((d != s).sum()), "elements": int(d.size),
                      "max_diff_sim_over_scale": float(np.abs(d - s).max() / scale)}
     if approx:  # the fast exp is within 3.1% by design: as far from float64 as the simulator, give or take bf16
+        # (an element may then be 3% of the largest |reference| off float64, the simulator's too: the device is
+        # held to the simulator's answer, elementwise below)
         assert rel < FIGURES[name]["sim_rel_err"] + 5e-3, FIGURES[name]
     else:
         assert rel < 1e-2, FIGURES[name]
-    assert np.abs(d - r).max() <= TOL * scale, FIGURES[name]
+        assert np.abs(d - r).max() <= TOL * scale, FIGURES[name]
     assert np.abs(d - s).max() <= TOL * scale, FIGURES[name]
 
 

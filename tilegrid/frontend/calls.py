@@ -45,15 +45,17 @@ def parse_function(fn: Callable, what: str) -> tuple[str, int, ast.AST, dict, di
     return file, indent, tree, fn.__globals__, closure
 
 
-_trees: dict[Any, tuple[str, int, ast.AST]] = {}
+_trees: dict[int, tuple[Any, str, int, ast.AST]] = {}
 
 
 def _parsed(fn: Callable, what: str) -> tuple[str, int, ast.AST]:
     """The source's file, indentation and AST, parsed once per code object (the builder only reads
-    the tree; a kernel built for many shapes re-parses nothing)."""
-    hit = _trees.get(fn.__code__)
-    if hit is not None:
-        return hit
+    the tree; a kernel built for many shapes re-parses nothing). Keyed by the code object's identity
+    (held, so its id stays its own): equal code objects of two files are two sources."""
+    code = fn.__code__
+    hit = _trees.get(id(code))
+    if hit is not None and hit[0] is code:
+        return hit[1:]
     file = inspect.getsourcefile(fn) or "<unknown>"
     try:
         lines, first = inspect.getsourcelines(fn)
@@ -64,8 +66,8 @@ def _parsed(fn: Callable, what: str) -> tuple[str, int, ast.AST]:
         ) from e
     tree = ast.parse(textwrap.dedent("".join(lines)))
     ast.increment_lineno(tree, first - 1)
-    hit = _trees[fn.__code__] = (file, len(lines[0]) - len(lines[0].lstrip()), tree.body[0])
-    return hit
+    _trees[id(code)] = (code, file, len(lines[0]) - len(lines[0].lstrip()), tree.body[0])
+    return _trees[id(code)][1:]
 
 
 class CallsMixin:

@@ -22,11 +22,13 @@ from tilegrid.ir import core as C
 from tilegrid.passes.common import loc_of, program_of
 
 
-def cb_ops(thread: C.ThreadOp, cls: type) -> dict[int, list[Operation]]:
+def cb_ops(threads: list[C.ThreadOp], cls: type) -> dict[int, list[Operation]]:
+    """The threads' ops of one CB call (reserve, wait, pop), per CB."""
     out: dict[int, list[Operation]] = {}
-    for o in thread.walk():
-        if isinstance(o, cls):
-            out.setdefault(o.cb.data, []).append(o)
+    for t in threads:
+        for o in t.walk():
+            if isinstance(o, cls):
+                out.setdefault(o.cb.data, []).append(o)
     return out
 
 
@@ -126,21 +128,9 @@ class ImplicitDataMovement(ModulePass):
         infos = prog.arg_infos()
         dm = [t for t in prog.threads if t.kind.data == "datamovement"]
         comp = [t for t in prog.threads if t.kind.data == "compute"]
-        dm_fills: dict[int, list] = {}
-        dm_pops: dict[int, list] = {}
-        for t in dm:
-            for k, v in cb_ops(t, C.CBReserveOp).items():
-                dm_fills.setdefault(k, []).extend(v)
-            for k, v in cb_ops(t, C.CBWaitOp).items():
-                dm_pops.setdefault(k, []).extend(v)
+        dm_fills, dm_pops = cb_ops(dm, C.CBReserveOp), cb_ops(dm, C.CBWaitOp)
         writes = {o.arg.data for t in dm for o in t.walk() if isinstance(o, C.DMAWriteOp)}
-        comp_fills: dict[int, list] = {}  # the compute threads' reserves and waits, per CB (walked once)
-        comp_waits: dict[int, list] = {}
-        for t in comp:
-            for k, v in cb_ops(t, C.CBReserveOp).items():
-                comp_fills.setdefault(k, []).extend(v)
-            for k, v in cb_ops(t, C.CBWaitOp).items():
-                comp_waits.setdefault(k, []).extend(v)
+        comp_fills, comp_waits = cb_ops(comp, C.CBReserveOp), cb_ops(comp, C.CBWaitOp)
         for i, info in enumerate(infos):
             if info["output"] and i not in writes and i not in comp_fills:
                 raise CompileError(
@@ -188,8 +178,8 @@ class ImplicitDataMovement(ModulePass):
     def drop_compute_pops(prog: C.ProgramOp, comp: list[C.ThreadOp], i: int, info: dict) -> None:
         """The compute thread's `out_cb.pop()` only marks a block done when the output drains implicitly."""
         for t in comp:
-            waits = cb_ops(t, C.CBWaitOp).get(i, [])
-            pops = cb_ops(t, C.CBPopOp).get(i, [])
+            waits = cb_ops([t], C.CBWaitOp).get(i, [])
+            pops = cb_ops([t], C.CBPopOp).get(i, [])
             for w in waits:
                 if w.results[0].uses:
                     raise CompileError(

@@ -12,6 +12,12 @@ def op_kind(op: Any) -> str:
     return op.name.partition(".")[2]
 
 
+def tee(*observers: Any) -> Any:
+    """The observers as one (`Tee`), or the only one itself (no forwarding on the hot path)."""
+    present = [o for o in observers if o is not None]
+    return present[0] if len(present) == 1 else Tee(*present)
+
+
 class Tee:
     """Several observers as one: each hears every event; a transfer's handle is the first one returned
     (one timing model per run), and only observers that returned handles hear about the waits."""

@@ -17,7 +17,7 @@ from tilegrid.lang.spec import KernelConfig
 from tilegrid.perf.model import Options, PerfModel
 from tilegrid.perf.params import params_for
 from tilegrid.perf.run import Session
-from tilegrid.sim.observer import Tee
+from tilegrid.sim.observer import tee
 from tilegrid.targets import sim
 from tilegrid.targets.compile import Compiled, write_outputs
 
@@ -54,7 +54,7 @@ class PerfTarget:
         model = PerfModel(s.params or params_for(config.device.name), s.options, kernel=config.name,
                           grid=tuple(config.grid), infos=args, thread_kinds=kinds, formats=formats)
         t0 = time.perf_counter()
-        arrays = sim.run(program, tensors, config, observer=Tee(model, config.observer, s.forward),
+        arrays = sim.run(program, tensors, config, observer=tee(model, config.observer, s.forward),
                          formats=formats if fmt else None)
         s.wall_seconds.append(time.perf_counter() - t0)
         s.results.append(model.finish())
