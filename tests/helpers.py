@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 from ml_dtypes import bfloat16
 
 TOL = {"bf16": 1e-2, "f32": 1e-5}
@@ -83,3 +86,18 @@ class DeviceRuns:
 
     def on_device_run(self, run) -> None:
         self.runs.append(run)
+
+
+def figures_fixture(env, figures: dict, stem: str, title: str):
+    """A module's autouse fixture that, after its tests, writes the figures they recorded to the
+    tt-metal logs directory (`stem`.figures.json) and prints them."""
+
+    @pytest.fixture(scope="module", autouse=True)
+    def figures_written():
+        yield
+        if env is not None and figures:
+            out = env.logs_dir / f"{stem}.figures.json"
+            out.write_text(json.dumps(figures, indent=1) + "\n")
+            print(f"\n{title} ({out}):\n{json.dumps(figures, indent=1)}")
+
+    return figures_written

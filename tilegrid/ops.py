@@ -321,6 +321,8 @@ CMPI_OPS: dict[int, tuple[Callable[[Any, Any], bool], str]] = {
     0: (lambda a, b: a == b, "=="), 1: (lambda a, b: a != b, "!="), 2: (lambda a, b: a < b, "<"),
     3: (lambda a, b: a <= b, "<="), 4: (lambda a, b: a > b, ">"), 5: (lambda a, b: a >= b, ">="),
 }
+# arith.cmpi predicate -> its C / Python operator (the unsigned ones as signed: indices are never negative)
+CMPI_SYMBOLS = {k: sym for k, (_, sym) in CMPI_OPS.items()} | {6: "<", 7: "<=", 8: ">", 9: ">="}
 FLOAT_OPS: dict[str, tuple[Callable[[float, float], float], str]] = {
     "arith.addf": (lambda a, b: a + b, "+"), "arith.subf": (lambda a, b: a - b, "-"),
     "arith.mulf": (lambda a, b: a * b, "*"), "arith.divf": (lambda a, b: a / b, "/"),

@@ -17,14 +17,13 @@ full matrix (1-4 cores, seq 64-256, head_dim 64 and 128, causal, GQA) is `slow`.
 from __future__ import annotations
 
 import importlib.util
-import json
 import time
 from pathlib import Path
 
 import ml_dtypes
 import numpy as np
 import pytest
-from helpers import DeviceRuns, poisoned, rand
+from helpers import DeviceRuns, figures_fixture, poisoned, rand
 
 import tilegrid.kernels.attention as A
 from tilegrid.targets.ttmetal.setup import find_env
@@ -40,13 +39,7 @@ FIGURES: dict[str, dict] = {}
 TOL = 2.0**-5  # 4 bf16 ulps of the largest |reference|
 
 
-@pytest.fixture(scope="module", autouse=True)
-def figures():
-    yield
-    if ENV is not None and FIGURES:
-        out = ENV.logs_dir / "test_ttmetal_attention.figures.json"
-        out.write_text(json.dumps(FIGURES, indent=1) + "\n")
-        print(f"\ntt-metal FlashAttention figures ({out}):\n{json.dumps(FIGURES, indent=1)}")
+figures = figures_fixture(ENV, FIGURES, "test_ttmetal_attention", "tt-metal FlashAttention figures")
 
 
 def compare(name: str, dev, sim, ref, run, wall: float, approx: bool = False) -> None:

@@ -15,13 +15,12 @@ Every figure goes to the logs directory (test_ttmetal_codegen.figures.json) and 
 
 from __future__ import annotations
 
-import json
 import re
 import time
 
 import numpy as np
 import pytest
-from helpers import DeviceRuns, poisoned, rand
+from helpers import DeviceRuns, figures_fixture, poisoned, rand
 
 from tilegrid import (
     Program,
@@ -48,13 +47,7 @@ pytestmark = [
 FIGURES: dict[str, dict] = {}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def figures():
-    yield
-    if ENV is not None and FIGURES:
-        out = ENV.logs_dir / "test_ttmetal_codegen.figures.json"
-        out.write_text(json.dumps(FIGURES, indent=1) + "\n")
-        print(f"\ntt-metal codegen figures ({out}):\n{json.dumps(FIGURES, indent=1)}")
+figures = figures_fixture(ENV, FIGURES, "test_ttmetal_codegen", "tt-metal codegen figures")
 
 
 def bf16_ulp(x: np.ndarray) -> np.ndarray:

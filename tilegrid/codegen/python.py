@@ -19,10 +19,9 @@ from xdsl.ir import Operation, SSAValue
 
 from tilegrid.ir import core as C
 from tilegrid.ir import tile as T
-from tilegrid.ops import CMPI_OPS, FLOAT_OPS, INDEX_OPS, OPS, _trunc_div
+from tilegrid.ops import CMPI_SYMBOLS, FLOAT_OPS, INDEX_OPS, OPS, _trunc_div
 from tilegrid.passes.common import loc_of, program_of
 
-CMPI = {k: sym for k, (_, sym) in CMPI_OPS.items()} | {6: "<", 7: "<=", 8: ">", 9: ">="}  # unsigned as signed
 ARITH = {name: o.python for name, o in INDEX_OPS.items()} | {
     name: f"np.float32({{a}} {sym} {{b}})" for name, (_, sym) in FLOAT_OPS.items()
 }
@@ -145,7 +144,7 @@ def _arith_binary(g: Gen, op: Operation) -> None:
 
 @rule(arith.CmpiOp)
 def _cmpi(g: Gen, op: arith.CmpiOp) -> None:
-    g.line(f"{g.name(op.result)} = {g.name(op.lhs)} {CMPI[op.predicate.value.data]} {g.name(op.rhs)}")
+    g.line(f"{g.name(op.result)} = {g.name(op.lhs)} {CMPI_SYMBOLS[op.predicate.value.data]} {g.name(op.rhs)}")
 
 
 @rule(arith.SelectOp)

@@ -251,7 +251,7 @@ class PerfModel:
     # ---- Observer protocol ----------------------------------------------------------------------
 
     def on_op(self, core: tuple[int, int], thread: str, op: Any, tiles: int, loc: str) -> None:
-        t = self.threads.get((core, thread)) or self.th(core, thread)
+        t = self.th(core, thread)
         hit = self._op_costs.get((id(op), tiles))  # the run's ops are few and alive: keyed by identity
         if hit is None:
             hit = self._op_costs[(id(op), tiles)] = (op_cost(self.ctx, op, tiles), self.op_totals[op_label(op)])

@@ -380,7 +380,7 @@ def autotune_attention(q_shape: tuple[int, ...], kv_shape: tuple[int, ...], *, c
     stage = [0] * len(cands)  # 0: compute floor, 1: compiled, 2: and DMAs: simulate next
     queue = [(c.bound, i) for i, c in enumerate(cands)]
     heapq.heapify(queue)
-    compiled: dict[int, tuple[Plan, tuple[ComputeCost, int]]] = {}
+    compiled: dict[int, tuple[Plan, tuple[ComputeCost, int], dict[tuple[int, int], float]]] = {}
     best: Candidate | None = None
 
     def tighten(c: Candidate, b: perf.Bound) -> None:
@@ -403,14 +403,15 @@ def autotune_attention(q_shape: tuple[int, ...], kv_shape: tuple[int, ...], *, c
                     bar.update()
                     continue
                 c.group, c.compiled = plan.group, True
-                compiled[i] = (plan, compute_cost(plan, device, fidelity, exp, data_format))
-                tighten(c, bound(plan, device, fidelity, exp, data_format, costs=compiled[i][1], dma=False)[0])
+                costs = compute_cost(plan, device, fidelity, exp, data_format)
+                b, floors = bound(plan, device, fidelity, exp, data_format, costs=costs, dma=False)
+                compiled[i] = (plan, costs, floors)
+                tighten(c, b)
             elif stage[i] == 1:
-                plan, costs = compiled[i]
+                plan, costs, _ = compiled[i]
                 tighten(c, bound(plan, device, fidelity, exp, data_format, costs=costs)[0])
             else:
-                plan, costs = compiled[i]
-                _, floors = bound(plan, device, fidelity, exp, data_format, costs=costs, dma=False)
+                plan, _, floors = compiled[i]
                 tensors = [perf.placeholder(shape, t) for shape, t in arguments_shapes(plan)]
                 stop = best.seconds * params.clock_ghz * 1e9 if best is not None else None
                 bar.update()

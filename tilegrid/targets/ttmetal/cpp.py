@@ -22,10 +22,9 @@ from xdsl.ir import Operation, SSAValue
 from tilegrid.errors import CompileError, SourceLoc
 from tilegrid.ir import core as C
 from tilegrid.ir.core import BlockType
-from tilegrid.ops import CMPI_OPS, FLOAT_OPS, INDEX_OPS
+from tilegrid.ops import CMPI_SYMBOLS, FLOAT_OPS, INDEX_OPS
 from tilegrid.passes.common import loc_of
 
-CMPI = {k: sym for k, (_, sym) in CMPI_OPS.items()} | {6: "<", 7: "<=", 8: ">", 9: ">="}
 FLOAT_SYM = {name: sym for name, (_, sym) in FLOAT_OPS.items()}
 
 # Python's floor division (arith.floordivsi), for a C++ kernel.
@@ -33,8 +32,6 @@ FLOORDIV = """inline int32_t floordiv(int32_t a, int32_t b) {
     const int32_t q = a / b;
     return (q * b != a && ((a < 0) != (b < 0))) ? q - 1 : q;
 }"""
-
-
 
 
 def cpp_float(v: float) -> str:
@@ -244,7 +241,7 @@ class ScalarWriter(KernelWriter):
 
     @rule(arith.CmpiOp)
     def _cmpi(self, op: arith.CmpiOp) -> None:
-        self.define(op.result, f"{self.name(op.lhs)} {CMPI[op.predicate.value.data]} {self.name(op.rhs)}")
+        self.define(op.result, f"{self.name(op.lhs)} {CMPI_SYMBOLS[op.predicate.value.data]} {self.name(op.rhs)}")
 
     @rule(arith.SelectOp)
     def _select(self, op: arith.SelectOp) -> None:
